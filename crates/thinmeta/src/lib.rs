@@ -1,10 +1,54 @@
 //! # convoy-thinmeta
 //!
-//! A pure, read-only reader of dm-thin pool metadata (bytes in, mappings out). It will own:
+//! A pure, read-only reader of dm-thin pool metadata (bytes in, mappings out):
 //!
-//! * validated access to the superblock (live or the held metadata-snapshot root), the device
-//!   details tree and each device's mapping tree, over any `Read + Seek` source;
-//! * the delta between two thin devices as a stream of `Same` / `Different` / `LeftOnly` /
-//!   `RightOnly` runs, walking both trees together and skipping subtrees they share, so the cost
-//!   follows what changed rather than the volume size;
-//! * a builder that writes kernel-format metadata for test fixtures, including shared subtrees.
+//! * [`ThinMetadata`] opens metadata from any `Read + Seek` source of 4 KiB blocks (a file, a
+//!   metadata device) through the live superblock or the held metadata snapshot, and gives the
+//!   device details ([`ThinMetadata::devices`]) and each device's mapped runs
+//!   ([`ThinMetadata::mapped_runs`]).
+//! * [`ThinMetadata::delta`] compares two devices as a stream of [`DeltaRun`]s tagged
+//!   [`DeltaKind::Same`] / `Different` / `LeftOnly` / `RightOnly`, walking both trees together
+//!   and not descending where both point at the same block, so with
+//!   [`DeltaMode::ChangesOnly`] the cost follows what changed rather than the volume size.
+//! * [`builder`] writes kernel-format metadata for test fixtures, including snapshots that share
+//!   subtrees with their origin.
+//!
+//! Every block read is validated (checksum and salt, location, flags, entry counts, ascending
+//! keys within the range the parent gives, value size, height); corrupt input gives a
+//! [`ThinMetaError`] naming the block. Memory is bounded by the tree depth: one node per level
+//! per cursor plus a fixed 32-block cache.
+//!
+//! ```no_run
+//! use convoy_thinmeta::{DeltaKind, DeltaMode, ThinMetadata};
+//! let file = std::fs::File::open("/dev/mapper/pool_tmeta")?;
+//! let mut md = ThinMetadata::open_metadata_snapshot(file, None)?;
+//! for run in md.delta(1, 2, DeltaMode::ChangesOnly)? {
+//!     let run = run?;
+//!     assert_ne!(run.kind, DeltaKind::Same);
+//!     println!("{:?} {}+{}", run.kind, run.begin, run.length);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod block;
+pub mod builder;
+pub mod checksum;
+mod cursor;
+mod delta;
+mod details;
+mod error;
+mod mappings;
+mod metadata;
+mod node;
+mod superblock;
+pub mod xml;
+
+pub use block::{Block, BlockReader};
+pub use cursor::MAX_HEIGHT;
+pub use delta::{Delta, DeltaKind, DeltaMode, DeltaRun};
+pub use details::DeviceDetails;
+pub use error::{Result, ThinMetaError};
+pub use mappings::{pack_mapping, unpack_mapping, MappedRun, MappedRuns};
+pub use metadata::ThinMetadata;
+pub use node::max_entries;
+pub use superblock::{SpaceMapRoot, Superblock, SUPERBLOCK_MAGIC};

@@ -1,0 +1,279 @@
+//! The delta between two thin devices: both mapping trees walked together, in key order, never
+//! descending where both sides point at the same block (identical subtrees).
+
+use std::io::{Read, Seek};
+
+use crate::block::BlockReader;
+use crate::cursor::{Item, TreeCursor};
+use crate::error::Result;
+use crate::mappings::unpack_mapping;
+
+/// How the virtual blocks of a run compare between the left and the right device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeltaKind {
+    /// Both map the blocks to the same data blocks.
+    Same,
+    /// Both map the blocks, to different data blocks.
+    Different,
+    /// Only the left device maps the blocks.
+    LeftOnly,
+    /// Only the right device maps the blocks.
+    RightOnly,
+}
+
+/// A run of virtual blocks `begin..begin+length` with one [`DeltaKind`]; the data blocks of each
+/// side that maps them are contiguous (`left_data..left_data+length`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaRun {
+    /// Comparison result.
+    pub kind: DeltaKind,
+    /// First virtual block.
+    pub begin: u64,
+    /// Number of blocks.
+    pub length: u64,
+    /// First data block on the left (None for `RightOnly`).
+    pub left_data: Option<u64>,
+    /// First data block on the right (None for `LeftOnly`).
+    pub right_data: Option<u64>,
+}
+
+/// What a delta reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaMode {
+    /// Every mapped block, `Same` ones included: shared subtrees are read once (from one side)
+    /// to list their mappings. This is what `thin_delta` prints.
+    Full,
+    /// Only `Different`, `LeftOnly` and `RightOnly` runs: shared subtrees are not read at all,
+    /// so the cost follows what changed.
+    ChangesOnly,
+}
+
+/// Streaming delta; see [`crate::ThinMetadata::delta`]. After an error it yields nothing more.
+pub struct Delta<'a, R> {
+    reader: &'a mut BlockReader<R>,
+    left: TreeCursor,
+    right: TreeCursor,
+    shared: Option<TreeCursor>,
+    mode: DeltaMode,
+    pending: Option<DeltaRun>,
+    shared_skipped: u64,
+    done: bool,
+}
+
+/// One virtual block's comparison.
+type Elem = (DeltaKind, u64, Option<u64>, Option<u64>);
+
+fn before(hi: Option<u64>, lo: u64) -> bool {
+    hi.is_some_and(|h| h <= lo)
+}
+
+impl<'a, R: Read + Seek> Delta<'a, R> {
+    pub(crate) fn new(
+        reader: &'a mut BlockReader<R>,
+        left: TreeCursor,
+        right: TreeCursor,
+        mode: DeltaMode,
+    ) -> Self {
+        Delta {
+            reader,
+            left,
+            right,
+            shared: None,
+            mode,
+            pending: None,
+            shared_skipped: 0,
+            done: false,
+        }
+    }
+
+    /// Metadata blocks read from the source so far (cache hits not counted; includes the
+    /// superblock and lookups made before the walk on the same reader).
+    pub fn blocks_read(&self) -> u64 {
+        self.reader.blocks_read()
+    }
+
+    /// Shared subtrees skipped without reading (only in [`DeltaMode::ChangesOnly`]).
+    pub fn shared_subtrees_skipped(&self) -> u64 {
+        self.shared_skipped
+    }
+
+    /// The next compared virtual block, in key order.
+    fn next_elem(&mut self) -> Result<Option<Elem>> {
+        loop {
+            if let Some(shared) = &mut self.shared {
+                match shared.peek() {
+                    None => self.shared = None,
+                    Some(Item::Subtree { .. }) => shared.descend(self.reader)?,
+                    Some(Item::Entry { key, value }) => {
+                        shared.advance();
+                        let d = unpack_mapping(value).0;
+                        return Ok(Some((DeltaKind::Same, key, Some(d), Some(d))));
+                    }
+                }
+                continue;
+            }
+            let a = self.left.peek();
+            let b = self.right.peek();
+            match (a, b) {
+                (None, None) => return Ok(None),
+                (Some(Item::Subtree { .. }), None) => self.left.descend(self.reader)?,
+                (None, Some(Item::Subtree { .. })) => self.right.descend(self.reader)?,
+                (Some(Item::Entry { key, value }), None) => {
+                    self.left.advance();
+                    let d = unpack_mapping(value).0;
+                    return Ok(Some((DeltaKind::LeftOnly, key, Some(d), None)));
+                }
+                (None, Some(Item::Entry { key, value })) => {
+                    self.right.advance();
+                    let d = unpack_mapping(value).0;
+                    return Ok(Some((DeltaKind::RightOnly, key, None, Some(d))));
+                }
+                (
+                    Some(Item::Subtree {
+                        block: ba,
+                        lo: la,
+                        hi: ha,
+                        height: ta,
+                    }),
+                    Some(Item::Subtree {
+                        block: bb,
+                        lo: lb,
+                        hi: hb,
+                        height: tb,
+                    }),
+                ) => {
+                    if ba == bb && ta == tb {
+                        // Identical subtrees: both sides hold exactly the same mappings there.
+                        self.left.advance();
+                        self.right.advance();
+                        match self.mode {
+                            DeltaMode::ChangesOnly => self.shared_skipped += 1,
+                            DeltaMode::Full => {
+                                let lo = la.max(lb);
+                                let hi = match (ha, hb) {
+                                    (Some(x), Some(y)) => Some(x.min(y)),
+                                    (x, None) => x,
+                                    (None, y) => y,
+                                };
+                                self.shared = Some(TreeCursor::subtree(
+                                    "mapping tree node",
+                                    8,
+                                    ba,
+                                    ta,
+                                    lo,
+                                    hi,
+                                ));
+                            }
+                        }
+                    } else if before(ha, lb) {
+                        self.left.descend(self.reader)?;
+                    } else if before(hb, la) {
+                        self.right.descend(self.reader)?;
+                    } else if ta > tb {
+                        self.left.descend(self.reader)?;
+                    } else if tb > ta {
+                        self.right.descend(self.reader)?;
+                    } else {
+                        self.left.descend(self.reader)?;
+                        self.right.descend(self.reader)?;
+                    }
+                }
+                (Some(Item::Subtree { lo, .. }), Some(Item::Entry { key, value })) => {
+                    if key < lo {
+                        self.right.advance();
+                        let d = unpack_mapping(value).0;
+                        return Ok(Some((DeltaKind::RightOnly, key, None, Some(d))));
+                    }
+                    self.left.descend(self.reader)?;
+                }
+                (Some(Item::Entry { key, value }), Some(Item::Subtree { lo, .. })) => {
+                    if key < lo {
+                        self.left.advance();
+                        let d = unpack_mapping(value).0;
+                        return Ok(Some((DeltaKind::LeftOnly, key, Some(d), None)));
+                    }
+                    self.right.descend(self.reader)?;
+                }
+                (
+                    Some(Item::Entry { key: ka, value: va }),
+                    Some(Item::Entry { key: kb, value: vb }),
+                ) => {
+                    let (da, db) = (unpack_mapping(va).0, unpack_mapping(vb).0);
+                    return Ok(Some(if ka == kb {
+                        self.left.advance();
+                        self.right.advance();
+                        let kind = if da == db {
+                            DeltaKind::Same
+                        } else {
+                            DeltaKind::Different
+                        };
+                        (kind, ka, Some(da), Some(db))
+                    } else if ka < kb {
+                        self.left.advance();
+                        (DeltaKind::LeftOnly, ka, Some(da), None)
+                    } else {
+                        self.right.advance();
+                        (DeltaKind::RightOnly, kb, None, Some(db))
+                    }));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<DeltaRun>> {
+        loop {
+            let Some((kind, key, l, r)) = self.next_elem()? else {
+                return Ok(self.pending.take());
+            };
+            if kind == DeltaKind::Same && self.mode == DeltaMode::ChangesOnly {
+                continue;
+            }
+            if let Some(run) = &mut self.pending {
+                let follows = |start: Option<u64>, next: Option<u64>| match (start, next) {
+                    (Some(s), Some(n)) => s + run.length == n,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if run.kind == kind
+                    && run.begin.checked_add(run.length) == Some(key)
+                    && follows(run.left_data, l)
+                    && follows(run.right_data, r)
+                {
+                    run.length += 1;
+                    continue;
+                }
+            }
+            let next = DeltaRun {
+                kind,
+                begin: key,
+                length: 1,
+                left_data: l,
+                right_data: r,
+            };
+            if let Some(done) = self.pending.replace(next) {
+                return Ok(Some(done));
+            }
+        }
+    }
+}
+
+impl<R: Read + Seek> Iterator for Delta<'_, R> {
+    type Item = Result<DeltaRun>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(run)) => Some(Ok(run)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

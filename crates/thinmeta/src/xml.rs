@@ -1,0 +1,159 @@
+//! Text output in the XML dialects of `thin_delta` and `thin_dump` (thin-provisioning-tools
+//! 0.9.0), element for element.
+
+use std::io::{self, Write};
+
+use crate::delta::{DeltaKind, DeltaRun};
+use crate::details::DeviceDetails;
+use crate::mappings::MappedRun;
+use crate::superblock::Superblock;
+
+fn kind_tag(kind: DeltaKind) -> &'static str {
+    match kind {
+        DeltaKind::Same => "same",
+        DeltaKind::Different => "different",
+        DeltaKind::LeftOnly => "left_only",
+        DeltaKind::RightOnly => "right_only",
+    }
+}
+
+/// Writes `thin_delta` output for the runs of a [`crate::DeltaMode::Full`] delta.
+///
+/// Without `verbose`, runs of the same kind that touch are merged whatever their data blocks.
+/// With `verbose`, consecutive runs of the same kind are grouped in one element, one `<range>`
+/// per run of contiguous data blocks.
+pub fn write_delta<W: Write, E>(
+    out: &mut W,
+    sb: &Superblock,
+    nr_data_blocks: u64,
+    left: u64,
+    right: u64,
+    runs: impl IntoIterator<Item = Result<DeltaRun, E>>,
+    verbose: bool,
+) -> Result<(), DeltaOutputError<E>> {
+    let io = DeltaOutputError::Io;
+    writeln!(
+        out,
+        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
+        sb.time,
+        sb.transaction_id,
+        sb.data_block_size,
+        nr_data_blocks
+    )
+    .map_err(io)?;
+    writeln!(out, "  <diff left=\"{left}\" right=\"{right}\">").map_err(io)?;
+    if verbose {
+        let mut open: Option<DeltaKind> = None;
+        for run in runs {
+            let run = run.map_err(DeltaOutputError::Delta)?;
+            if open != Some(run.kind) {
+                if let Some(k) = open {
+                    writeln!(out, "    </{}>", kind_tag(k)).map_err(io)?;
+                }
+                writeln!(out, "    <{}>", kind_tag(run.kind)).map_err(io)?;
+                open = Some(run.kind);
+            }
+            match (run.left_data, run.right_data) {
+                (Some(l), Some(r)) if run.kind == DeltaKind::Different => writeln!(
+                    out,
+                    "      <range begin=\"{}\" left_data_begin=\"{l}\" right_data_begin=\"{r}\" length=\"{}\"/>",
+                    run.begin, run.length
+                ),
+                (l, r) => writeln!(
+                    out,
+                    "      <range begin=\"{}\" data_begin=\"{}\" length=\"{}\"/>",
+                    run.begin,
+                    l.or(r).unwrap_or(0),
+                    run.length
+                ),
+            }
+            .map_err(io)?;
+        }
+        if let Some(k) = open {
+            writeln!(out, "    </{}>", kind_tag(k)).map_err(io)?;
+        }
+    } else {
+        let mut pending: Option<(DeltaKind, u64, u64)> = None;
+        for run in runs {
+            let run = run.map_err(DeltaOutputError::Delta)?;
+            if let Some((k, b, l)) = &mut pending {
+                if *k == run.kind && b.checked_add(*l) == Some(run.begin) {
+                    *l += run.length;
+                    continue;
+                }
+            }
+            if let Some((k, b, l)) = pending.replace((run.kind, run.begin, run.length)) {
+                writeln!(out, "    <{} begin=\"{b}\" length=\"{l}\"/>", kind_tag(k)).map_err(io)?;
+            }
+        }
+        if let Some((k, b, l)) = pending {
+            writeln!(out, "    <{} begin=\"{b}\" length=\"{l}\"/>", kind_tag(k)).map_err(io)?;
+        }
+    }
+    writeln!(out, "  </diff>").map_err(io)?;
+    writeln!(out, "</superblock>").map_err(io)?;
+    Ok(())
+}
+
+/// Failure while writing a delta: the delta itself failed, or the output did.
+#[derive(Debug)]
+pub enum DeltaOutputError<E> {
+    /// The delta stream gave an error.
+    Delta(E),
+    /// Writing failed.
+    Io(io::Error),
+}
+
+/// Writes the `thin_dump` opening element.
+pub fn write_dump_header<W: Write>(
+    out: &mut W,
+    sb: &Superblock,
+    nr_data_blocks: u64,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" flags=\"{}\" version=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
+        sb.time,
+        sb.transaction_id,
+        sb.flags,
+        sb.version,
+        sb.data_block_size,
+        nr_data_blocks
+    )
+}
+
+/// Writes the opening `<device>` element.
+pub fn write_dump_device<W: Write>(out: &mut W, d: &DeviceDetails) -> io::Result<()> {
+    writeln!(
+        out,
+        "  <device dev_id=\"{}\" mapped_blocks=\"{}\" transaction=\"{}\" creation_time=\"{}\" snap_time=\"{}\">",
+        d.dev_id, d.mapped_blocks, d.transaction_id, d.creation_time, d.snapshotted_time
+    )
+}
+
+/// Writes one mapped run as `thin_dump` does.
+pub fn write_dump_run<W: Write>(out: &mut W, r: &MappedRun) -> io::Result<()> {
+    if r.length == 1 {
+        writeln!(
+            out,
+            "    <single_mapping origin_block=\"{}\" data_block=\"{}\" time=\"{}\"/>",
+            r.virtual_begin, r.data_begin, r.time
+        )
+    } else {
+        writeln!(
+            out,
+            "    <range_mapping origin_begin=\"{}\" data_begin=\"{}\" length=\"{}\" time=\"{}\"/>",
+            r.virtual_begin, r.data_begin, r.length, r.time
+        )
+    }
+}
+
+/// Closes a `<device>` element.
+pub fn write_dump_device_end<W: Write>(out: &mut W) -> io::Result<()> {
+    writeln!(out, "  </device>")
+}
+
+/// Closes the `<superblock>` element.
+pub fn write_dump_end<W: Write>(out: &mut W) -> io::Result<()> {
+    writeln!(out, "</superblock>")
+}
