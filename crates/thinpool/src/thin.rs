@@ -1,0 +1,375 @@
+//! Thin devices of a pool: create, snapshot, delete (pool messages on ids) and activate,
+//! deactivate, list (device-mapper devices with a `thin` table over the pool).
+//!
+//! Which devices are active is never cached: it is read from the kernel (every dm device whose
+//! table is `thin <this pool> <id>`), so it stays right across daemon restarts.
+
+use std::path::PathBuf;
+
+use devicemapper::{
+    DevId, Device, DmError, DmFlags, DmOptions, TargetTable, ThinDevTargetTable, ThinTargetParams,
+};
+use nix::errno::Errno;
+
+use crate::devnode::{ensure_node, remove_node};
+use crate::dmio::{self, raw_table_text};
+use crate::error::{dm_error, errno_of, Error, Result};
+use crate::names::{dm_name, validate_name};
+use crate::pool::ThinPool;
+use crate::status::{parse_thin_status, PoolMode, ThinState, ThinUsage};
+use crate::thin_id::ThinId;
+use crate::units::Sectors;
+
+/// An active thin device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThinDevice {
+    /// Device-mapper name.
+    pub name: String,
+    /// Thin id inside the pool.
+    pub id: ThinId,
+    /// Virtual size.
+    pub size: Sectors,
+    /// The device's `major:minor`.
+    pub device: Device,
+    /// Stable path: `/dev/mapper/<name>` (created by this crate when udev does not).
+    pub path: PathBuf,
+}
+
+impl ThinDevice {
+    /// The kernel's own node for the device, `/dev/dm-<minor>` (not stable across
+    /// re-activation; prefer [`ThinDevice::path`]).
+    pub fn dm_path(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/dm-{}", self.device.minor))
+    }
+}
+
+impl ThinPool {
+    /// Create a new, empty thin device with id `id` in the pool's metadata (not activated).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the id exists; [`Error::PoolFull`] when the pool is out of
+    /// data space; [`Error::PoolReadOnly`].
+    pub fn create_thin(&self, id: ThinId) -> Result<()> {
+        let _guard = self.lock();
+        self.ensure_writable()?;
+        let msg = format!("create_thin {id}");
+        self.message(&msg)
+            .map_err(|e| self.message_error(&msg, &self.subject(id), e))
+    }
+
+    /// Create `snapshot` as a snapshot of `origin`. Every active device of `origin` is suspended
+    /// (flushing and freezing a mounted filesystem) around the message and resumed afterwards,
+    /// also when the message fails.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when `snapshot` exists; [`Error::NotFound`] when `origin` does
+    /// not; [`Error::PoolFull`]; [`Error::PoolReadOnly`]; a resume failure is reported after
+    /// every resume was attempted.
+    pub fn create_snap(&self, snapshot: ThinId, origin: ThinId) -> Result<()> {
+        let _guard = self.lock();
+        self.ensure_writable()?;
+        let active = self.scan_active()?;
+        let origins: Vec<&ThinDevice> = active.iter().filter(|t| t.id == origin).collect();
+        if let Some(t) = active.iter().find(|t| t.id == snapshot) {
+            return Err(Error::AlreadyExists {
+                kind: "thin device id",
+                name: format!("{} (active as {})", self.subject(snapshot), t.name),
+            });
+        }
+
+        let mut suspended: Vec<&ThinDevice> = Vec::new();
+        let mut outcome = Ok(());
+        for dev in &origins {
+            match suspend(&self.dm, &dev.name) {
+                Ok(()) => suspended.push(dev),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            let msg = format!("create_snap {snapshot} {origin}");
+            outcome = self.message(&msg).map_err(|e| {
+                let subject = match errno_of(&e) {
+                    Some(Errno::ENODATA) | Some(Errno::ENOENT) => self.subject(origin),
+                    _ => self.subject(snapshot),
+                };
+                self.message_error(&msg, &subject, e)
+            });
+        }
+        // Resume everything we suspended, whatever happened above.
+        let mut resume_error = None;
+        for dev in suspended {
+            if let Err(e) = resume(&self.dm, &dev.name) {
+                resume_error.get_or_insert(e);
+            }
+        }
+        outcome?;
+        resume_error.map_or(Ok(()), Err)
+    }
+
+    /// Delete thin device `id` and free its blocks.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when the id is active (deactivate it first); [`Error::NotFound`];
+    /// [`Error::PoolReadOnly`].
+    pub fn delete(&self, id: ThinId) -> Result<()> {
+        let _guard = self.lock();
+        if let Some(t) = self.scan_active()?.into_iter().find(|t| t.id == id) {
+            return Err(Error::Busy {
+                device: self.subject(id),
+                reason: format!("it is active as {}; deactivate it first", t.name),
+            });
+        }
+        let msg = format!("delete {id}");
+        self.message(&msg)
+            .map_err(|e| self.message_error(&msg, &self.subject(id), e))
+    }
+
+    /// Activate thin device `id` as device-mapper device `name` with virtual size `size`.
+    /// Idempotent: if `name` is already this id of this pool with this size, it is returned.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when `name` is taken by another device; [`Error::NotFound`]
+    /// when the id does not exist in the pool; [`Error::InvalidSize`] for size 0.
+    pub fn activate(&self, id: ThinId, name: &str, size: Sectors) -> Result<ThinDevice> {
+        validate_name(name)?;
+        if *size == 0 {
+            return Err(Error::invalid_size(
+                name,
+                size,
+                "a thin device needs a size",
+            ));
+        }
+        let _guard = self.lock();
+        if dmio::exists(&self.dm, name)? {
+            return match self.thin_table(name)? {
+                Some(t) if t.id == id && t.size == size => {
+                    let path = ensure_node(name, t.device)?;
+                    Ok(ThinDevice { path, ..t })
+                }
+                _ => Err(Error::AlreadyExists {
+                    kind: "device-mapper device",
+                    name: name.to_owned(),
+                }),
+            };
+        }
+        let table = ThinDevTargetTable::new(
+            Sectors(0),
+            size,
+            ThinTargetParams::new(self.device, id.to_dm(), None),
+        );
+        let dm_id = DevId::Name(dm_name(name)?);
+        self.dm
+            .device_create(dm_name(name)?, None, DmOptions::default())
+            .map_err(|e| dmio::create_error(name, e))?;
+        let loaded = self
+            .dm
+            .table_load(&dm_id, &table.to_raw_table(), DmOptions::default())
+            .map_err(|e| match errno_of(&e) {
+                Some(Errno::ENODATA) | Some(Errno::ENOENT) => Error::NotFound {
+                    kind: "thin device id",
+                    name: self.subject(id),
+                },
+                _ => dm_error("load thin table", name, e),
+            })
+            .and_then(|_| {
+                self.dm
+                    .device_suspend(&dm_id, DmOptions::default())
+                    .map_err(|e| dm_error("resume", name, e))
+            });
+        let info = match loaded {
+            Ok(info) => info,
+            Err(e) => {
+                let _ = self.dm.device_remove(&dm_id, DmOptions::default());
+                return Err(e);
+            }
+        };
+        let device = info.device();
+        let path = ensure_node(name, device)?;
+        Ok(ThinDevice {
+            name: name.to_owned(),
+            id,
+            size,
+            device,
+            path,
+        })
+    }
+
+    /// Deactivate the thin device `name` (the id and its data stay in the pool).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no device of that name is a thin device of this pool;
+    /// [`Error::Busy`] when it is open (mounted).
+    pub fn deactivate(&self, name: &str) -> Result<()> {
+        let _guard = self.lock();
+        let thin = self.thin_table(name)?.ok_or_else(|| Error::NotFound {
+            kind: "thin device",
+            name: format!("{name} of pool {}", self.name()),
+        })?;
+        let open = dmio::info(&self.dm, name)?.open_count();
+        if open > 0 {
+            return Err(Error::Busy {
+                device: name.to_owned(),
+                reason: format!("it is open {open} time(s) (mounted?)"),
+            });
+        }
+        self.remove_thin_device(name, thin.device)
+    }
+
+    /// Every active thin device of this pool, read from the kernel. Ensures each has its
+    /// `/dev/mapper` node.
+    pub fn list_active(&self) -> Result<Vec<ThinDevice>> {
+        let _guard = self.lock();
+        let mut thins = self.scan_active()?;
+        for t in &mut thins {
+            t.path = ensure_node(&t.name, t.device)?;
+        }
+        Ok(thins)
+    }
+
+    /// The active devices of thin id `id` (usually none or one).
+    pub fn find_active(&self, id: ThinId) -> Result<Vec<ThinDevice>> {
+        Ok(self
+            .list_active()?
+            .into_iter()
+            .filter(|t| t.id == id)
+            .collect())
+    }
+
+    /// Mapped sectors of the active thin device `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Failed`]; [`Error::StatusParse`].
+    pub fn thin_usage(&self, name: &str) -> Result<ThinUsage> {
+        let line = dmio::status_line(&self.dm, name)?;
+        match parse_thin_status(&line) {
+            Ok(ThinState::Working(u)) => Ok(u),
+            Ok(ThinState::Failed) => Err(Error::Failed {
+                device: format!("thin device {name}"),
+            }),
+            Err(reason) => Err(Error::StatusParse {
+                device: format!("thin device {name}"),
+                line,
+                reason,
+            }),
+        }
+    }
+
+    /// Send a message to the pool.
+    pub(crate) fn message(&self, msg: &str) -> std::result::Result<(), DmError> {
+        let id = DevId::Name(dm_name(self.name()).expect("pool name was validated"));
+        self.dm.target_msg(&id, None, msg).map(|_| ())
+    }
+
+    /// Map a failed pool message to an error by meaning.
+    pub(crate) fn message_error(&self, msg: &str, subject: &str, e: DmError) -> Error {
+        match errno_of(&e) {
+            Some(Errno::EEXIST) => Error::AlreadyExists {
+                kind: "thin device id",
+                name: subject.to_owned(),
+            },
+            Some(Errno::ENODATA) | Some(Errno::ENOENT) => Error::NotFound {
+                kind: "thin device id",
+                name: subject.to_owned(),
+            },
+            Some(Errno::EBUSY) => Error::Busy {
+                device: subject.to_owned(),
+                reason: "the kernel reports it busy (open, or a metadata snapshot is held)"
+                    .to_owned(),
+            },
+            Some(Errno::EOPNOTSUPP) | Some(Errno::EROFS) => Error::PoolReadOnly {
+                pool: self.name().to_owned(),
+                mode: self
+                    .status()
+                    .map(|s| s.mode.as_str().to_owned())
+                    .unwrap_or_else(|_| "failed".to_owned()),
+            },
+            _ => dm_error(format!("message {msg:?}"), self.name(), e),
+        }
+    }
+
+    /// "thin device id N in pool P", for error messages.
+    pub(crate) fn subject(&self, id: ThinId) -> String {
+        format!("{id} in pool {}", self.name())
+    }
+
+    /// Refuse changes on a pool that is out of space or read-only.
+    fn ensure_writable(&self) -> Result<()> {
+        let status = self.status()?;
+        match status.mode {
+            PoolMode::ReadWrite => Ok(()),
+            PoolMode::OutOfDataSpace => Err(Error::PoolFull {
+                pool: self.name().to_owned(),
+                used: status.data.used,
+                total: status.data.total,
+            }),
+            PoolMode::ReadOnly => Err(Error::PoolReadOnly {
+                pool: self.name().to_owned(),
+                mode: status.mode.as_str().to_owned(),
+            }),
+        }
+    }
+
+    /// Active thin devices of this pool, without the lock and without touching nodes.
+    pub(crate) fn scan_active(&self) -> Result<Vec<ThinDevice>> {
+        let mut found = Vec::new();
+        for name in dmio::list(&self.dm)? {
+            // A device can vanish between list and table read: skip it.
+            match self.thin_table(&name) {
+                Ok(Some(t)) => found.push(t),
+                Ok(None) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The thin device `name` if its table is `thin <this pool> <id>`.
+    fn thin_table(&self, name: &str) -> Result<Option<ThinDevice>> {
+        let raw = dmio::table(&self.dm, name)?;
+        if raw.len() != 1 || raw[0].2 != "thin" {
+            return Ok(None);
+        }
+        let table = ThinDevTargetTable::from_raw_table(&raw).map_err(|_| Error::StatusParse {
+            device: name.to_owned(),
+            line: raw_table_text(&raw),
+            reason: "unreadable thin table".to_owned(),
+        })?;
+        let params = &table.table.params;
+        if params.pool != self.device {
+            return Ok(None);
+        }
+        let device = dmio::info(&self.dm, name)?.device();
+        Ok(Some(ThinDevice {
+            name: name.to_owned(),
+            id: ThinId::from_dm(params.thin_id),
+            size: table.table.length,
+            device,
+            path: crate::names::mapper_path(name),
+        }))
+    }
+
+    /// Remove a thin dm device and its node.
+    pub(crate) fn remove_thin_device(&self, name: &str, device: Device) -> Result<()> {
+        dmio::remove(&self.dm, name)?;
+        remove_node(name, device)
+    }
+}
+
+/// Suspend a device, flushing I/O and freezing a mounted filesystem (lockfs).
+fn suspend(dm: &devicemapper::DM, name: &str) -> Result<()> {
+    let id = DevId::Name(dm_name(name)?);
+    dm.device_suspend(&id, DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
+        .map(|_| ())
+        .map_err(|e| dm_error("suspend", name, e))
+}
+
+/// Resume a device.
+fn resume(dm: &devicemapper::DM, name: &str) -> Result<()> {
+    let id = DevId::Name(dm_name(name)?);
+    dm.device_suspend(&id, DmOptions::default())
+        .map(|_| ())
+        .map_err(|e| dm_error("resume", name, e))
+}
