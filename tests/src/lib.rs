@@ -4,3 +4,69 @@
 //! that need no single crate of their own. Tests whose name starts with `dm_` need a dm-thin
 //! kernel: they are `#[ignore]`d on the host and run inside the guest by `cargo xtask test`
 //! (see `docs/testing.md`).
+//!
+//! This library holds the small helpers those tests share: running a command and failing the
+//! test with its output, and loop devices over sparse files that detach themselves.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `program args...`, panics with its output if it fails, returns its stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over a sparse file; detached when dropped.
+#[derive(Debug)]
+pub struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    /// Creates a sparse file of `bytes` at `backing` and attaches it to a free loop device.
+    pub fn new(backing: &Path, bytes: u64) -> Self {
+        std::fs::File::create(backing)
+            .and_then(|f| f.set_len(bytes))
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", backing.display()));
+        let backing = backing.to_string_lossy();
+        let device = run("losetup", &["-f", "--show", &backing]);
+        Self {
+            path: PathBuf::from(device.trim()),
+        }
+    }
+
+    /// The loop device node, e.g. `/dev/loop0`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The node as a string, for command lines.
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().expect("loop device paths are ASCII")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// Size of a block device in 512-byte sectors.
+pub fn device_sectors(device: &str) -> u64 {
+    run("blockdev", &["--getsz", device])
+        .trim()
+        .parse()
+        .expect("blockdev --getsz prints a number")
+}

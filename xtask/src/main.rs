@@ -6,9 +6,12 @@
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
 mod dev_pool;
+mod test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "convoy developer tasks")]
@@ -19,13 +22,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot a Debian kernel under QEMU and run a command (or a shell) in it as root.
+    Vm(vm::VmArgs),
+    /// The one test command: host tier, then every `dm_` device test in one guest boot.
+    Test(test::TestArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::DevPool(args) => dev_pool::run(&args),
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Vm(args) => Ok(exit_code(vm::run(&args)?)),
+        Command::Test(args) => Ok(if test::run(&args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::DevPool(args) => dev_pool::run(&args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// An exit status as the process's own (statuses outside 0..=255 become 1).
+fn exit_code(status: i32) -> ExitCode {
+    u8::try_from(status).map_or(ExitCode::FAILURE, ExitCode::from)
 }

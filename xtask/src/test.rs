@@ -1,0 +1,242 @@
+//! `cargo xtask test`: the one test command.
+//!
+//! 1. Host tier: `cargo test --workspace`. Device tests (named `dm_...`, `#[ignore]`d with a
+//!    reason) are listed there as ignored, never counted as passing.
+//! 2. VM tier: the workspace's test binaries are built on the host; those that hold `dm_` tests
+//!    run inside **one** guest boot with `--ignored dm_`, on a real dm-thin kernel. The guest's
+//!    `/tmp` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
+//!    back loop devices with sparse files.
+//!
+//! The task prints a closing `N passed, N failed` line per tier and fails if either tier failed
+//! or if the VM tier found no device test to run.
+
+use crate::vm::{self, shell_quote, GuestRun, Mode};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Arguments of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Run only the host tier.
+    #[arg(long, conflicts_with = "vm_only")]
+    pub host_only: bool,
+    /// Run only the VM tier.
+    #[arg(long)]
+    pub vm_only: bool,
+    /// Kill the test guest after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Only device tests whose name contains this (in addition to the `dm_` convention).
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
+}
+
+/// Marker of the device tests.
+pub const DEVICE_TEST_PREFIX: &str = "dm_";
+/// Size of the guest's sparse scratch disk, mounted on `/tmp`.
+const SCRATCH_DISK_BYTES: u64 = 64 << 30;
+
+/// A test binary and the device tests it holds.
+struct TestBinary {
+    path: PathBuf,
+    package_dir: PathBuf,
+    device_tests: usize,
+}
+
+/// Runs `cargo xtask test`.
+pub fn run(args: &TestArgs) -> Result<bool> {
+    let mut ok = true;
+    if !args.vm_only {
+        println!("== host tier: cargo test --workspace");
+        let status = Command::new(cargo())
+            .args(["test", "--workspace"])
+            .current_dir(vm::repo_root())
+            .status()
+            .context("running cargo test")?;
+        if !status.success() {
+            println!("== host tier FAILED ({status})");
+            ok = false;
+        }
+    }
+    if !args.host_only {
+        ok &= vm_tier(args)?;
+    }
+    Ok(ok)
+}
+
+fn vm_tier(args: &TestArgs) -> Result<bool> {
+    println!("== VM tier: building test binaries");
+    let binaries = device_test_binaries(args.filter.as_deref())?;
+    let total: usize = binaries.iter().map(|b| b.device_tests).sum();
+    if total == 0 {
+        bail!("the VM tier found no `{DEVICE_TEST_PREFIX}` test to run");
+    }
+    println!(
+        "== VM tier: {total} device tests in {} binaries, one guest boot",
+        binaries.len()
+    );
+    let mut script = String::new();
+    script
+        .push_str("echo \"guest kernel: $(uname -r)\"\necho 'dmsetup targets:'\ndmsetup targets\n");
+    script.push_str(
+        "mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 /dev/vda >/dev/null \
+         && mount /dev/vda /tmp && chmod 1777 /tmp \
+         || { echo 'cannot prepare the scratch /tmp on /dev/vda'; exit 125; }\nrc=0\n",
+    );
+    let filter = match &args.filter {
+        Some(f) => shell_quote(f),
+        None => DEVICE_TEST_PREFIX.to_string(),
+    };
+    for binary in &binaries {
+        script.push_str(&format!(
+            "echo '== {name}'\n(cd {dir} && {bin} --ignored {filter} --test-threads=1) || rc=1\n",
+            name = binary
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            dir = shell_quote(&binary.package_dir.to_string_lossy()),
+            bin = shell_quote(&binary.path.to_string_lossy()),
+        ));
+    }
+    script.push_str("exit $rc\n");
+    let run = GuestRun {
+        script_body: script,
+        disk_sizes: vec![SCRATCH_DISK_BYTES],
+        disk_files: Vec::new(),
+        timeout: Duration::from_secs(args.timeout),
+        memory_mib: 2048,
+        mode: Mode::Batch,
+        verbose: false,
+    };
+    let started = Instant::now();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let outcome = vm::boot(&run, &mut |line| {
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(line) {
+            passed += p;
+            failed += f;
+        }
+    })?;
+    println!(
+        "== VM tier finished in {:.1} s (guest exit status {})",
+        started.elapsed().as_secs_f64(),
+        outcome.exit_status
+    );
+    println!("vm-tier: {passed} passed, {failed} failed");
+    Ok(outcome.exit_status == 0 && failed == 0 && passed > 0)
+}
+
+/// `test result: ok. 3 passed; 0 failed; ...` → (3, 0).
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';')
+            .find_map(|part| part.trim().strip_suffix(word))
+            .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+/// Builds the workspace's test binaries and keeps those that contain device tests.
+fn device_test_binaries(filter: Option<&str>) -> Result<Vec<TestBinary>> {
+    let mut child = Command::new(cargo())
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(vm::repo_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test --no-run")?;
+    let mut found = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(exe), Some(manifest)) =
+            (msg["executable"].as_str(), msg["manifest_path"].as_str())
+        else {
+            continue;
+        };
+        let package_dir = PathBuf::from(manifest)
+            .parent()
+            .map(PathBuf::from)
+            .context("manifest path without a directory")?;
+        found.push((PathBuf::from(exe), package_dir));
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("building the test binaries failed ({status})");
+    }
+    let mut binaries = Vec::new();
+    for (path, package_dir) in found {
+        let out = Command::new(&path)
+            .args(["--list", "--ignored"])
+            .current_dir(&package_dir)
+            .output()
+            .with_context(|| format!("listing tests of {}", path.display()))?;
+        let device_tests = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .filter(|name| is_device_test(name) && filter.is_none_or(|f| name.contains(f)))
+            .count();
+        if device_tests > 0 {
+            binaries.push(TestBinary {
+                path,
+                package_dir,
+                device_tests,
+            });
+        }
+    }
+    Ok(binaries)
+}
+
+/// A device test's own name (the last path segment) starts with `dm_`.
+fn is_device_test(full_name: &str) -> bool {
+    full_name
+        .rsplit("::")
+        .next()
+        .is_some_and(|name| name.starts_with(DEVICE_TEST_PREFIX))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_are_summed_from_libtest_output() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 1.2s"
+            ),
+            Some((3, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured"),
+            Some((1, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn device_tests_are_recognised_by_their_own_name() {
+        assert!(is_device_test("dm_pool_create"));
+        assert!(is_device_test("pool::tests::dm_pool_create"));
+        assert!(!is_device_test("pool::dm_tests::create"));
+        assert!(!is_device_test("random_name"));
+    }
+}
