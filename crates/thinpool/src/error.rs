@@ -86,8 +86,10 @@ pub enum Error {
 
     /// The pool has no free data blocks.
     #[error(
-        "thin pool {pool} is out of data space ({used} of {total} blocks used): \
-         delete volumes or snapshots, or extend the data device"
+        "thin pool {pool} is out of data space ({} of {} blocks used): \
+         delete volumes or snapshots, or extend the data device",
+        used.0,
+        total.0
     )]
     PoolFull {
         /// The pool's device-mapper name.

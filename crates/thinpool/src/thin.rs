@@ -33,6 +33,10 @@ pub struct ThinDevice {
     pub device: Device,
     /// Stable path: `/dev/mapper/<name>` (created by this crate when udev does not).
     pub path: PathBuf,
+    /// The device is suspended (I/O to it waits). Only a crash between the suspend and the
+    /// resume of [`ThinPool::create_snap`] leaves one so; [`ThinPool::resume_suspended`]
+    /// recovers.
+    pub suspended: bool,
 }
 
 impl ThinDevice {
@@ -145,7 +149,7 @@ impl ThinPool {
         let _guard = self.lock();
         if dmio::exists(&self.dm, name)? {
             return match self.thin_table(name)? {
-                Some(t) if t.id == id && t.size == size => {
+                Some(t) if t.id == id && t.size == size && !t.suspended => {
                     let path = ensure_node(name, t.device)?;
                     Ok(ThinDevice { path, ..t })
                 }
@@ -194,7 +198,28 @@ impl ThinPool {
             size,
             device,
             path,
+            suspended: false,
         })
+    }
+
+    /// Resume every suspended thin device of this pool (start-up recovery after a crash in
+    /// the middle of [`ThinPool::create_snap`]). Returns the names resumed.
+    ///
+    /// # Errors
+    /// The first resume failure, after trying them all.
+    pub fn resume_suspended(&self) -> Result<Vec<String>> {
+        let _guard = self.lock();
+        let mut resumed = Vec::new();
+        let mut first_error = None;
+        for t in self.scan_active()?.into_iter().filter(|t| t.suspended) {
+            match resume(&self.dm, &t.name) {
+                Ok(()) => resumed.push(t.name),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(resumed), Err)
     }
 
     /// Deactivate the thin device `name` (the id and its data stay in the pool).
@@ -341,13 +366,14 @@ impl ThinPool {
         if params.pool != self.device {
             return Ok(None);
         }
-        let device = dmio::info(&self.dm, name)?.device();
+        let info = dmio::info(&self.dm, name)?;
         Ok(Some(ThinDevice {
             name: name.to_owned(),
             id: ThinId::from_dm(params.thin_id),
             size: table.table.length,
-            device,
+            device: info.device(),
             path: crate::names::mapper_path(name),
+            suspended: info.flags().contains(DmFlags::DM_SUSPEND),
         }))
     }
 
