@@ -103,7 +103,8 @@ impl TreeCursor {
         })
     }
 
-    /// A cursor over a subtree whose height and key range are already known.
+    /// A cursor over a subtree whose height and key range are already known; `is_root` if it
+    /// is a whole tree (then it may be an empty leaf).
     pub fn subtree(
         what: &'static str,
         leaf_value_size: usize,
@@ -111,6 +112,7 @@ impl TreeCursor {
         height: u32,
         lo: u64,
         hi: Option<u64>,
+        is_root: bool,
     ) -> Self {
         TreeCursor {
             what,
@@ -120,10 +122,15 @@ impl TreeCursor {
                 lo,
                 hi,
                 height,
-                is_root: false,
+                is_root,
             }),
             stack: Vec::new(),
         }
+    }
+
+    /// Whether the cursor is still on the (unread) root of its tree.
+    pub fn at_root(&self) -> bool {
+        self.pending.is_some_and(|p| p.is_root)
     }
 
     /// The current item, or `None` at the end.

@@ -144,6 +144,7 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 ) => {
                     if ba == bb && ta == tb {
                         // Identical subtrees: both sides hold exactly the same mappings there.
+                        let whole_tree = self.left.at_root() && self.right.at_root();
                         self.left.advance();
                         self.right.advance();
                         match self.mode {
@@ -162,6 +163,7 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                                     ta,
                                     lo,
                                     hi,
+                                    whole_tree,
                                 ));
                             }
                         }

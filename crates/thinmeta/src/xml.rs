@@ -19,28 +19,32 @@ fn kind_tag(kind: DeltaKind) -> &'static str {
 
 /// Writes `thin_delta` output for the runs of a [`crate::DeltaMode::Full`] delta.
 ///
+/// The header comes from `sb`, the superblock the delta was read through (with `-m` that is
+/// the snapshot copy, whose zeroed data space map gives `nr_data_blocks="0"`, as thin_delta
+/// prints it); `metadata_snap` is printed when that superblock holds one.
+///
 /// Without `verbose`, runs of the same kind that touch are merged whatever their data blocks.
 /// With `verbose`, consecutive runs of the same kind are grouped in one element, one `<range>`
 /// per run of contiguous data blocks.
 pub fn write_delta<W: Write, E>(
     out: &mut W,
     sb: &Superblock,
-    nr_data_blocks: u64,
     left: u64,
     right: u64,
     runs: impl IntoIterator<Item = Result<DeltaRun, E>>,
     verbose: bool,
 ) -> Result<(), DeltaOutputError<E>> {
     let io = DeltaOutputError::Io;
-    writeln!(
+    write!(
         out,
-        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
-        sb.time,
-        sb.transaction_id,
-        sb.data_block_size,
-        nr_data_blocks
+        "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\"",
+        sb.time, sb.transaction_id, sb.data_block_size, sb.data_space_map.nr_blocks
     )
     .map_err(io)?;
+    if sb.metadata_snap != 0 {
+        write!(out, " metadata_snap=\"{}\"", sb.metadata_snap).map_err(io)?;
+    }
+    writeln!(out, ">").map_err(io)?;
     writeln!(out, "  <diff left=\"{left}\" right=\"{right}\">").map_err(io)?;
     if verbose {
         let mut open: Option<DeltaKind> = None;
@@ -104,12 +108,8 @@ pub enum DeltaOutputError<E> {
     Io(io::Error),
 }
 
-/// Writes the `thin_dump` opening element.
-pub fn write_dump_header<W: Write>(
-    out: &mut W,
-    sb: &Superblock,
-    nr_data_blocks: u64,
-) -> io::Result<()> {
+/// Writes the `thin_dump` opening element (`nr_data_blocks` from `sb`'s data space map).
+pub fn write_dump_header<W: Write>(out: &mut W, sb: &Superblock) -> io::Result<()> {
     writeln!(
         out,
         "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" flags=\"{}\" version=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
@@ -118,7 +118,7 @@ pub fn write_dump_header<W: Write>(
         sb.flags,
         sb.version,
         sb.data_block_size,
-        nr_data_blocks
+        sb.data_space_map.nr_blocks
     )
 }
 

@@ -120,21 +120,12 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     .map_err(|e| format!("{}: {e}", opts.path))?;
     let sb = md.superblock().clone();
-    let nr_data_blocks = md.live_superblock().data_space_map.nr_blocks;
     let delta = md
         .delta(opts.snap1, opts.snap2, DeltaMode::Full)
         .map_err(|e| format!("{}: {e}", opts.path))?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    match write_delta(
-        &mut out,
-        &sb,
-        nr_data_blocks,
-        opts.snap1,
-        opts.snap2,
-        delta,
-        opts.verbose,
-    ) {
+    match write_delta(&mut out, &sb, opts.snap1, opts.snap2, delta, opts.verbose) {
         Ok(()) => {}
         Err(DeltaOutputError::Delta(e)) => {
             let _ = out.flush();

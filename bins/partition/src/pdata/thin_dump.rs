@@ -91,11 +91,10 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     .map_err(|e| format!("{path}: {e}"))?;
     let sb = md.superblock().clone();
-    let nr_data_blocks = md.live_superblock().data_space_map.nr_blocks;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let wr = |e: std::io::Error| format!("writing output: {e}");
-    write_dump_header(&mut out, &sb, nr_data_blocks).map_err(wr)?;
+    write_dump_header(&mut out, &sb).map_err(wr)?;
     let devices = md.devices().map_err(|e| format!("{path}: {e}"))?;
     for details in devices {
         if !opts.dev_ids.is_empty() && !opts.dev_ids.contains(&details.dev_id) {

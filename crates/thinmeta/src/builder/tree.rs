@@ -9,6 +9,24 @@ pub(crate) type NodeId = usize;
 
 /// Most entries in a mapping-tree node (leaf or internal: both have 8-byte values).
 pub(crate) const MAX_ENTRIES: usize = max_entries(8);
+/// Fewest entries in a non-root node (`thin_check` insists on a third full).
+pub(crate) const MIN_ENTRIES: usize = MAX_ENTRIES / 3;
+
+/// Splits `n` items into balanced chunk sizes of about `fill` (at most `max`), each at least
+/// `max / 3` unless there is only one chunk.
+pub(crate) fn chunk_sizes(n: usize, fill: usize, max: usize) -> Vec<usize> {
+    let min = max / 3;
+    let mut chunks = n.div_ceil(fill.clamp(1, max)).max(1);
+    while chunks > 1 && n / chunks < min {
+        chunks -= 1;
+    }
+    while n.div_ceil(chunks) > max {
+        chunks += 1;
+    }
+    (0..chunks)
+        .map(|i| n / chunks + usize::from(i < n % chunks))
+        .collect()
+}
 
 #[derive(Clone)]
 pub(crate) enum MemNode {
@@ -71,27 +89,30 @@ impl Arena {
         if entries.is_empty() {
             return Ok(self.empty_tree());
         }
-        let mut level: Vec<(u64, NodeId)> = entries
-            .chunks(fill)
-            .map(|c| {
-                let id = self.alloc(MemNode::Leaf {
-                    keys: c.iter().map(|e| e.0).collect(),
-                    values: c.iter().map(|e| e.1).collect(),
-                });
-                (c[0].0, id)
-            })
-            .collect();
+        let mut level: Vec<(u64, NodeId)> = Vec::new();
+        let mut rest = entries;
+        for size in chunk_sizes(entries.len(), fill, MAX_ENTRIES) {
+            let (c, r) = rest.split_at(size);
+            rest = r;
+            let id = self.alloc(MemNode::Leaf {
+                keys: c.iter().map(|e| e.0).collect(),
+                values: c.iter().map(|e| e.1).collect(),
+            });
+            level.push((c[0].0, id));
+        }
         while level.len() > 1 {
-            level = level
-                .chunks(MAX_ENTRIES)
-                .map(|c| {
-                    let id = self.alloc(MemNode::Internal {
-                        keys: c.iter().map(|e| e.0).collect(),
-                        children: c.iter().map(|e| e.1).collect(),
-                    });
-                    (c[0].0, id)
-                })
-                .collect();
+            let mut next = Vec::new();
+            let mut rest = &level[..];
+            for size in chunk_sizes(level.len(), MAX_ENTRIES, MAX_ENTRIES) {
+                let (c, r) = rest.split_at(size);
+                rest = r;
+                let id = self.alloc(MemNode::Internal {
+                    keys: c.iter().map(|e| e.0).collect(),
+                    children: c.iter().map(|e| e.1).collect(),
+                });
+                next.push((c[0].0, id));
+            }
+            level = next;
         }
         Ok(level[0].1)
     }
@@ -228,24 +249,126 @@ impl Arena {
                 }
             }
         }
-        let mut node = cur;
-        while self.nodes[node].len() == 0 {
-            let Some((parent, i)) = path.pop() else { break };
-            self.refs[node] -= 1;
-            if let MemNode::Internal { keys, children } = &mut self.nodes[parent] {
-                keys.remove(i);
-                children.remove(i);
-            }
-            node = parent;
+        // Rebalance bottom-up: a non-root node below the minimum borrows from or merges with a
+        // sibling (shadowed first if shared).
+        while let Some((parent, i)) = path.pop() {
+            self.rebalance_child(parent, i);
         }
-        // An internal root left empty becomes an empty leaf.
-        if self.nodes[root].len() == 0 {
-            self.nodes[root] = MemNode::Leaf {
-                keys: Vec::new(),
-                values: Vec::new(),
-            };
+        if let MemNode::Internal { keys, children } = &self.nodes[root] {
+            if keys.is_empty() {
+                let _ = children;
+                self.nodes[root] = MemNode::Leaf {
+                    keys: Vec::new(),
+                    values: Vec::new(),
+                };
+            }
         }
         (root, true)
+    }
+
+    /// Fixes child `i` of `parent` if it has fewer than [`MIN_ENTRIES`].
+    fn rebalance_child(&mut self, parent: NodeId, i: usize) {
+        let (child, nr_children) = match &self.nodes[parent] {
+            MemNode::Internal { children, .. } => (children[i], children.len()),
+            MemNode::Leaf { .. } => return,
+        };
+        let len = self.nodes[child].len();
+        if len >= MIN_ENTRIES {
+            return;
+        }
+        if nr_children == 1 {
+            if len == 0 {
+                self.refs[child] -= 1;
+                self.nodes[parent] = MemNode::Internal {
+                    keys: Vec::new(),
+                    children: Vec::new(),
+                };
+            }
+            return;
+        }
+        let (left_i, right_i) = if i + 1 < nr_children {
+            (i, i + 1)
+        } else {
+            (i - 1, i)
+        };
+        let (left, right) = match &self.nodes[parent] {
+            MemNode::Internal { children, .. } => (children[left_i], children[right_i]),
+            MemNode::Leaf { .. } => return,
+        };
+        let left = self.shadow(left);
+        let right = self.shadow(right);
+        let total = self.nodes[left].len() + self.nodes[right].len();
+        if total <= MAX_ENTRIES {
+            // Merge right into left; drop right from the parent.
+            let moved = std::mem::replace(
+                &mut self.nodes[right],
+                MemNode::Leaf {
+                    keys: Vec::new(),
+                    values: Vec::new(),
+                },
+            );
+            self.refs[right] -= 1;
+            match (&mut self.nodes[left], moved) {
+                (MemNode::Leaf { keys, values }, MemNode::Leaf { keys: k, values: v }) => {
+                    keys.extend(k);
+                    values.extend(v);
+                }
+                (
+                    MemNode::Internal { keys, children },
+                    MemNode::Internal {
+                        keys: k,
+                        children: c,
+                    },
+                ) => {
+                    keys.extend(k);
+                    children.extend(c);
+                }
+                _ => {}
+            }
+            if let MemNode::Internal { keys, children } = &mut self.nodes[parent] {
+                children[left_i] = left;
+                keys.remove(right_i);
+                children.remove(right_i);
+            }
+        } else {
+            // Redistribute evenly.
+            let want_left = total / 2;
+            let (l, r) = (left, right);
+            let mut all_keys = Vec::new();
+            let mut all_vals = Vec::new();
+            for id in [l, r] {
+                match &mut self.nodes[id] {
+                    MemNode::Leaf { keys, values } => {
+                        all_keys.append(keys);
+                        all_vals.append(values);
+                    }
+                    MemNode::Internal { keys, children } => {
+                        all_keys.append(keys);
+                        all_vals.extend(children.drain(..).map(|c| c as u64));
+                    }
+                }
+            }
+            let right_keys = all_keys.split_off(want_left);
+            let right_vals = all_vals.split_off(want_left);
+            let right_first = right_keys[0];
+            for (id, ks, vs) in [(l, all_keys, all_vals), (r, right_keys, right_vals)] {
+                match &mut self.nodes[id] {
+                    MemNode::Leaf { keys, values } => {
+                        *keys = ks;
+                        *values = vs;
+                    }
+                    MemNode::Internal { keys, children } => {
+                        *keys = ks;
+                        *children = vs.into_iter().map(|c| c as NodeId).collect();
+                    }
+                }
+            }
+            if let MemNode::Internal { keys, children } = &mut self.nodes[parent] {
+                children[left_i] = l;
+                children[right_i] = r;
+                keys[right_i] = right_first;
+            }
+        }
     }
 
     fn contains(&self, mut cur: NodeId, key: u64) -> bool {

@@ -6,7 +6,7 @@ use std::io::{Seek, SeekFrom, Write};
 use super::disk::{
     bitmap, btree_node, metadata_index, IndexEntry, ENTRIES_PER_BITMAP, MAX_METADATA_BITMAPS,
 };
-use super::tree::{MemNode, NodeId};
+use super::tree::{chunk_sizes, MemNode, NodeId};
 use super::{Device, MetadataBuilder, WrittenMetadata};
 use crate::block::Block;
 use crate::checksum::{seal, BLOCK_SIZE, SUPERBLOCK_SALT};
@@ -67,7 +67,11 @@ fn write_btree<W: Write + Seek>(
         return Ok(b);
     }
     let mut level: Vec<(u64, u64)> = Vec::new();
-    for chunk in entries.chunks(max_entries(value_size)) {
+    let mut rest = entries;
+    let max = max_entries(value_size);
+    for size in chunk_sizes(entries.len(), max, max) {
+        let (chunk, r) = rest.split_at(size);
+        rest = r;
         let b = alloc.take()?;
         let keys: Vec<u64> = chunk.iter().map(|e| e.0).collect();
         let node = btree_node(b, true, &keys, value_size, |i, v| {
@@ -78,7 +82,10 @@ fn write_btree<W: Write + Seek>(
     }
     while level.len() > 1 {
         let mut next = Vec::new();
-        for chunk in level.chunks(max_entries(8)) {
+        let mut rest = &level[..];
+        for size in chunk_sizes(level.len(), max_entries(8), max_entries(8)) {
+            let (chunk, r) = rest.split_at(size);
+            rest = r;
             let b = alloc.take()?;
             let keys: Vec<u64> = chunk.iter().map(|e| e.0).collect();
             let node = btree_node(b, false, &keys, 8, |i, v| {

@@ -101,10 +101,9 @@ pub fn our_delta(path: &Path, left: u64, right: u64, verbose: bool, snap: bool) 
         ThinMetadata::open(file).unwrap()
     };
     let sb = md.superblock().clone();
-    let nr = md.live_superblock().data_space_map.nr_blocks;
     let delta = md.delta(left, right, DeltaMode::Full).unwrap();
     let mut out = Vec::new();
-    if let Err(e) = write_delta(&mut out, &sb, nr, left, right, delta, verbose) {
+    if let Err(e) = write_delta(&mut out, &sb, left, right, delta, verbose) {
         panic!("delta failed: {e:?}");
     }
     String::from_utf8(out).unwrap()
@@ -115,9 +114,8 @@ pub fn our_dump(path: &Path) -> String {
     let file = std::fs::File::open(path).unwrap();
     let mut md = ThinMetadata::open(file).unwrap();
     let sb = md.superblock().clone();
-    let nr = md.live_superblock().data_space_map.nr_blocks;
     let mut out = Vec::new();
-    write_dump_header(&mut out, &sb, nr).unwrap();
+    write_dump_header(&mut out, &sb).unwrap();
     for d in md.devices().unwrap() {
         write_dump_device(&mut out, &d).unwrap();
         for r in md.mapped_runs(d.dev_id).unwrap() {
