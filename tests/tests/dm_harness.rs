@@ -106,6 +106,6 @@ fn dm_harness_thin_pool_thin_device_and_snapshot() {
         used_data, 16,
         "1 MiB written in 64 KiB pool blocks is 16 blocks, shared by the snapshot"
     );
-    assert_eq!(fields[7], "-", "no metadata snapshot is held");
-    assert_eq!(fields[8], "rw", "the pool is in read-write mode");
+    assert_eq!(fields[6], "-", "no metadata snapshot is held");
+    assert_eq!(fields[7], "rw", "the pool is in read-write mode");
 }

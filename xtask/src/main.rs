@@ -3,6 +3,7 @@
 //! * `vm` — boot a Debian kernel under QEMU with the host's root shared over 9p and run a command
 //!   in it as root (the real-kernel harness: device-mapper works there);
 //! * `test` — the one test command: the host tier, then the device tests in one guest boot;
+//! * `demo` — the main job on an embedded default, in the VM;
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
 mod dev_pool;
@@ -26,6 +27,8 @@ enum Command {
     Vm(vm::VmArgs),
     /// The one test command: host tier, then every `dm_` device test in one guest boot.
     Test(test::TestArgs),
+    /// The main job on an embedded default, in the VM (arrives with the volume manager).
+    Demo,
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
 }
@@ -49,6 +52,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+        Command::Demo => anyhow::bail!(
+            "cargo xtask demo arrives with the volume manager (convoy-core); \
+             until then `cargo xtask test` exercises the real-kernel harness"
+        ),
         Command::DevPool(args) => dev_pool::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -92,7 +92,7 @@ fn vm_tier(args: &TestArgs) -> Result<bool> {
     };
     for binary in &binaries {
         script.push_str(&format!(
-            "echo '== {name}'\n(cd {dir} && {bin} --ignored {filter} --test-threads=1) || rc=1\n",
+            "echo '== {name}'\n(cd {dir} && {bin} --ignored {filter} --test-threads=1 --color never) || rc=1\n",
             name = binary
                 .path
                 .file_name()

@@ -160,7 +160,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -181,7 +181,7 @@ mod tests {
         cpio.file("init", 0o755, b"#!/bin/sh\n");
         let image = cpio.finish();
         assert!(image.starts_with(b"070701"));
-        assert_eq!(image.len() % 4, 0);
+        assert!(image.len().is_multiple_of(4));
         let trailer = image.windows(10).position(|w| w == b"TRAILER!!!");
         assert!(trailer.is_some(), "archive must end with the trailer entry");
     }
