@@ -136,3 +136,15 @@ pub enum SetupError {
 
 /// The result type of the setup helpers' library.
 pub type Result<T, E = SetupError> = std::result::Result<T, E>;
+
+/// Maps an I/O error to [`SetupError::Io`] for `action` on `device` (for `map_err`).
+pub(crate) fn io_err<'a>(
+    device: &'a std::path::Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> SetupError + 'a {
+    move |source| SetupError::Io {
+        action,
+        device: device.to_path_buf(),
+        source,
+    }
+}

@@ -15,6 +15,7 @@
 
 pub mod device;
 pub mod error;
+pub mod helper;
 pub mod inuse;
 pub mod layout;
 pub mod metadata_size;

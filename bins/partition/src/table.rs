@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::error::{Result, SetupError};
+use crate::error::{io_err, Result, SetupError};
 use crate::layout::{Layout, TableKind, ALIGN_BYTES};
 
 /// MBR partition type of both partitions: Linux.
@@ -18,17 +18,6 @@ pub const GPT_NAMES: [&str; 2] = ["convoy-data", "convoy-metadata"];
 
 /// Bytes zeroed at the start of each new partition.
 const WIPE_PARTITION_BYTES: u64 = 64 * 1024;
-
-fn io_error<'a>(
-    device: &'a Path,
-    action: &'static str,
-) -> impl FnOnce(std::io::Error) -> SetupError + 'a {
-    move |source| SetupError::Io {
-        action,
-        device: device.to_path_buf(),
-        source,
-    }
-}
 
 fn zero(disk: &mut File, offset: u64, len: u64) -> std::io::Result<()> {
     disk.seek(SeekFrom::Start(offset))?;
@@ -61,13 +50,13 @@ pub fn write(disk: &mut File, device: &Path, disk_bytes: u64, layout: &Layout) -
         }
         disk.sync_all()
     };
-    wipe(disk).map_err(io_error(device, "wipe the old table area of"))?;
+    wipe(disk).map_err(io_err(device, "wipe the old table area of"))?;
     match layout.kind {
         TableKind::Mbr => write_mbr(disk, device, layout)?,
         TableKind::Gpt => write_gpt(disk, device, disk_bytes, layout)?,
     }
     disk.sync_all()
-        .map_err(io_error(device, "flush the partition table of"))
+        .map_err(io_err(device, "flush the partition table of"))
 }
 
 fn write_mbr(disk: &mut File, device: &Path, layout: &Layout) -> Result<()> {
@@ -96,7 +85,7 @@ fn write_mbr(disk: &mut File, device: &Path, layout: &Layout) -> Result<()> {
         };
     }
     disk.seek(SeekFrom::Start(0))
-        .map_err(io_error(device, "seek on"))?;
+        .map_err(io_err(device, "seek on"))?;
     mbr.write_into(disk).map_err(|e| table_error(e.to_string()))
 }
 
