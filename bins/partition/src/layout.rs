@@ -95,7 +95,7 @@ pub fn plan(
         needed: minimum_disk_bytes(metadata_bytes),
         why,
     };
-    if sector_bytes == 0 || ALIGN_BYTES % sector_bytes != 0 {
+    if sector_bytes == 0 || !ALIGN_BYTES.is_multiple_of(sector_bytes) {
         return Err(SetupError::InvalidFigure(format!(
             "{}: unsupported logical sector size {sector_bytes}",
             device.display()

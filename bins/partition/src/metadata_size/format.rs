@@ -20,7 +20,7 @@ pub fn format_estimate(value: f64) -> String {
 /// The x86-64 conversion of a non-negative double to `uint64_t`: out of range gives 0.
 fn c_to_u64(value: f64) -> u64 {
     const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
-    if value >= 0.0 && value < TWO_TO_64 {
+    if (0.0..TWO_TO_64).contains(&value) {
         value as u64
     } else {
         0
@@ -49,7 +49,7 @@ mod tests {
         assert_eq!(format_estimate(803_032.0), "803032");
         assert_eq!(format_estimate(411.152_384), "411.15");
         assert_eq!(format_estimate(0.000_374), "3.74e-04");
-        assert_eq!(format_estimate(4096.001_516), "4.10e+03");
+        assert_eq!(format_estimate(4_096.001_516), "4.10e+03");
         assert_eq!(format_estimate(f64::INFINITY), "0");
         assert_eq!(format_estimate(2f64.powi(64)), "0");
         assert_eq!(format_estimate(2f64.powi(63)), "9223372036854775808");
