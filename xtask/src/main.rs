@@ -3,9 +3,11 @@
 //! * `vm` — boot a Debian kernel under QEMU with the host's root shared over 9p and run a command
 //!   in it as root (the real-kernel harness: device-mapper works there);
 //! * `test` — the one test command: the host tier, then the device tests in one guest boot;
+//! * `bench` — every benchmark beside its peer (thin_delta, restic);
 //! * `demo` — the main job on an embedded default, in the VM;
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
+mod bench;
 mod dev_pool;
 mod test;
 mod vm;
@@ -27,6 +29,8 @@ enum Command {
     Vm(vm::VmArgs),
     /// The one test command: host tier, then every `dm_` device test in one guest boot.
     Test(test::TestArgs),
+    /// Every benchmark, each beside a peer measured in the same run.
+    Bench(bench::BenchArgs),
     /// The main job on an embedded default, in the VM (arrives with the volume manager).
     Demo,
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
@@ -48,6 +52,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Vm(args) => Ok(exit_code(vm::run(&args)?)),
         Command::Test(args) => Ok(if test::run(&args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Bench(args) => Ok(if bench::run(&args)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -1,0 +1,120 @@
+//! `cargo xtask bench`: every benchmark, each side by side with a peer in the same run.
+//!
+//! The drivers live next to the code they measure, as release-built examples:
+//! * `delta` — convoy-thinmeta's delta vs Debian's `thin_delta` (host);
+//! * `backup` — convoy-backupstore vs `restic` on one image (host);
+//! * `snapshot` — snapshot latency of a mounted volume under a writer (VM, real kernel).
+//!
+//! Each driver prints its table and ratios; results go to `docs/benchmarks.md` with the command.
+
+use crate::vm::{self, shell_quote, GuestRun, Mode};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmarks to run (default: all).
+    #[arg(value_enum)]
+    pub only: Vec<Bench>,
+}
+
+/// The benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bench {
+    /// Metadata delta vs thin_delta.
+    Delta,
+    /// Backup/restore vs restic.
+    Backup,
+    /// Snapshot latency under a writer, in the VM.
+    Snapshot,
+}
+
+struct Driver {
+    bench: Bench,
+    package: &'static str,
+    example: &'static str,
+    in_vm: bool,
+}
+
+const DRIVERS: &[Driver] = &[
+    Driver {
+        bench: Bench::Delta,
+        package: "convoy-thinmeta",
+        example: "bench_delta",
+        in_vm: false,
+    },
+    Driver {
+        bench: Bench::Backup,
+        package: "convoy-backupstore",
+        example: "bench_restic",
+        in_vm: false,
+    },
+    Driver {
+        bench: Bench::Snapshot,
+        package: "convoy-thinpool",
+        example: "bench_snapshot",
+        in_vm: true,
+    },
+];
+
+/// Runs `cargo xtask bench`; returns whether every benchmark ran to completion.
+pub fn run(args: &BenchArgs) -> Result<bool> {
+    let mut ok = true;
+    for driver in DRIVERS {
+        if !args.only.is_empty() && !args.only.contains(&driver.bench) {
+            continue;
+        }
+        println!(
+            "== bench {:?}: {} --example {}",
+            driver.bench, driver.package, driver.example
+        );
+        let binary = build_example(driver.package, driver.example)?;
+        let status = if driver.in_vm {
+            let guest = GuestRun {
+                script_body: format!("exec {}\n", shell_quote(&binary.to_string_lossy())),
+                disk_sizes: vec![8 << 30],
+                disk_files: Vec::new(),
+                timeout: Duration::from_secs(1800),
+                memory_mib: 2048,
+                mode: Mode::Batch,
+                verbose: false,
+            };
+            vm::boot(&guest, &mut |line| println!("{line}"))?.exit_status
+        } else {
+            Command::new(&binary)
+                .current_dir(vm::repo_root())
+                .status()
+                .with_context(|| format!("running {}", binary.display()))?
+                .code()
+                .unwrap_or(1)
+        };
+        if status != 0 {
+            println!("== bench {:?} FAILED (exit status {status})", driver.bench);
+            ok = false;
+        }
+    }
+    Ok(ok)
+}
+
+/// Builds one example in release mode and returns its executable.
+fn build_example(package: &str, example: &str) -> Result<PathBuf> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", package, "--example", example])
+        .args(["--message-format=json-render-diagnostics"])
+        .current_dir(vm::repo_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!("building {package} --example {example} failed");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == example)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no executable for {package} --example {example}"))
+}
