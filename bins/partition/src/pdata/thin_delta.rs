@@ -1,6 +1,9 @@
 //! `thin_delta`: prints the differences between the mappings of two thin devices, in the output
 //! format of thin-provisioning-tools 0.9.0 (`--verbose` for data block ranges). Reads the
 //! metadata with `convoy-thinmeta`; `-m` reads through the held metadata snapshot.
+//!
+//! Extension: `--changes-only` omits `same` ranges and does not read subtrees the two devices
+//! share, so its cost follows what changed (the output is thin_delta's minus its `same` lines).
 
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
@@ -14,6 +17,7 @@ Options:
   {--thin2, --snap2} <dev id>
   {-m, --metadata-snap} [block#]
   {--verbose}
+  {--changes-only}      (convoy extension: no `same` ranges, shared subtrees not read)
   {-h|--help}
   {-V|--version}";
 
@@ -22,6 +26,7 @@ struct Options {
     snap2: u64,
     metadata_snap: Option<Option<u64>>,
     verbose: bool,
+    changes_only: bool,
     path: String,
 }
 
@@ -33,6 +38,7 @@ fn parse_number(what: &str, s: &str) -> Result<u64, String> {
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let (mut snap1, mut snap2, mut metadata_snap, mut verbose, mut path) =
         (None, None, None, false, None);
+    let mut changes_only = false;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -64,6 +70,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                 metadata_snap = Some(Some(parse_number("metadata snapshot block", &arg[2..])?));
             }
             "--verbose" => verbose = true,
+            "--changes-only" => changes_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -88,6 +95,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         snap2: snap2.ok_or("--snap2 not specified.")?,
         metadata_snap,
         verbose,
+        changes_only,
         path: path.ok_or("No input device provided.")?,
     }))
 }
@@ -120,8 +128,13 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     .map_err(|e| format!("{}: {e}", opts.path))?;
     let sb = md.superblock().clone();
+    let mode = if opts.changes_only {
+        DeltaMode::ChangesOnly
+    } else {
+        DeltaMode::Full
+    };
     let delta = md
-        .delta(opts.snap1, opts.snap2, DeltaMode::Full)
+        .delta(opts.snap1, opts.snap2, mode)
         .map_err(|e| format!("{}: {e}", opts.path))?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
