@@ -74,8 +74,12 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
         let binary = build_example(driver.package, driver.example)?;
         let status = if driver.in_vm {
             let guest = GuestRun {
-                script_body: format!("exec {}\n", shell_quote(&binary.to_string_lossy())),
-                disk_sizes: vec![8 << 30],
+                script_body: format!(
+                    "{}exec {}\n",
+                    vm::SCRATCH_TMP_SCRIPT,
+                    shell_quote(&binary.to_string_lossy())
+                ),
+                disk_sizes: vec![vm::SCRATCH_DISK_BYTES],
                 disk_files: Vec::new(),
                 timeout: Duration::from_secs(1800),
                 memory_mib: 2048,

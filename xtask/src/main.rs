@@ -8,6 +8,7 @@
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
 mod bench;
+mod demo;
 mod dev_pool;
 mod test;
 mod vm;
@@ -31,8 +32,12 @@ enum Command {
     Test(test::TestArgs),
     /// Every benchmark, each beside a peer measured in the same run.
     Bench(bench::BenchArgs),
-    /// The main job on an embedded default, in the VM (arrives with the volume manager).
+    /// The main job on an embedded default, in the VM: a volume, a snapshot, a backup to a local
+    /// folder, an incremental backup, both restored and verified.
     Demo,
+    /// The demo's steps, run inside the guest by `demo`.
+    #[command(hide = true)]
+    DemoGuest,
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
 }
@@ -61,10 +66,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
-        Command::Demo => anyhow::bail!(
-            "cargo xtask demo arrives with the volume manager (convoy-core); \
-             until then `cargo xtask test` exercises the real-kernel harness"
-        ),
+        Command::Demo => Ok(if demo::run()? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::DemoGuest => Ok(if demo::guest()? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::DevPool(args) => dev_pool::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -36,8 +36,6 @@ pub struct TestArgs {
 
 /// Marker of the device tests.
 pub const DEVICE_TEST_PREFIX: &str = "dm_";
-/// Size of the guest's sparse scratch disk, mounted on `/tmp`.
-const SCRATCH_DISK_BYTES: u64 = 64 << 30;
 
 /// A test binary and the device tests it holds.
 struct TestBinary {
@@ -81,11 +79,8 @@ fn vm_tier(args: &TestArgs) -> Result<bool> {
     let mut script = String::new();
     script
         .push_str("echo \"guest kernel: $(uname -r)\"\necho 'dmsetup targets:'\ndmsetup targets\n");
-    script.push_str(
-        "mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 /dev/vda >/dev/null \
-         && mount /dev/vda /tmp && chmod 1777 /tmp \
-         || { echo 'cannot prepare the scratch /tmp on /dev/vda'; exit 125; }\nrc=0\n",
-    );
+    script.push_str(vm::SCRATCH_TMP_SCRIPT);
+    script.push_str("rc=0\n");
     let filter = match &args.filter {
         Some(f) => shell_quote(f),
         None => DEVICE_TEST_PREFIX.to_string(),
@@ -105,7 +100,7 @@ fn vm_tier(args: &TestArgs) -> Result<bool> {
     script.push_str("exit $rc\n");
     let run = GuestRun {
         script_body: script,
-        disk_sizes: vec![SCRATCH_DISK_BYTES],
+        disk_sizes: vec![vm::SCRATCH_DISK_BYTES],
         disk_files: Vec::new(),
         timeout: Duration::from_secs(args.timeout),
         memory_mib: 2048,

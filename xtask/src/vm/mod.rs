@@ -43,6 +43,16 @@ pub struct VmArgs {
     pub command: Vec<String>,
 }
 
+/// Size of the sparse scratch disk that `test`, `demo` and `bench` attach as `/dev/vda`.
+pub const SCRATCH_DISK_BYTES: u64 = 64 << 30;
+
+/// Guest script lines that make `/tmp` a fresh ext4 filesystem on the scratch disk `/dev/vda`, so
+/// sparse files there (loop devices, images) cost host disk only for what is written.
+pub const SCRATCH_TMP_SCRIPT: &str =
+    "mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 /dev/vda >/dev/null \
+    && mount /dev/vda /tmp && chmod 1777 /tmp \
+    || { echo 'cannot prepare the scratch /tmp on /dev/vda'; exit 125; }\n";
+
 /// One guest run, as the `test` task also uses it.
 pub struct GuestRun {
     /// Shell script body run in the guest after the environment and `cd` to the repository.
