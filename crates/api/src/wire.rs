@@ -1,0 +1,297 @@
+//! The JSON shapes of convoy's `/v1` API.
+//!
+//! Field names are the original Convoy's (Go, v0.5.2): PascalCase, `URL`, `BackupURL`,
+//! `MountPoint`. Requests are lenient the way Go's `encoding/json` was: missing fields take their
+//! default and unknown fields are ignored. Responses serialize in the original's key order (struct
+//! order for structs, sorted keys for maps) so its indented output is reproduced.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `POST /v1/volumes/create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeCreateRequest {
+    /// Volume name; empty lets the daemon generate `volume-<16 hex>`.
+    pub name: String,
+    /// Driver to use; empty means the daemon's default driver.
+    pub driver_name: String,
+    /// Size in bytes; `None` (or 0) means the driver's default. Also accepted as a string
+    /// such as `"10G"`.
+    #[serde(
+        deserialize_with = "size_field",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub size: Option<u64>,
+    /// Restore the new volume from this backup URL; empty for an empty volume.
+    #[serde(rename = "BackupURL")]
+    pub backup_url: String,
+    /// S3 endpoint override for the restore (empty: `AWS_ENDPOINT` or AWS's own).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub s3_endpoint: String,
+}
+
+/// `DELETE /v1/volumes/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeDeleteRequest {
+    /// The volume to delete.
+    pub volume_name: String,
+    /// Forget the volume without destroying its data (`delete --reference`).
+    pub reference_only: bool,
+}
+
+/// `POST /v1/volumes/mount`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeMountRequest {
+    /// The volume to mount.
+    pub volume_name: String,
+    /// Where to mount it; empty for the driver's default mount point.
+    pub mount_point: String,
+}
+
+/// A request naming one volume: `POST /v1/volumes/umount`, `GET /v1/volumes/` (inspect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeNameRequest {
+    /// The volume.
+    pub volume_name: String,
+}
+
+/// `GET /v1/volumes/list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeListRequest {
+    /// Only volumes of this driver; empty for all.
+    pub driver_name: String,
+}
+
+/// `POST /v1/snapshots/create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SnapshotCreateRequest {
+    /// Snapshot name; empty lets the daemon generate `snapshot-<16 hex>`.
+    pub name: String,
+    /// The volume to snapshot.
+    pub volume_name: String,
+}
+
+/// A request naming one snapshot: `GET /v1/snapshots/` (inspect), `DELETE /v1/snapshots/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SnapshotNameRequest {
+    /// The snapshot.
+    pub snapshot_name: String,
+}
+
+/// `POST /v1/backups/create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupCreateRequest {
+    /// Destination: `s3://bucket@region/path` or `vfs:///path`.
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// The snapshot to back up.
+    pub snapshot_name: String,
+    /// S3 endpoint override (empty: `AWS_ENDPOINT` or AWS's own).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub s3_endpoint: String,
+}
+
+/// `GET /v1/backups/list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupListRequest {
+    /// The destination to list.
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// Only backups of this volume; empty for all.
+    pub volume_name: String,
+    /// S3 endpoint override.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub s3_endpoint: String,
+}
+
+/// A request naming one backup: `GET /v1/backups/inspect`, `DELETE /v1/backups`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupUrlRequest {
+    /// The backup URL (`<dest>?backup=<name>&volume=<name>`).
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// S3 endpoint override.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub s3_endpoint: String,
+}
+
+/// A volume, as `inspect`, `list` and `create --verbose` print it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeResponse {
+    /// Volume name.
+    pub name: String,
+    /// Driver holding it (`devicemapper`, `vfs`).
+    pub driver: String,
+    /// Where it is mounted; empty when it is not.
+    pub mount_point: String,
+    /// Creation time, Go `time.RubyDate` format.
+    pub created_time: String,
+    /// Driver details (devicemapper: `DevID`, `Device`, `MountPoint`, `Size`).
+    #[serde(default)]
+    pub driver_info: BTreeMap<String, String>,
+    /// The volume's snapshots by name.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotResponse>,
+}
+
+/// A snapshot, as `snapshot inspect` prints it (and inside a volume's `Snapshots`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapshotResponse {
+    /// Snapshot name.
+    pub name: String,
+    /// The volume it belongs to (left out inside a volume's `Snapshots`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub volume_name: String,
+    /// The volume's creation time (left out inside a volume's `Snapshots`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub volume_created_at: String,
+    /// Creation time, Go `time.RubyDate` format.
+    pub created_time: String,
+    /// Driver details (devicemapper: `DevID`, `Size`).
+    #[serde(default)]
+    pub driver_info: BTreeMap<String, String>,
+}
+
+/// A backup, as `backup inspect` prints it and `backup list` lists it. The original printed a
+/// string map, so every value is a string and keys come out sorted: the fields are declared in
+/// that order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(non_snake_case)]
+pub struct BackupResponse {
+    /// The backup's URL, to restore from or delete.
+    pub BackupURL: String,
+    /// The backup's name.
+    pub BackupUUID: String,
+    /// When the backup was made.
+    pub CreatedTime: String,
+    /// The driver the backed-up volume used.
+    pub DriverName: String,
+    /// When the snapshot was made.
+    pub SnapshotCreatedAt: String,
+    /// The snapshot's name.
+    pub SnapshotName: String,
+    /// The snapshot's name (the original used UUIDs).
+    pub SnapshotUUID: String,
+    /// When the volume was made.
+    pub VolumeCreatedAt: String,
+    /// The volume's name.
+    pub VolumeName: String,
+    /// The volume's size in bytes, as a decimal string.
+    pub VolumeSize: String,
+    /// The volume's name (the original used UUIDs).
+    pub VolumeUUID: String,
+}
+
+/// `GET /v1/info`: `{"General": {...}, "<driver>": {...}}`.
+pub type InfoResponse = BTreeMap<String, BTreeMap<String, String>>;
+
+/// `GET /v1/volumes/list`: volume name → volume.
+pub type VolumeListResponse = BTreeMap<String, VolumeResponse>;
+
+/// `GET /v1/backups/list`: backup URL → backup.
+pub type BackupListResponse = BTreeMap<String, BackupResponse>;
+
+/// `POST /v1/backups/create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupUrlResponse {
+    /// The new backup's URL.
+    #[serde(rename = "URL")]
+    pub url: String,
+}
+
+/// Every error answer: `{"Error": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What failed, on what, and what to do.
+    #[serde(rename = "Error")]
+    pub error: String,
+}
+
+/// Accepts a size as a JSON number, a string with a unit (`"10G"`), `null` or `""`.
+fn size_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(deserializer)? {
+        None | Some(Size::Number(0)) => Ok(None),
+        Some(Size::Number(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) if t.trim().is_empty() => Ok(None),
+        Some(Size::Text(t)) => match crate::size::parse_size(&t) {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(serde::de::Error::custom(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_uses_original_field_names_and_accepts_string_sizes() {
+        let req: VolumeCreateRequest = serde_json::from_str(
+            r#"{"Name":"v1","DriverName":"vfs","Size":"1G","BackupURL":"","Verbose":true}"#,
+        )
+        .unwrap();
+        assert_eq!(req.name, "v1");
+        assert_eq!(req.driver_name, "vfs");
+        assert_eq!(req.size, Some(1 << 30));
+        let req: VolumeCreateRequest = serde_json::from_str(r#"{"Size":4096}"#).unwrap();
+        assert_eq!(req.size, Some(4096));
+        let req: VolumeCreateRequest = serde_json::from_str(r#"{"Size":null}"#).unwrap();
+        assert_eq!(req.size, None);
+        let err = serde_json::from_str::<VolumeCreateRequest>(r#"{"Size":"lots"}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid size"), "{err}");
+        let text = serde_json::to_string(&VolumeCreateRequest {
+            name: "a".into(),
+            size: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"Name":"a","DriverName":"","Size":5,"BackupURL":""}"#
+        );
+    }
+
+    #[test]
+    fn volume_response_keys_are_the_originals() {
+        let v = VolumeResponse {
+            name: "v".into(),
+            driver: "devicemapper".into(),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            text,
+            r#"{"Name":"v","Driver":"devicemapper","MountPoint":"","CreatedTime":"","DriverInfo":{},"Snapshots":{}}"#
+        );
+        let b = serde_json::to_value(BackupResponse::default()).unwrap();
+        let keys: Vec<_> = b.as_object().unwrap().keys().cloned().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.contains(&"BackupURL".to_string()));
+        assert_eq!(
+            serde_json::to_string(&BackupUrlResponse { url: "x".into() }).unwrap(),
+            r#"{"URL":"x"}"#
+        );
+    }
+}
