@@ -81,7 +81,7 @@ fn build_unshared(path: &Path, n: u64) -> Res<()> {
     b.create_thin_with(1, (0..n).map(|v| (v, data_of(v), 0)), 252)?;
     let mut next = NEW_DATA;
     let right = (0..n).map(|v| {
-        if hash(v) % 100 == 0 {
+        if hash(v).is_multiple_of(100) {
             next += 1;
             (v, next, 1)
         } else {
