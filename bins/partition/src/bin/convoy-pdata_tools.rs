@@ -14,7 +14,11 @@ mod thin_metadata_size;
 const TOOLS: &str = "thin_metadata_size, thin_delta, thin_dump";
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().collect();
+    // Lossy rather than `std::env::args()`, which panics on an argument that is not UTF-8: the
+    // tools then report the (replaced) argument as invalid instead of crashing.
+    let mut args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let invoked = args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
