@@ -71,6 +71,14 @@ pub enum SetupError {
         /// The holders' kernel names, comma separated.
         holders: String,
     },
+    /// Opening the device was not permitted.
+    #[error(
+        "permission denied opening {device}: partitioning a disk needs root (run it with sudo)"
+    )]
+    NeedsRoot {
+        /// The path given.
+        device: PathBuf,
+    },
     /// An exclusive open was refused: someone else has claimed the device.
     #[error("{device} is busy (an exclusive open failed: {source}); is it mounted or used by another program?")]
     Busy {

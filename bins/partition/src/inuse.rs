@@ -117,7 +117,11 @@ pub fn open_exclusive(path: &Path, write: bool) -> Result<fs::File> {
         .custom_flags(libc::O_EXCL)
         .open(path)
         .map_err(|source| {
-            if source.raw_os_error() == Some(libc::EBUSY) {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                SetupError::NeedsRoot {
+                    device: path.to_path_buf(),
+                }
+            } else if source.raw_os_error() == Some(libc::EBUSY) {
                 SetupError::Busy {
                     device: path.to_path_buf(),
                     source,
