@@ -1,0 +1,397 @@
+//! The backup pipeline: read → zero check → hash → compare with parent → reference → dedup
+//! check → compress → upload, `parallelism` chunks in flight, results consumed in offset order
+//! into the streamed manifest, which is published last.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use convoy_blockstore::{encode_block, is_zero, BlockId};
+use futures::StreamExt;
+
+use crate::error::{BackupError, Result};
+use crate::layout;
+use crate::manifest::{Entry, EntryCursor, ManifestEncoder, ManifestHeader, ManifestReader};
+use crate::publish::ManifestUpload;
+use crate::store::Store;
+use crate::types::{BackupStats, BlockSource, Progress};
+use crate::url::BackupRef;
+
+/// One unit of work, in volume offset order.
+enum Work {
+    /// Take the parent's entry as it is.
+    Carry(Entry),
+    /// Read this chunk; `parent` is the parent's entry at the same offset, if any.
+    Read {
+        offset: u64,
+        len: usize,
+        parent: Option<Entry>,
+    },
+}
+
+enum Outcome {
+    Hole,
+    Carried(Entry),
+    Unchanged(Entry),
+    Deduplicated(Entry),
+    Uploaded(Entry, u64),
+}
+
+/// Turns byte ranges into sorted, merged chunk-index ranges clipped to the volume.
+pub(crate) fn chunk_ranges(ranges: &[Range<u64>], chunk: u64, size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = ranges
+        .iter()
+        .filter(|r| r.start < r.end && r.start < size)
+        .map(|r| (r.start / chunk, r.end.min(size).div_ceil(chunk)))
+        .collect();
+    out.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+    for (s, e) in out {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+/// Produces [`Work`] in offset order from the chunk ranges and the parent manifest.
+struct WorkGen {
+    ranges: Vec<(u64, u64)>,
+    index: usize,
+    next_chunk: u64,
+    parent: Option<EntryCursor>,
+    chunk: u64,
+    size: u64,
+}
+
+impl WorkGen {
+    fn new(ranges: Vec<(u64, u64)>, parent: Option<EntryCursor>, chunk: u64, size: u64) -> Self {
+        let next_chunk = ranges.first().map_or(0, |r| r.0);
+        WorkGen {
+            ranges,
+            index: 0,
+            next_chunk,
+            parent,
+            chunk,
+            size,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Work>> {
+        while self.index < self.ranges.len() && self.next_chunk >= self.ranges[self.index].1 {
+            self.index += 1;
+            if let Some(r) = self.ranges.get(self.index) {
+                self.next_chunk = self.next_chunk.max(r.0);
+            }
+        }
+        let read_at = (self.index < self.ranges.len()).then(|| self.next_chunk * self.chunk);
+        let parent_next = match &mut self.parent {
+            Some(c) => c.peek().await?,
+            None => None,
+        };
+        match (read_at, parent_next) {
+            (None, None) => Ok(None),
+            (None, Some(e)) => {
+                self.parent.as_mut().expect("parent").next().await?;
+                Ok(Some(Work::Carry(e)))
+            }
+            (Some(r), Some(e)) if e.offset < r => {
+                self.parent.as_mut().expect("parent").next().await?;
+                Ok(Some(Work::Carry(e)))
+            }
+            (Some(r), pe) => {
+                let parent = match pe {
+                    Some(e) if e.offset == r => {
+                        self.parent.as_mut().expect("parent").next().await?;
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                self.next_chunk += 1;
+                let len = self.chunk.min(self.size - r) as usize;
+                Ok(Some(Work::Read {
+                    offset: r,
+                    len,
+                    parent,
+                }))
+            }
+        }
+    }
+}
+
+/// Shared state of the pipeline's tasks.
+struct Ctx {
+    store: Arc<Store>,
+    source: Arc<dyn BlockSource>,
+    me: BackupRef,
+    level: i32,
+    seen: Mutex<HashSet<BlockId>>,
+}
+
+/// Remembers ids handled in this backup (to skip repeated checks); bounded.
+fn first_time(ctx: &Ctx, id: BlockId) -> bool {
+    let mut seen = ctx.seen.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= 1 << 20 {
+        seen.clear();
+    }
+    seen.insert(id)
+}
+
+async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
+    let (offset, len, parent) = match work {
+        Work::Carry(e) => return Ok(Outcome::Carried(e)),
+        Work::Read {
+            offset,
+            len,
+            parent,
+        } => (offset, len, parent),
+    };
+    let source = ctx.source.clone();
+    let (data, id) = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        source
+            .read_at(offset, &mut buf)
+            .map_err(|source| BackupError::SourceRead {
+                offset,
+                len,
+                source,
+            })?;
+        let id = (!is_zero(&buf)).then(|| BlockId::of(&buf));
+        Ok::<_, BackupError>((buf, id))
+    })
+    .await
+    .map_err(|e| BackupError::Task(e.to_string()))??;
+    let Some(id) = id else {
+        return Ok(Outcome::Hole);
+    };
+    let entry = Entry {
+        offset,
+        len: len as u32,
+        id,
+    };
+    if parent.is_some_and(|p| p.id == id && p.len == entry.len) {
+        return Ok(Outcome::Unchanged(entry));
+    }
+    // The reference is written before the block is looked for, so that the block can never be
+    // collected between the check and the manifest (see "Deletion" in the format spec).
+    ctx.store
+        .put(&layout::block_ref(&id, &ctx.me), Bytes::new())
+        .await?;
+    if !first_time(&ctx, id) || ctx.store.exists(&layout::block(&id)).await? {
+        return Ok(Outcome::Deduplicated(entry));
+    }
+    let level = ctx.level;
+    let encoded = tokio::task::spawn_blocking(move || encode_block(&data, level))
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))?
+        .map_err(|source| BackupError::Encode { offset, source })?;
+    let n = encoded.len() as u64;
+    ctx.store.put(&layout::block(&id), encoded).await?;
+    Ok(Outcome::Uploaded(entry, n))
+}
+
+/// Everything a backup run needs.
+pub(crate) struct BackupJob<'a> {
+    pub store: Arc<Store>,
+    pub source: Arc<dyn BlockSource>,
+    pub ranges: &'a [Range<u64>],
+    pub parent: Option<&'a str>,
+    pub header: ManifestHeader,
+    pub parallelism: usize,
+    pub level: i32,
+    pub progress: &'a dyn Progress,
+}
+
+/// Runs a backup under a lock the caller holds. On error nothing becomes visible.
+pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
+    let me = BackupRef::new(&job.header.volume_name, &job.header.backup_name)?;
+    let store = job.store.clone();
+    if store.exists(&layout::manifest(&me)).await? {
+        return Err(BackupError::BackupExists {
+            dest: store.dest.clone(),
+            volume: me.volume,
+            backup: me.backup,
+        });
+    }
+    let mut header = job.header;
+    let parent = match job.parent {
+        None => None,
+        Some(p) => {
+            let pref = BackupRef::new(&me.volume, p)?;
+            let bad = |reason: String| BackupError::BadParent {
+                parent: p.to_string(),
+                reason,
+            };
+            let stream = store
+                .get_stream_opt(&layout::manifest(&pref))
+                .await?
+                .ok_or_else(|| bad("no such backup of this volume".into()))?;
+            let reader = ManifestReader::open(p, stream).await?;
+            let ph = reader.header();
+            if ph.volume_size != header.volume_size {
+                return Err(bad(format!(
+                    "its volume size is {} bytes, the volume is now {}; take a full backup",
+                    ph.volume_size, header.volume_size
+                )));
+            }
+            header.chunk_size = ph.chunk_size;
+            header.parent = Some(p.to_string());
+            Some(EntryCursor::new(reader))
+        }
+    };
+    if let Some(p) = &header.parent {
+        store
+            .put(&layout::parent_record(&me), Bytes::from(p.clone()))
+            .await?;
+        store
+            .put(
+                &layout::child_marker(&me.volume, p, &me.backup),
+                Bytes::new(),
+            )
+            .await?;
+    }
+    let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
+    let result = pipeline(
+        &job.source,
+        job.ranges,
+        parent,
+        header,
+        job.parallelism,
+        job.level,
+        job.progress,
+        &store,
+        &me,
+        upload,
+    )
+    .await;
+    if result.is_err() {
+        if let Some(p) = job.parent {
+            let _ = store
+                .delete(&layout::child_marker(&me.volume, p, &me.backup))
+                .await;
+            let _ = store.delete(&layout::parent_record(&me)).await;
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    source: &Arc<dyn BlockSource>,
+    ranges: &[Range<u64>],
+    parent: Option<EntryCursor>,
+    header: ManifestHeader,
+    parallelism: usize,
+    level: i32,
+    progress: &dyn Progress,
+    store: &Arc<Store>,
+    me: &BackupRef,
+    mut upload: ManifestUpload<'_>,
+) -> Result<BackupStats> {
+    let chunk = u64::from(header.chunk_size);
+    let size = header.volume_size;
+    let chunks = chunk_ranges(ranges, chunk, size);
+    let total: u64 = chunks
+        .iter()
+        .map(|&(s, e)| (e * chunk).min(size) - s * chunk)
+        .sum();
+    progress.start(total);
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        source: source.clone(),
+        me: me.clone(),
+        level,
+        seen: Mutex::new(HashSet::new()),
+    });
+    let mut encoder = ManifestEncoder::new(header)?;
+    let work = futures::stream::unfold(WorkGen::new(chunks, parent, chunk, size), |mut g| async {
+        match g.next().await {
+            Ok(Some(w)) => Some((Ok(w), g)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), g)),
+        }
+    });
+    let results = work
+        .map(|w| {
+            let ctx = ctx.clone();
+            async move { process(ctx, w?).await }
+        })
+        .buffered(parallelism.max(1));
+    let mut results = std::pin::pin!(results);
+    let mut stats = BackupStats::default();
+    let outcome: Result<()> = async {
+        while let Some(r) = results.next().await {
+            let entry = match r? {
+                Outcome::Hole => {
+                    stats.chunks_read += 1;
+                    stats.zero_chunks += 1;
+                    None
+                }
+                Outcome::Carried(e) => {
+                    stats.carried_chunks += 1;
+                    Some(e)
+                }
+                Outcome::Unchanged(e) => {
+                    stats.chunks_read += 1;
+                    stats.unchanged_chunks += 1;
+                    Some(e)
+                }
+                Outcome::Deduplicated(e) => {
+                    stats.chunks_read += 1;
+                    stats.blocks_deduplicated += 1;
+                    Some(e)
+                }
+                Outcome::Uploaded(e, n) => {
+                    stats.chunks_read += 1;
+                    stats.blocks_uploaded += 1;
+                    stats.bytes_uploaded += n;
+                    progress.uploaded(n);
+                    Some(e)
+                }
+            };
+            if let Some(e) = entry {
+                encoder.push(&e)?;
+            }
+            if encoder.pending() >= 256 << 10 {
+                upload.write(&encoder.take()).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        upload.abort().await;
+        return Err(e);
+    }
+    stats.manifest_entries = encoder.count();
+    if let Err(e) = upload.write(&encoder.finish()).await {
+        upload.abort().await;
+        return Err(e);
+    }
+    upload.commit().await?;
+    progress.finish();
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_ranges;
+
+    #[test]
+    fn ranges_become_merged_chunk_ranges() {
+        let c = 1 << 20;
+        assert_eq!(chunk_ranges(&[], c, 10 * c), vec![]);
+        assert_eq!(
+            chunk_ranges(
+                &[5 * c..5 * c + 1, 0..1, c - 1..c + 1, 9 * c..20 * c],
+                c,
+                10 * c
+            ),
+            vec![(0, 2), (5, 6), (9, 10)]
+        );
+        assert_eq!(chunk_ranges(&[0..3, 2..5, 7..7], c, 10), vec![(0, 1)]);
+        assert_eq!(chunk_ranges(&[11 * c..12 * c], c, 10 * c), vec![]);
+    }
+}

@@ -1,0 +1,98 @@
+//! Object keys of a store, relative to the destination (see `docs/backup-format.md`, "Layout").
+
+use convoy_blockstore::BlockId;
+use object_store::path::Path;
+
+use crate::url::BackupRef;
+
+/// The store marker: a small JSON record of the format version.
+pub fn marker() -> Path {
+    Path::from("convoy-backupstore.json")
+}
+
+/// A block object: `blocks/<first 2 hex>/<64 hex>`.
+pub fn block(id: &BlockId) -> Path {
+    let hex = id.to_hex();
+    Path::from(format!("blocks/{}/{hex}", &hex[..2]))
+}
+
+/// Prefix of every block object.
+pub fn blocks_prefix() -> Path {
+    Path::from("blocks")
+}
+
+/// Prefix of a block's reference records: `refs/<64 hex>`.
+pub fn refs_of(id: &BlockId) -> Path {
+    Path::from(format!("refs/{}", id.to_hex()))
+}
+
+/// Prefix of every reference record.
+pub fn refs_prefix() -> Path {
+    Path::from("refs")
+}
+
+/// The reference record "backup `r` uses block `id`": `refs/<64 hex>/<volume>/<backup>`.
+pub fn block_ref(id: &BlockId, r: &BackupRef) -> Path {
+    Path::from(format!("refs/{}/{}/{}", id.to_hex(), r.volume, r.backup))
+}
+
+/// Prefix of every volume.
+pub fn volumes_prefix() -> Path {
+    Path::from("volumes")
+}
+
+/// Prefix of a volume's manifests.
+pub fn manifests_of(volume: &str) -> Path {
+    Path::from(format!("volumes/{volume}/backups"))
+}
+
+/// Suffix of manifest keys.
+pub const MANIFEST_SUFFIX: &str = ".manifest";
+
+/// A backup's manifest: `volumes/<volume>/backups/<backup>.manifest`.
+pub fn manifest(r: &BackupRef) -> Path {
+    Path::from(format!(
+        "volumes/{}/backups/{}{MANIFEST_SUFFIX}",
+        r.volume, r.backup
+    ))
+}
+
+/// A backup's current parent record: `volumes/<volume>/parent/<backup>` (absent: no parent).
+pub fn parent_record(r: &BackupRef) -> Path {
+    Path::from(format!("volumes/{}/parent/{}", r.volume, r.backup))
+}
+
+/// Prefix of the child markers of `parent`: `volumes/<volume>/children/<parent>`.
+pub fn children_of(volume: &str, parent: &str) -> Path {
+    Path::from(format!("volumes/{volume}/children/{parent}"))
+}
+
+/// Marker "`child` is an incremental child of `parent`".
+pub fn child_marker(volume: &str, parent: &str, child: &str) -> Path {
+    Path::from(format!("volumes/{volume}/children/{parent}/{child}"))
+}
+
+/// Prefix of the trash (deletions in progress).
+pub fn trash_prefix() -> Path {
+    Path::from("trash")
+}
+
+/// A deleted backup's manifest while its blocks are collected.
+pub fn trash_manifest(r: &BackupRef) -> Path {
+    Path::from(format!("trash/{}/{}/manifest", r.volume, r.backup))
+}
+
+/// A deleted backup's parent at deletion time.
+pub fn trash_parent(r: &BackupRef) -> Path {
+    Path::from(format!("trash/{}/{}/parent", r.volume, r.backup))
+}
+
+/// Prefix of lock records.
+pub fn locks_prefix() -> Path {
+    Path::from("locks")
+}
+
+/// A lock record.
+pub fn lock(id: &str) -> Path {
+    Path::from(format!("locks/{id}.json"))
+}

@@ -1,0 +1,105 @@
+//! Options of a backup target.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::aws_files::StaticCredentials;
+
+/// Smallest accepted backup chunk size (64 KiB).
+pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
+/// Largest accepted backup chunk size (4 MiB).
+pub const MAX_CHUNK_SIZE: u32 = 4 << 20;
+/// Default backup chunk size (1 MiB).
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+
+/// How a target is opened and how its operations run.
+#[derive(Clone, Debug)]
+pub struct TargetOptions {
+    /// S3 endpoint override (the `--s3-endpoint` flag); `AWS_ENDPOINT` is used when `None`.
+    pub s3_endpoint: Option<String>,
+    /// Explicit S3 credentials, taking precedence over every other source.
+    pub s3_credentials: Option<StaticCredentials>,
+    /// Credentials file to read instead of `AWS_SHARED_CREDENTIALS_FILE` / `~/.aws/credentials`.
+    pub aws_credentials_file: Option<PathBuf>,
+    /// Profile to use instead of `AWS_PROFILE` / `default`.
+    pub aws_profile: Option<String>,
+    /// Backup chunk size in bytes: a power of two from [`MIN_CHUNK_SIZE`] to
+    /// [`MAX_CHUNK_SIZE`], independent of the pool's block size. Used for new backups; an
+    /// incremental backup uses its parent's.
+    pub chunk_size: u32,
+    /// How many chunks are in flight at once (read, hash, compress, upload or download).
+    /// Memory use is about `2 × parallelism × chunk_size`.
+    pub parallelism: usize,
+    /// zstd level for new blocks.
+    pub zstd_level: i32,
+    /// Retries of transient S3 errors.
+    pub retry: RetryPolicy,
+    /// Store lock timing.
+    pub lock: LockPolicy,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        TargetOptions {
+            s3_endpoint: None,
+            s3_credentials: None,
+            aws_credentials_file: None,
+            aws_profile: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            parallelism: (cores * 4).clamp(8, 64),
+            zstd_level: 3,
+            retry: RetryPolicy::default(),
+            lock: LockPolicy::default(),
+        }
+    }
+}
+
+/// Retry with exponential backoff of transient store errors (5xx, throttling, connection
+/// failures); given to `object_store`'s HTTP client for S3 targets.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+    /// First backoff delay.
+    pub initial_backoff: Duration,
+    /// Largest backoff delay.
+    pub max_backoff: Duration,
+    /// Give up retrying after this long.
+    pub timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            timeout: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Timing of the store lock (see `docs/backup-format.md`, "Locking").
+#[derive(Clone, Debug)]
+pub struct LockPolicy {
+    /// How long to wait for a conflicting lock to go away before failing.
+    pub wait: Duration,
+    /// How often a held lock is refreshed.
+    pub refresh: Duration,
+    /// A lock not refreshed for this long is stale and removed by the next locker.
+    pub stale_after: Duration,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            wait: Duration::from_secs(600),
+            refresh: Duration::from_secs(120),
+            stale_after: Duration::from_secs(900),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Full-store repair after crashes: removes what interrupted backups and deletes left behind.
+//! This is the only operation whose cost is proportional to the store; normal deletes never
+//! need it. Runs under the exclusive lock.
+
+use std::collections::HashSet;
+
+use convoy_blockstore::BlockId;
+use futures::TryStreamExt;
+
+use crate::delete::finish_trash;
+use crate::error::Result;
+use crate::layout;
+use crate::list::{backups_of, volumes};
+use crate::store::Store;
+use crate::types::RepairStats;
+
+/// Removes reference records of backups that do not exist, blocks nothing references, stale
+/// parent/child records, and temp files. Caller holds the exclusive lock.
+pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
+    let mut stats = RepairStats::default();
+    stats.blocks_removed += finish_trash(store).await?.blocks_removed;
+    let mut live = HashSet::new();
+    for v in volumes(store).await? {
+        for r in backups_of(store, &v).await? {
+            live.insert((r.volume, r.backup));
+        }
+    }
+    // References: refs/<id>/<volume>/<backup>.
+    let mut referenced: HashSet<BlockId> = HashSet::new();
+    let mut refs = store.list(&layout::refs_prefix());
+    while let Some(key) = refs.try_next().await? {
+        let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
+        let id = parts.get(1).and_then(|h| h.parse::<BlockId>().ok());
+        match (id, parts.len()) {
+            (Some(id), 4) if live.contains(&(parts[2].clone(), parts[3].clone())) => {
+                referenced.insert(id);
+            }
+            _ => {
+                store.delete(&key).await?;
+                stats.refs_removed += 1;
+            }
+        }
+    }
+    drop(refs);
+    let mut blocks = store.list(&layout::blocks_prefix());
+    while let Some(key) = blocks.try_next().await? {
+        let id = key.filename().and_then(|f| f.parse::<BlockId>().ok());
+        if !id.is_some_and(|id| referenced.contains(&id)) {
+            store.delete(&key).await?;
+            stats.blocks_removed += 1;
+        }
+    }
+    drop(blocks);
+    // volumes/<v>/parent/<b> and volumes/<v>/children/<p>/<c> of backups that do not exist.
+    let mut records = store.list(&layout::volumes_prefix());
+    while let Some(key) = records.try_next().await? {
+        let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
+        let owner = match (parts.len(), parts.get(2).map(String::as_str)) {
+            (4, Some("parent")) => Some(&parts[3]),
+            (5, Some("children")) => Some(&parts[4]),
+            _ => None,
+        };
+        if let Some(owner) = owner {
+            if !live.contains(&(parts[1].clone(), owner.clone())) {
+                store.delete(&key).await?;
+                stats.records_removed += 1;
+            }
+        }
+    }
+    drop(records);
+    if let Some(root) = &store.local_root {
+        if let Ok(mut dir) = tokio::fs::read_dir(root.join("tmp")).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    stats.records_removed += 1;
+                }
+            }
+        }
+    }
+    Ok(stats)
+}

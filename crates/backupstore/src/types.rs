@@ -1,0 +1,203 @@
+//! Public data types: backup metadata in and out, statistics, and the I/O and progress traits.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::ManifestHeader;
+
+/// What the caller knows about the volume and snapshot being backed up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupMeta {
+    /// Name for the backup; `backup-<16 hex>` is generated when `None`.
+    pub backup_name: Option<String>,
+    /// The volume driver (`devicemapper`).
+    pub driver_name: String,
+    /// Volume name (also the store's per-volume directory).
+    pub volume_name: String,
+    /// Volume UUID.
+    pub volume_uuid: String,
+    /// Volume size in bytes; the source is read up to here.
+    pub volume_size: u64,
+    /// When the volume was created.
+    pub volume_created_at: String,
+    /// Snapshot name.
+    pub snapshot_name: String,
+    /// Snapshot UUID.
+    pub snapshot_uuid: String,
+    /// When the snapshot was created.
+    pub snapshot_created_at: String,
+}
+
+/// `backup inspect` output, field for field as the original Convoy printed it (all strings).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BackupInfo {
+    /// `<dest>?backup=<name>&volume=<name>`.
+    #[serde(rename = "BackupURL")]
+    pub backup_url: String,
+    /// The backup's UUID.
+    #[serde(rename = "BackupUUID")]
+    pub backup_uuid: String,
+    /// The driver that made it.
+    pub driver_name: String,
+    /// Volume UUID.
+    #[serde(rename = "VolumeUUID")]
+    pub volume_uuid: String,
+    /// Volume name.
+    pub volume_name: String,
+    /// Volume size in bytes, as a decimal string.
+    pub volume_size: String,
+    /// When the volume was created.
+    pub volume_created_at: String,
+    /// Snapshot UUID.
+    #[serde(rename = "SnapshotUUID")]
+    pub snapshot_uuid: String,
+    /// Snapshot name.
+    pub snapshot_name: String,
+    /// When the snapshot was created.
+    pub snapshot_created_at: String,
+    /// When the backup was made (RFC 3339, UTC).
+    pub created_time: String,
+}
+
+impl BackupInfo {
+    pub(crate) fn from_header(backup_url: String, h: &ManifestHeader) -> Self {
+        BackupInfo {
+            backup_url,
+            backup_uuid: h.backup_uuid.clone(),
+            driver_name: h.driver_name.clone(),
+            volume_uuid: h.volume_uuid.clone(),
+            volume_name: h.volume_name.clone(),
+            volume_size: h.volume_size.to_string(),
+            volume_created_at: h.volume_created_at.clone(),
+            snapshot_uuid: h.snapshot_uuid.clone(),
+            snapshot_name: h.snapshot_name.clone(),
+            snapshot_created_at: h.snapshot_created_at.clone(),
+            created_time: h.created_time.clone(),
+        }
+    }
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupStats {
+    /// Chunks read from the source.
+    pub chunks_read: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Chunks read that were all zero (left as holes).
+    pub zero_chunks: u64,
+    /// Chunks read whose content equalled the parent's at the same offset.
+    pub unchanged_chunks: u64,
+    /// Chunks taken from the parent manifest without reading.
+    pub carried_chunks: u64,
+    /// Blocks uploaded (new to the store).
+    pub blocks_uploaded: u64,
+    /// Blocks the store already held (deduplicated).
+    pub blocks_deduplicated: u64,
+    /// Encoded bytes uploaded for new blocks.
+    pub bytes_uploaded: u64,
+    /// Entries in the manifest.
+    pub manifest_entries: u64,
+}
+
+/// The result of a backup.
+#[derive(Clone, Debug)]
+pub struct BackupOutcome {
+    /// The new backup, as `inspect` shows it.
+    pub info: BackupInfo,
+    /// Its volume and name.
+    pub backup: crate::BackupRef,
+    /// Counters.
+    pub stats: BackupStats,
+}
+
+/// What a restore or verify did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Blocks downloaded and verified.
+    pub blocks: u64,
+    /// Volume bytes written (or verified).
+    pub bytes: u64,
+    /// Volume size from the manifest.
+    pub volume_size: u64,
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteStats {
+    /// Blocks removed because no other backup uses them.
+    pub blocks_removed: u64,
+    /// Incremental children re-attached to the deleted backup's parent.
+    pub children_reparented: u64,
+}
+
+/// What [`crate::BackupTarget::repair`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Reference records of backups that do not exist (crashed backups).
+    pub refs_removed: u64,
+    /// Blocks no backup references.
+    pub blocks_removed: u64,
+    /// Other leftovers (child/parent records, temp files, trash).
+    pub records_removed: u64,
+}
+
+/// Restore behaviour.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Write zeros over holes. Leave `false` for a fresh (zeroed or sparse) target; set it when
+    /// restoring over a device or file that may hold old data.
+    pub zero_holes: bool,
+}
+
+/// A readable volume (a snapshot's block device or an image file).
+pub trait BlockSource: Send + Sync {
+    /// Fills `buf` with the bytes at `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl BlockSource for std::fs::File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
+}
+
+/// A writable restore target (a block device or a file).
+pub trait BlockSink: Send + Sync {
+    /// Writes `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Called once after the last write (e.g. to fsync).
+    fn finish(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlockSink for std::fs::File {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_all_at(data, offset)
+    }
+    fn finish(&self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// Progress reports from long operations. Every method has a silent default.
+pub trait Progress: Send + Sync {
+    /// The operation will cover `total_bytes` of volume data.
+    fn start(&self, _total_bytes: u64) {}
+    /// `bytes` more of the volume were processed.
+    fn advance(&self, _bytes: u64) {}
+    /// A new block of `stored_bytes` was uploaded.
+    fn uploaded(&self, _stored_bytes: u64) {}
+    /// The operation finished.
+    fn finish(&self) {}
+}
+
+/// The silent [`Progress`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
