@@ -271,3 +271,79 @@ fn pseudo_random_sweep() {
     }
     assert_all_match(cases);
 }
+
+/// Random sequences of option-like words: clusters, abbreviations, attached and detached
+/// arguments, `--`, operands, repeated options, help and version in any position.
+#[test]
+fn option_structure_sweep() {
+    const VOCABULARY: [&str; 52] = [
+        "-b",
+        "-s",
+        "-m",
+        "-u",
+        "-n",
+        "-nshort",
+        "-nlong",
+        "-nx",
+        "--numeric-only",
+        "--numeric-only=short",
+        "--num=long",
+        "--",
+        "-",
+        "x",
+        "2m",
+        "100G",
+        "1000",
+        "0",
+        "M",
+        "k",
+        "s",
+        "-bx",
+        "-b2m",
+        "-s1G",
+        "-m5",
+        "--block=1k",
+        "--pool-size",
+        "--pool-size=",
+        "--max-thins=7",
+        "--unit=G",
+        "--unit",
+        "-hV",
+        "-Vh",
+        "-h",
+        "-V",
+        "--help",
+        "--vers",
+        "-x",
+        "-:",
+        "--bogus",
+        "--=",
+        "--b",
+        "-nb",
+        "-un",
+        "-u-n",
+        "-Ms",
+        "1mebi",
+        "1Kilo",
+        "",
+        " ",
+        "-b ",
+        "--max",
+    ];
+    let mut sweep = Sweep(0x2545_f491_4f6c_dd1d);
+    let mut cases = Vec::new();
+    for _ in 0..500 {
+        let mut args: Vec<String> = if sweep.below(10) < 6 {
+            words("-b 2m -s 100G -m 1000")
+        } else {
+            Vec::new()
+        };
+        for _ in 0..sweep.below(7) {
+            let word = VOCABULARY[sweep.below(VOCABULARY.len() as u64) as usize];
+            let at = sweep.below(args.len() as u64 + 1) as usize;
+            args.insert(at, word.to_string());
+        }
+        cases.push(args);
+    }
+    assert_all_match(cases);
+}
