@@ -157,3 +157,102 @@ pub fn write_dump_device_end<W: Write>(out: &mut W) -> io::Result<()> {
 pub fn write_dump_end<W: Write>(out: &mut W) -> io::Result<()> {
     writeln!(out, "</superblock>")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::superblock::SpaceMapRoot;
+    use DeltaKind::*;
+
+    fn sb() -> Superblock {
+        Superblock {
+            location: 0,
+            flags: 0,
+            uuid: [0; 16],
+            version: 2,
+            time: 1,
+            transaction_id: 3,
+            metadata_snap: 0,
+            data_space_map: SpaceMapRoot {
+                nr_blocks: 4096,
+                ..SpaceMapRoot::default()
+            },
+            metadata_space_map: SpaceMapRoot::default(),
+            mapping_root: 1,
+            details_root: 2,
+            data_block_size: 128,
+            metadata_block_size: 8,
+            nr_metadata_blocks: 100,
+            compat_flags: 0,
+            compat_ro_flags: 0,
+            incompat_flags: 0,
+        }
+    }
+
+    fn run(kind: DeltaKind, begin: u64, length: u64, l: Option<u64>, r: Option<u64>) -> DeltaRun {
+        DeltaRun {
+            kind,
+            begin,
+            length,
+            left_data: l,
+            right_data: r,
+        }
+    }
+
+    fn render(runs: &[DeltaRun], verbose: bool) -> String {
+        let mut out = Vec::new();
+        let it = runs.iter().map(|r| Ok::<_, ()>(*r));
+        write_delta(&mut out, &sb(), 1, 2, it, verbose).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    // Expected texts are thin_delta 0.9.0's output for the same mappings (see
+    // tests/delta_oracle.rs for the automated comparison).
+    #[test]
+    fn plain_output_merges_touching_runs_of_one_kind() {
+        let runs = [
+            run(Same, 0, 1, Some(0), Some(0)),
+            run(Same, 1, 1, Some(100), Some(100)),
+            run(Different, 2, 1, Some(5), Some(20)),
+            run(Different, 3, 1, Some(6), Some(30)),
+            run(LeftOnly, 10, 2, Some(60), None),
+            run(LeftOnly, 13, 1, Some(90), None),
+            run(RightOnly, 14, 1, None, Some(60)),
+        ];
+        let text = render(&runs, false);
+        let body: Vec<&str> = text.lines().skip(2).take(5).map(str::trim).collect();
+        assert_eq!(
+            body,
+            [
+                "<same begin=\"0\" length=\"2\"/>",
+                "<different begin=\"2\" length=\"2\"/>",
+                "<left_only begin=\"10\" length=\"2\"/>",
+                "<left_only begin=\"13\" length=\"1\"/>",
+                "<right_only begin=\"14\" length=\"1\"/>",
+            ]
+        );
+    }
+
+    #[test]
+    fn verbose_output_groups_one_kind_across_gaps() {
+        let runs = [
+            run(Same, 0, 8, Some(0), Some(0)),
+            run(Same, 14, 2, Some(60), Some(60)),
+            run(Different, 20, 1, Some(5), Some(20)),
+        ];
+        let text = render(&runs, true);
+        let expected = "<superblock uuid=\"\" time=\"1\" transaction=\"3\" data_block_size=\"128\" nr_data_blocks=\"4096\">
+  <diff left=\"1\" right=\"2\">
+    <same>
+      <range begin=\"0\" data_begin=\"0\" length=\"8\"/>
+      <range begin=\"14\" data_begin=\"60\" length=\"2\"/>
+    </same>
+    <different>
+      <range begin=\"20\" left_data_begin=\"5\" right_data_begin=\"20\" length=\"1\"/>
+    </different>
+  </diff>
+</superblock>
+";
+        assert_eq!(text, expected);
+    }
+}

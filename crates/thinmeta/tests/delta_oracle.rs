@@ -74,7 +74,9 @@ fn device_xml(xml: &mut String, id: u64, maps: &[(u64, u64, u32)]) {
     xml.push_str("  </device>\n");
 }
 
-fn compare_all(path: &Path, ids: &[u64], snap: bool) {
+/// Compares every ordered pair; returns the shared subtrees skipped by changes-only walks.
+fn compare_all(path: &Path, ids: &[u64], snap: bool) -> u64 {
+    let mut skipped = 0;
     for &l in ids {
         for &r in ids {
             for verbose in [false, true] {
@@ -85,13 +87,15 @@ fn compare_all(path: &Path, ids: &[u64], snap: bool) {
                     path.display()
                 );
             }
-            check_changes_only(path, l, r, snap);
+            skipped += check_changes_only(path, l, r, snap);
         }
     }
+    skipped
 }
 
-/// ChangesOnly gives exactly the non-Same runs of Full, reading no more blocks.
-fn check_changes_only(path: &Path, l: u64, r: u64, snap: bool) {
+/// ChangesOnly gives exactly the non-Same runs of Full, reading no more blocks; returns the
+/// number of shared subtrees it skipped.
+fn check_changes_only(path: &Path, l: u64, r: u64, snap: bool) -> u64 {
     let open = || {
         let f = std::fs::File::open(path).unwrap();
         if snap {
@@ -113,6 +117,7 @@ fn check_changes_only(path: &Path, l: u64, r: u64, snap: bool) {
         .collect();
     assert_eq!(changed, expected, "changes-only {l} vs {r}");
     assert!(changes.blocks_read() <= full_reads);
+    changes.shared_subtrees_skipped()
 }
 
 #[test]
@@ -177,6 +182,7 @@ fn random_shared_pool(rng: &mut Rng) -> MetadataBuilder {
 #[test]
 fn shared_trees_match_thin_delta() {
     let dir = tempfile::tempdir().unwrap();
+    let mut skipped = 0;
     for seed in 0..30u64 {
         let mut rng = Rng(1000 + seed);
         let mut b = random_shared_pool(&mut rng);
@@ -197,12 +203,14 @@ fn shared_trees_match_thin_delta() {
             "seed {seed}"
         );
         let ids: Vec<u64> = (1..=5).filter(|&i| b_has(&path, i)).collect();
-        compare_all(&path, &ids, false);
+        skipped += compare_all(&path, &ids, false);
         if hold {
             assert!(written.held_root.is_some());
             compare_all(&path, &ids, true);
         }
     }
+    // The skip path must have been exercised (and checked against thin_delta) many times.
+    assert!(skipped > 100, "only {skipped} shared subtrees skipped");
 }
 
 fn b_has(path: &Path, id: u64) -> bool {
@@ -232,4 +240,51 @@ fn differently_split_trees_match_thin_delta() {
         thin_check(&path);
         compare_all(&path, &[1, 2, 3], false);
     }
+}
+
+#[test]
+fn trees_of_different_heights_sharing_subtrees() {
+    // 252 full-ish leaves under one root; after the snapshot, inserts into one origin leaf
+    // split it, the root overflows and splits: the origin grows a level, the snapshot does not,
+    // and all other leaves stay shared one level lower on the origin side.
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = MetadataBuilder::new(BuilderConfig {
+        nr_data_blocks: 100_000,
+        ..BuilderConfig::default()
+    });
+    let n = 252 * 100;
+    b.create_thin_with(1, (0..n).map(|v| (v * 4, v, 0)), 100)
+        .unwrap();
+    b.create_snapshot(1, 2).unwrap();
+    // Leaf 10 holds keys 4000..4396; fill 200 of its free slots.
+    let new_keys = (4000..4400u64).filter(|k| k % 4 != 0).take(200);
+    for (i, k) in new_keys.enumerate() {
+        b.insert(1, k, 60_000 + i as u64, 1).unwrap();
+    }
+    let path = dir.path().join("heights");
+    b.write_file(&path).unwrap();
+    thin_check(&path);
+    compare_all(&path, &[1, 2], false);
+    let mut md = ThinMetadata::open(std::fs::File::open(&path).unwrap()).unwrap();
+    let left: std::collections::HashSet<u64> =
+        md.mapping_tree_blocks(1).unwrap().into_iter().collect();
+    let right: std::collections::HashSet<u64> =
+        md.mapping_tree_blocks(2).unwrap().into_iter().collect();
+    let differing = left.symmetric_difference(&right).count() as u64;
+    assert!(
+        left.len() > right.len(),
+        "the origin should have grown a level: {} vs {} nodes",
+        left.len(),
+        right.len()
+    );
+    let start = md.blocks_read();
+    let mut delta = md.delta(1, 2, DeltaMode::ChangesOnly).unwrap();
+    let changed: u64 = delta.by_ref().map(|r| r.unwrap().length).sum();
+    assert_eq!(changed, 200);
+    assert!(delta.shared_subtrees_skipped() > 200);
+    let read = delta.blocks_read() - start;
+    assert!(
+        read <= differing + 4,
+        "read {read} nodes, {differing} differ"
+    );
 }

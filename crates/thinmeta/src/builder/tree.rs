@@ -395,3 +395,114 @@ impl Arena {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Checks sizes, order, key ranges and equal leaf depth; returns the entries.
+    fn check(
+        arena: &Arena,
+        id: NodeId,
+        lo: u64,
+        hi: Option<u64>,
+        root: bool,
+    ) -> (u32, Vec<(u64, u64)>) {
+        let node = &arena.nodes[id];
+        let len = node.len();
+        assert!(len <= MAX_ENTRIES);
+        if !root {
+            assert!(len >= MIN_ENTRIES, "non-root node with {len} entries");
+        }
+        let keys = match node {
+            MemNode::Leaf { keys, .. } | MemNode::Internal { keys, .. } => keys,
+        };
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert!(keys.iter().all(|&k| k >= lo && hi.is_none_or(|h| k < h)));
+        match node {
+            MemNode::Leaf { keys, values } => (
+                0,
+                keys.iter().copied().zip(values.iter().copied()).collect(),
+            ),
+            MemNode::Internal { keys, children } => {
+                let mut depth = None;
+                let mut all = Vec::new();
+                for (i, &c) in children.iter().enumerate() {
+                    let chi = keys.get(i + 1).copied().or(hi);
+                    let (d, e) = check(arena, c, keys[i], chi, false);
+                    assert!(depth.is_none_or(|x| x == d), "leaves at different depths");
+                    depth = Some(d);
+                    all.extend(e);
+                }
+                (depth.unwrap_or(0) + 1, all)
+            }
+        }
+    }
+
+    #[test]
+    fn cow_tree_matches_a_model_and_keeps_snapshots_intact() {
+        let mut x = 42u64;
+        let mut rnd = move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut arena = Arena::default();
+        let base: Vec<(u64, u64)> = (0..5000).map(|v| (v * 3, v)).collect();
+        let mut roots = vec![arena.bulk(&base, 150).unwrap()];
+        let mut models = vec![base.iter().copied().collect::<BTreeMap<_, _>>()];
+        for step in 0..6000 {
+            if step % 1500 == 0 {
+                let src = rnd(roots.len() as u64) as usize;
+                arena.refs[roots[src]] += 1;
+                roots.push(roots[src]);
+                models.push(models[src].clone());
+            }
+            let dev = rnd(roots.len() as u64) as usize;
+            let key = rnd(16_000);
+            if rnd(3) == 0 {
+                let (r, found) = arena.remove(roots[dev], key);
+                roots[dev] = r;
+                assert_eq!(found, models[dev].remove(&key).is_some());
+            } else {
+                roots[dev] = arena.insert(roots[dev], key, step);
+                models[dev].insert(key, step);
+            }
+        }
+        for (root, model) in roots.iter().zip(&models) {
+            let (_, entries) = check(&arena, *root, 0, None, true);
+            assert_eq!(
+                entries,
+                model.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>()
+            );
+        }
+        // Remove everything from one device: it ends as an empty leaf, the others intact.
+        let keys: Vec<u64> = models[0].keys().copied().collect();
+        for k in keys {
+            roots[0] = arena.remove(roots[0], k).0;
+        }
+        assert_eq!(arena.count(roots[0]), 0);
+        for (root, model) in roots.iter().zip(&models).skip(1) {
+            assert_eq!(check(&arena, *root, 0, None, true).1.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_respect_bounds() {
+        for n in 1..3000 {
+            for fill in [1, 50, 84, 100, 200, 252] {
+                let sizes = chunk_sizes(n, fill, 252);
+                assert_eq!(sizes.iter().sum::<usize>(), n);
+                assert!(sizes.iter().all(|&s| s <= 252));
+                if sizes.len() > 1 {
+                    assert!(
+                        sizes.iter().all(|&s| s >= 84),
+                        "n={n} fill={fill} {sizes:?}"
+                    );
+                }
+            }
+        }
+    }
+}
