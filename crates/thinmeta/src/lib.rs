@@ -18,6 +18,11 @@
 //! [`ThinMetaError`] naming the block. Memory is bounded by the tree depth: one node per level
 //! per cursor plus a fixed 32-block cache.
 //!
+//! Reading a live pool's metadata device: hold a metadata snapshot first (pool message
+//! `reserve_metadata_snap`) and open through it; the kernel writes the metadata device around
+//! the page cache, so drop that device's cached pages (`blockdev --flushbufs`, ioctl
+//! `BLKFLSBUF`) before opening it with buffered reads, or read it with `O_DIRECT`.
+//!
 //! ```no_run
 //! use convoy_thinmeta::{DeltaKind, DeltaMode, ThinMetadata};
 //! let file = std::fs::File::open("/dev/mapper/pool_tmeta")?;
