@@ -229,6 +229,21 @@ fn main() -> Res<()> {
             &[&[tools, "thin_delta", "--changes-only"][..], &args].concat(),
             o.runs,
         )?;
+        let verbose_args = [&["--verbose"][..], &args].concat();
+        let theirs_verbose = measure(&[&["thin_delta"][..], &verbose_args].concat(), 1)?;
+        let ours_verbose = measure(&[&[tools, "thin_delta"][..], &verbose_args].concat(), 1)?;
+        let same_verbose = ours_verbose.output == theirs_verbose.output;
+        println!(
+            "--verbose ({} lines): thin_delta {:.3}s {:.1} MiB, ours {:.3}s {:.1} MiB, output equal: {same_verbose}",
+            theirs_verbose.output.iter().filter(|&&c| c == b'\n').count(),
+            theirs_verbose.secs,
+            theirs_verbose.rss_kib as f64 / 1024.0,
+            ours_verbose.secs,
+            ours_verbose.rss_kib as f64 / 1024.0
+        );
+        if !same_verbose {
+            failures.push(format!("{name}: --verbose output differs from thin_delta"));
+        }
         let same_output = ours.output == theirs.output;
         let same_changes = ours_changes.output == without_same(&theirs.output);
         println!("| tool | wall s | peak RSS MiB | speed-up |");
