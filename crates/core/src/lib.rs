@@ -1,5 +1,64 @@
 //! # convoy-core
 //!
-//! The volume manager and convoy's embedding API. It will compose the layers below into what
-//! users do: the `devicemapper` and `vfs` drivers, volumes, snapshots, incremental backups and
-//! restores, crash-safe records under the root directory, and start-up reconciliation.
+//! The volume manager and convoy's embedding API: [`VolumeManager`] composes the layers below
+//! (`convoy-thinpool`, `convoy-thinmeta`, `convoy-backupstore`) into what users do — volumes,
+//! snapshots, backups and restores — with crash-safe records under a root directory and
+//! start-up reconciliation. Design notes: `docs/core.md`; embedding guide: `docs/embedding.md`.
+//!
+//! ## Overview
+//!
+//! * [`VolumeManager::open`] takes a [`ManagerConfig`] (root, drivers, driver options), locks
+//!   the root, sets up the drivers, loads the records and reconciles them with the system.
+//! * Drivers: `devicemapper` (thin volumes in a dm-thin pool on `dm.datadev` /
+//!   `dm.metadatadev`) and `vfs` (directories under `vfs.path`).
+//! * Volumes: [`VolumeManager::create_volume`], `delete_volume`, `mount_volume`,
+//!   `umount_volume`, `list_volumes`, `inspect_volume`. Snapshots: `create_snapshot`,
+//!   `delete_snapshot`, `inspect_snapshot`. Volume and snapshot names share one namespace.
+//! * Backups: [`VolumeManager::create_backup`] (incremental when the last backed-up snapshot
+//!   still exists, full otherwise), `delete_backup`, `list_backups`, `inspect_backup`;
+//!   restore with [`CreateVolumeRequest::backup_url`].
+//! * [`Error`] with [`Error::kind`] for status codes; [`parse_size`], [`validate_name`].
+//!
+//! ## Usage
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::sync::Arc;
+//! use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
+//!
+//! # async fn demo() -> convoy_core::Result<()> {
+//! let manager = VolumeManager::open(ManagerConfig {
+//!     root: "/var/lib/rancher/convoy".into(),
+//!     drivers: vec!["vfs".into()],
+//!     driver_opts: BTreeMap::from([("vfs.path".into(), "/srv/volumes".into())]),
+//! })
+//! .await?;
+//! let req = CreateVolumeRequest { name: Some("vol1".into()), ..Default::default() };
+//! let volume = manager.create_volume(req, Arc::new(NoProgress)).await?;
+//! let path = manager.mount_volume(&volume.name, None).await?;
+//! println!("vol1 at {}", path.display());
+//! manager.create_snapshot("vol1", Some("snap1".into())).await?;
+//! # Ok(()) }
+//! ```
+
+mod backups;
+mod dm;
+mod driver;
+mod error;
+mod manager;
+mod names;
+mod records;
+mod snapshots;
+mod state;
+mod types;
+mod vfs;
+
+pub use dm::DEVICEMAPPER;
+pub use error::{Error, ErrorKind, Result};
+pub use manager::VolumeManager;
+pub use names::{generate_name, parse_size, ruby_date, validate_name, MAX_NAME_LEN};
+pub use types::{
+    BackupInfo, BackupKind, BackupReport, CreateVolumeRequest, Info, ManagerConfig, NoProgress,
+    Progress, Snapshot, StoreOptions, Volume, DEFAULT_ROOT,
+};
+pub use vfs::VFS;

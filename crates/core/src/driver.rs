@@ -1,0 +1,112 @@
+//! The driver interface the manager drives. Methods are blocking (the manager calls them on
+//! blocking threads) and never touch records: the manager writes the intent before calling a
+//! method that makes something, and the completion after it returns (see `docs/core.md`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::records::{SnapshotRecord, VolumeRecord};
+
+/// What a backup reads: an open snapshot and the byte ranges to read from it.
+pub(crate) struct BackupSource {
+    /// The snapshot's content (a block device opened read-only).
+    pub file: File,
+    /// Ranges to read, bytes, ascending, merged.
+    pub ranges: Vec<Range<u64>>,
+    /// Whether the ranges are a delta against the parent snapshot.
+    pub incremental: bool,
+}
+
+/// A volume driver.
+pub(crate) trait Driver: Send + Sync {
+    /// `devicemapper` or `vfs`.
+    fn name(&self) -> &'static str;
+
+    /// The driver's `info` section.
+    fn info(&self) -> Result<BTreeMap<String, String>>;
+
+    /// Marks the ids and paths of existing records as used (called once at start-up).
+    fn load(&self, _records: &[VolumeRecord]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Fills in what a new volume will be (id or path, size) without making anything.
+    fn plan_volume(&self, rec: &mut VolumeRecord, size: Option<u64>) -> Result<()>;
+
+    /// Makes the planned volume (formatted unless `format` is false, for a restore). On failure
+    /// it removes whatever it made before returning the error.
+    fn create_volume(&self, rec: &VolumeRecord, format: bool) -> Result<()>;
+
+    /// Removes a volume and its snapshots (`reference_only`: forgets it but keeps the data).
+    /// Idempotent: parts already gone are skipped.
+    fn remove_volume(&self, rec: &VolumeRecord, reference_only: bool) -> Result<()>;
+
+    /// Forgets the ids a volume and its snapshots used (after its record is gone or a plan
+    /// was abandoned).
+    fn release(&self, _rec: &VolumeRecord) {}
+
+    /// Where a volume is mounted when no mount point is given.
+    fn default_mount_point(&self, rec: &VolumeRecord) -> PathBuf;
+
+    /// Mounts a volume at `at` (idempotent). Returns the mount point to report.
+    fn mount(&self, rec: &VolumeRecord, at: &Path) -> Result<PathBuf>;
+
+    /// Unmounts a volume from `at` (idempotent).
+    fn umount(&self, rec: &VolumeRecord, at: &Path) -> Result<()>;
+
+    /// Where the volume is mounted now, read from the system.
+    fn mounted_at(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>>;
+
+    /// `DriverInfo` of a volume.
+    fn volume_info(&self, rec: &VolumeRecord) -> BTreeMap<String, String>;
+
+    /// `DriverInfo` of a snapshot.
+    fn snapshot_info(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> BTreeMap<String, String>;
+
+    /// Fills in what a new snapshot will be, without making anything.
+    fn plan_snapshot(&self, vol: &VolumeRecord, snap: &mut SnapshotRecord) -> Result<()>;
+
+    /// Makes the planned snapshot; on failure removes what it made.
+    fn create_snapshot(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()>;
+
+    /// Removes a snapshot (idempotent).
+    fn remove_snapshot(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()>;
+
+    /// Forgets the id a snapshot used.
+    fn release_snapshot(&self, _snap: &SnapshotRecord) {}
+
+    /// Start-up: brings the system in line with the records (re-activates, re-mounts), and
+    /// removes objects no record names. Records in `Creating`/`Deleting` state have been
+    /// settled by the manager before this is called. Returns one line per action taken.
+    fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>>;
+
+    /// Opens a snapshot for a backup: every mapped range, or the ranges changed since
+    /// `parent` when it is given.
+    fn backup_source(
+        &self,
+        _vol: &VolumeRecord,
+        snap: &SnapshotRecord,
+        _parent: Option<&SnapshotRecord>,
+    ) -> Result<BackupSource> {
+        Err(Error::Unsupported {
+            what: format!("backup of snapshot {}", snap.name),
+            why: format!("the {} driver has no block backups", self.name()),
+        })
+    }
+
+    /// Closes what [`Driver::backup_source`] opened.
+    fn end_backup(&self, _vol: &VolumeRecord, _snap: &SnapshotRecord) -> Result<()> {
+        Ok(())
+    }
+
+    /// Opens a (new, unformatted) volume for writing a restore into.
+    fn restore_sink(&self, rec: &VolumeRecord) -> Result<File> {
+        Err(Error::Unsupported {
+            what: format!("restore into volume {}", rec.name),
+            why: format!("the {} driver has no block restores", self.name()),
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! The crate's one error type. Variants by meaning, each naming the object involved;
+//! [`Error::kind`] lets the daemon pick an HTTP status.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Coarse classes of [`Error`], for callers that map errors to status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The named object does not exist.
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// The request itself is wrong (name, size, URL, option).
+    InvalidArgument,
+    /// The object is in use (mounted, being backed up, has a long operation running).
+    Busy,
+    /// A backend (store, driver) is not configured or not reachable.
+    Unavailable,
+    /// Something failed inside (I/O, device-mapper, a tool).
+    Internal,
+}
+
+/// Everything that can go wrong in `convoy-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The named object does not exist.
+    #[error("{what} {name} not found")]
+    NotFound {
+        /// "volume", "snapshot", "driver", "backup", ...
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+
+    /// A volume or snapshot of that name exists (they share one namespace).
+    #[error("{name} already exists (as a {what}); volume and snapshot names share one namespace")]
+    AlreadyExists {
+        /// "volume" or "snapshot".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+
+    /// A name that breaks the naming rule.
+    #[error("invalid name {name:?}: {reason} (names match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$, at most 64 characters)")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A size that cannot be parsed or used.
+    #[error("invalid size {value:?}: {reason}")]
+    InvalidSize {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A bad option or argument other than a name or size.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// What was given ("driver option dm.fs", "backup URL", ...).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Restore with a `--size` different from the backup's.
+    #[error(
+        "backup {backup_url} is of a {backup} byte volume but size {requested} bytes was \
+         requested; omit the size to restore at the backup's size"
+    )]
+    SizeMismatch {
+        /// The backup.
+        backup_url: String,
+        /// The backup's volume size, bytes.
+        backup: u64,
+        /// The requested size, bytes.
+        requested: u64,
+    },
+
+    /// The object is in use.
+    #[error("{name} is busy: {why}")]
+    Busy {
+        /// The volume or snapshot.
+        name: String,
+        /// Why, and what to do.
+        why: String,
+    },
+
+    /// The operation is not available with this driver or configuration.
+    #[error("{what} is not supported: {why}")]
+    Unsupported {
+        /// The operation.
+        what: String,
+        /// Why.
+        why: String,
+    },
+
+    /// A device-mapper operation failed.
+    #[error("devicemapper driver: {context}: {source}")]
+    Thinpool {
+        /// What was being done, on what.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: convoy_thinpool::Error,
+    },
+
+    /// Reading pool metadata failed.
+    #[error("reading thin-pool metadata: {context}: {source}")]
+    Metadata {
+        /// What was being read.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: convoy_thinmeta::ThinMetaError,
+    },
+
+    /// A backup store operation failed.
+    #[error("backup store: {context}: {message}")]
+    Store {
+        /// What was being done, on which URL.
+        context: String,
+        /// The store's message.
+        message: String,
+        /// Its class.
+        kind: ErrorKind,
+    },
+
+    /// An external tool (mkfs, mount, fsfreeze) failed.
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+
+    /// A file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A record file is unreadable.
+    #[error("record {} is corrupt: {reason}; move it aside and restart to reconcile", path.display())]
+    CorruptRecord {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// An internal task failed (a panic in a blocking worker).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::InvalidName { .. }
+            | Error::InvalidSize { .. }
+            | Error::InvalidArgument { .. }
+            | Error::SizeMismatch { .. }
+            | Error::Unsupported { .. } => ErrorKind::InvalidArgument,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Store { kind, .. } => *kind,
+            Error::Thinpool { source, .. } => match source {
+                convoy_thinpool::Error::Busy { .. } => ErrorKind::Busy,
+                convoy_thinpool::Error::NotFound { .. } => ErrorKind::NotFound,
+                convoy_thinpool::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+                _ => ErrorKind::Internal,
+            },
+            Error::Metadata { .. }
+            | Error::Command { .. }
+            | Error::Io { .. }
+            | Error::CorruptRecord { .. }
+            | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn dm(context: impl Into<String>) -> impl FnOnce(convoy_thinpool::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Thinpool { context, source }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, name: &str) -> Self {
+        Error::NotFound {
+            what,
+            name: name.to_owned(),
+        }
+    }
+
+    pub(crate) fn busy(name: &str, why: impl Into<String>) -> Self {
+        Error::Busy {
+            name: name.to_owned(),
+            why: why.into(),
+        }
+    }
+}

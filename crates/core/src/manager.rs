@@ -1,0 +1,589 @@
+//! [`VolumeManager`]: opening (drivers, records, reconciliation) and the volume operations.
+//! Snapshot operations are in `snapshots.rs`, backups in `backups.rs`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::names::{generate_name, now_ruby_date, validate_name};
+use crate::records::{write_atomic, ObjectState, RecordStore, VolumeRecord};
+use crate::state::State;
+use crate::types::{CreateVolumeRequest, Info, ManagerConfig, Progress, Snapshot, Volume};
+use crate::vfs::{VfsDriver, VFS};
+
+/// The volume manager: the embedding API of convoy. Cheap to clone (an `Arc` inside); every
+/// method is async and runs blocking device and file work on tokio's blocking threads. Calls on
+/// different volumes run concurrently; calls on one volume are serialized by its lock, except
+/// the long part of a backup, which holds no lock (the snapshot it reads is marked busy).
+#[derive(Clone)]
+pub struct VolumeManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for VolumeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeManager")
+            .field("root", &self.inner.root)
+            .field("drivers", &self.inner.order)
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub root: PathBuf,
+    pub order: Vec<String>,
+    pub drivers: BTreeMap<String, Arc<dyn Driver>>,
+    pub stores: BTreeMap<String, RecordStore>,
+    pub state: Mutex<State>,
+    /// Lines describing what start-up reconciliation did.
+    pub reconcile_report: Vec<String>,
+    /// Held for the manager's life: one manager per root.
+    _root_lock: Flock<File>,
+}
+
+/// Runs blocking work on tokio's blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+const CONFIG_FILE: &str = "convoy.cfg";
+
+fn lock_root(root: &Path) -> Result<Flock<File>> {
+    fs::create_dir_all(root).map_err(|e| Error::io("create root directory", root, e))?;
+    let path = root.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        Error::busy(
+            &root.display().to_string(),
+            format!("another convoy manager holds {} ({errno})", path.display()),
+        )
+    })
+}
+
+/// Reads `convoy.cfg` when the config names no drivers; writes it otherwise.
+fn settle_config(config: ManagerConfig) -> Result<ManagerConfig> {
+    let path = config.root.join(CONFIG_FILE);
+    if config.drivers.is_empty() {
+        let bytes = fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::invalid(
+                    "manager config",
+                    format!(
+                        "no drivers given and no {} from an earlier run",
+                        path.display()
+                    ),
+                )
+            } else {
+                Error::io("read", &path, e)
+            }
+        })?;
+        let saved: ManagerConfig =
+            serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRecord {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        return Ok(ManagerConfig {
+            root: config.root,
+            ..saved
+        });
+    }
+    let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&path, &bytes)?;
+    Ok(config)
+}
+
+fn make_driver(name: &str, config: &ManagerConfig) -> Result<Arc<dyn Driver>> {
+    match name {
+        VFS => Ok(Arc::new(VfsDriver::new(&config.driver_opts)?)),
+        crate::dm::DEVICEMAPPER => Ok(Arc::new(crate::dm::DmDriver::new(
+            &config.root,
+            &config.driver_opts,
+        )?)),
+        other => Err(Error::invalid(
+            "driver",
+            format!("{other:?} is not a driver (devicemapper, vfs)"),
+        )),
+    }
+}
+
+/// Start-up settling of one driver's records: finishes deletes, undoes half-made objects.
+fn settle_records(
+    driver: &dyn Driver,
+    store: &RecordStore,
+    records: Vec<VolumeRecord>,
+    report: &mut Vec<String>,
+) -> Result<Vec<VolumeRecord>> {
+    let mut kept = Vec::new();
+    for mut rec in records {
+        match rec.state {
+            ObjectState::Creating | ObjectState::Deleting => {
+                driver.remove_volume(&rec, false)?;
+                store.remove(&rec.name)?;
+                driver.release(&rec);
+                report.push(format!(
+                    "{}: removed volume {} left {} by an interrupted operation",
+                    driver.name(),
+                    rec.name,
+                    if rec.state == ObjectState::Creating {
+                        "half-made"
+                    } else {
+                        "half-deleted"
+                    }
+                ));
+                continue;
+            }
+            ObjectState::Ready => {}
+        }
+        let unsettled: Vec<String> = rec
+            .snapshots
+            .values()
+            .filter(|s| s.state != ObjectState::Ready)
+            .map(|s| s.name.clone())
+            .collect();
+        for name in unsettled {
+            if let Some(snap) = rec.snapshots.get(&name).cloned() {
+                driver.remove_snapshot(&rec, &snap)?;
+                rec.snapshots.remove(&name);
+                store.save(&rec)?;
+                driver.release_snapshot(&snap);
+                report.push(format!(
+                    "{}: removed snapshot {} of volume {} left by an interrupted operation",
+                    driver.name(),
+                    name,
+                    rec.name
+                ));
+            }
+        }
+        kept.push(rec);
+    }
+    Ok(kept)
+}
+
+impl VolumeManager {
+    /// Opens the manager: locks the root, reads or writes `convoy.cfg`, sets up the drivers
+    /// (devicemapper: opens or creates the pool), loads the records and reconciles them with
+    /// the system (see `docs/core.md`).
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another manager uses the root; [`Error::InvalidArgument`] for bad
+    /// driver options; driver and record errors.
+    pub async fn open(config: ManagerConfig) -> Result<VolumeManager> {
+        blocking(move || Self::open_blocking(config)).await
+    }
+
+    fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
+        let root_lock = lock_root(&config.root)?;
+        let config = settle_config(config)?;
+        let mut drivers = BTreeMap::new();
+        let mut stores = BTreeMap::new();
+        let mut order = Vec::new();
+        for name in &config.drivers {
+            if drivers.contains_key(name) {
+                continue;
+            }
+            let driver = make_driver(name, &config)?;
+            stores.insert(name.clone(), RecordStore::new(&config.root, name));
+            drivers.insert(name.clone(), driver);
+            order.push(name.clone());
+        }
+        let mut state = State::default();
+        let mut report = Vec::new();
+        for (name, driver) in &drivers {
+            let store = &stores[name];
+            let records = store.load_all()?;
+            let mut known = records.clone();
+            known.extend(store.load_released()?);
+            driver.load(&known)?;
+            let kept = settle_records(driver.as_ref(), store, records, &mut report)?;
+            report.extend(driver.reconcile(&kept)?);
+            for rec in kept {
+                if let Some(other) = state.volumes.get(&rec.name) {
+                    return Err(Error::CorruptRecord {
+                        path: store.dir().join(format!("{}.json", rec.name)),
+                        reason: format!("volume name also used by driver {}", other.driver),
+                    });
+                }
+                state.volumes.insert(rec.name.clone(), rec);
+            }
+        }
+        Ok(VolumeManager {
+            inner: Arc::new(Inner {
+                root: config.root,
+                order,
+                drivers,
+                stores,
+                state: Mutex::new(state),
+                reconcile_report: report,
+                _root_lock: root_lock,
+            }),
+        })
+    }
+
+    /// What start-up reconciliation did, one line per action.
+    pub fn reconcile_report(&self) -> &[String] {
+        &self.inner.reconcile_report
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn driver(&self, name: &str) -> Result<Arc<dyn Driver>> {
+        self.inner
+            .drivers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found("driver", name))
+    }
+
+    pub(crate) fn store(&self, driver: &str) -> Result<RecordStore> {
+        self.inner
+            .stores
+            .get(driver)
+            .cloned()
+            .ok_or_else(|| Error::not_found("driver", driver))
+    }
+
+    /// Takes volume `name`'s lock and returns its (ready) record as of then.
+    pub(crate) async fn lock_volume(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, VolumeRecord)> {
+        let lock = {
+            let mut st = self.state();
+            st.ready_volume(name)?;
+            st.lock_of(name)
+        };
+        let guard = lock.lock_owned().await;
+        let rec = self.state().ready_volume(name)?.clone();
+        Ok((guard, rec))
+    }
+
+    /// Saves a record and publishes it in memory.
+    pub(crate) fn commit(&self, rec: &VolumeRecord) -> Result<()> {
+        self.store(&rec.driver)?.save(rec)?;
+        self.state().volumes.insert(rec.name.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// `info`: general section and one section per driver.
+    pub async fn info(&self) -> Result<Info> {
+        let me = self.clone();
+        blocking(move || {
+            let mut info = Info::default();
+            info.general
+                .insert("Root".into(), me.inner.root.display().to_string());
+            info.general
+                .insert("DriverList".into(), me.inner.order.join(","));
+            info.general.insert(
+                "DefaultDriver".into(),
+                me.inner.order.first().cloned().unwrap_or_default(),
+            );
+            for (name, driver) in &me.inner.drivers {
+                info.drivers.insert(name.clone(), driver.info()?);
+            }
+            Ok(info)
+        })
+        .await
+    }
+
+    pub(crate) fn to_volume(&self, rec: &VolumeRecord) -> Volume {
+        let driver = self.inner.drivers.get(&rec.driver);
+        let snapshots = rec
+            .snapshots
+            .values()
+            .filter(|s| s.state == ObjectState::Ready)
+            .map(|s| (s.name.clone(), self.to_snapshot(rec, s)))
+            .collect();
+        Volume {
+            name: rec.name.clone(),
+            driver: rec.driver.clone(),
+            mount_point: rec.mount_point.clone(),
+            created_time: rec.created_time.clone(),
+            driver_info: driver.map(|d| d.volume_info(rec)).unwrap_or_default(),
+            snapshots,
+        }
+    }
+
+    pub(crate) fn to_snapshot(
+        &self,
+        vol: &VolumeRecord,
+        snap: &crate::records::SnapshotRecord,
+    ) -> Snapshot {
+        Snapshot {
+            name: snap.name.clone(),
+            volume_name: vol.name.clone(),
+            volume_created_at: vol.created_time.clone(),
+            created_time: snap.created_time.clone(),
+            driver_info: self
+                .inner
+                .drivers
+                .get(&vol.driver)
+                .map(|d| d.snapshot_info(vol, snap))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Creates a volume (or restores a backup into a new one when `req.backup_url` is set).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::AlreadyExists`], [`Error::InvalidSize`],
+    /// [`Error::SizeMismatch`] (restore with a different size), driver errors. A failed create
+    /// leaves nothing behind.
+    pub async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Volume> {
+        let name = match &req.name {
+            Some(n) => {
+                validate_name(n)?;
+                n.clone()
+            }
+            None => generate_name("volume"),
+        };
+        let driver_name = req
+            .driver
+            .clone()
+            .or_else(|| self.inner.order.first().cloned())
+            .ok_or_else(|| Error::invalid("driver", "no driver is enabled"))?;
+        let driver = self.driver(&driver_name)?;
+        if req.size == Some(0) {
+            return Err(Error::InvalidSize {
+                value: "0".into(),
+                reason: "a size must be greater than zero".into(),
+            });
+        }
+        let restore = match &req.backup_url {
+            Some(url) => Some(
+                self.plan_restore(url, &driver_name, req.size, &req.store)
+                    .await?,
+            ),
+            None => None,
+        };
+        let size = restore.as_ref().map(|r| r.size).or(req.size);
+        let mut rec = VolumeRecord {
+            name: name.clone(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            driver: driver_name.clone(),
+            created_time: now_ruby_date(),
+            state: ObjectState::Creating,
+            size: 0,
+            requested_size: None,
+            mount_point: None,
+            dev_id: None,
+            path: None,
+            filesystem: None,
+            restored_from: req.backup_url.clone(),
+            snapshots: BTreeMap::new(),
+            last_backups: BTreeMap::new(),
+        };
+        // Reserve the name (in memory) and take the new volume's lock.
+        let guard = {
+            let mut st = self.state();
+            st.check_free(&name)?;
+            st.volumes.insert(name.clone(), rec.clone());
+            st.lock_of(&name).try_lock_owned().ok()
+        };
+        let store = self.store(&driver_name)?;
+        let d = driver.clone();
+        let format = restore.is_none();
+        let planned = blocking(move || {
+            d.plan_volume(&mut rec, size)?;
+            if let Some(req) = size {
+                if req != rec.size && rec.size != 0 {
+                    rec.requested_size = Some(req);
+                }
+            }
+            // Intent first: a crash from here on is undone at start-up.
+            store.save(&rec)?;
+            if let Err(e) = d.create_volume(&rec, format) {
+                let _ = store.remove(&rec.name);
+                d.release(&rec);
+                return Err(e);
+            }
+            Ok(rec)
+        })
+        .await;
+        let mut rec = match planned {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.state().volumes.remove(&name);
+                return Err(e);
+            }
+        };
+        if let Some(plan) = restore {
+            if let Err(e) = self.run_restore(&rec, plan, progress).await {
+                let store = self.store(&driver_name)?;
+                let d = driver.clone();
+                let r = rec.clone();
+                let cleanup = blocking(move || {
+                    d.remove_volume(&r, false)?;
+                    store.remove(&r.name)?;
+                    d.release(&r);
+                    Ok(())
+                })
+                .await;
+                // A failed clean-up leaves the intent record: start-up finishes the removal.
+                if cleanup.is_ok() {
+                    self.state().volumes.remove(&name);
+                }
+                return Err(e);
+            }
+        }
+        rec.state = ObjectState::Ready;
+        let store = self.store(&driver_name)?;
+        let saved = rec.clone();
+        blocking(move || store.save(&saved)).await?;
+        self.state().volumes.insert(name, rec.clone());
+        drop(guard);
+        Ok(self.to_volume(&rec))
+    }
+
+    /// Deletes a volume and its snapshots. `reference_only` forgets the volume but keeps its
+    /// data (vfs: the directory stays; devicemapper: the thin device stays, its record moves
+    /// to `<root>/devicemapper/released/`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Busy`] when it is mounted or a backup reads one of its
+    /// snapshots.
+    pub async fn delete_volume(&self, name: &str, reference_only: bool) -> Result<()> {
+        let (_guard, mut rec) = self.lock_volume(name).await?;
+        {
+            let st = self.state();
+            if let Some(s) = rec
+                .snapshots
+                .keys()
+                .find(|s| st.busy_snapshots.contains_key(*s))
+            {
+                return Err(Error::busy(
+                    name,
+                    format!("a backup is reading its snapshot {s}"),
+                ));
+            }
+        }
+        let driver = self.driver(&rec.driver)?;
+        let store = self.store(&rec.driver)?;
+        let d = driver.clone();
+        let r = rec.clone();
+        if let Some(at) = blocking(move || d.mounted_at(&r)).await? {
+            if driver.name() != VFS {
+                return Err(Error::busy(
+                    name,
+                    format!("it is mounted at {}; unmount it first", at.display()),
+                ));
+            }
+        }
+        blocking(move || {
+            if reference_only {
+                driver.remove_volume(&rec, true)?;
+                store.release_record(&rec)?;
+                return Ok(());
+            }
+            rec.state = ObjectState::Deleting;
+            store.save(&rec)?;
+            driver.remove_volume(&rec, false)?;
+            store.remove(&rec.name)?;
+            driver.release(&rec);
+            Ok(())
+        })
+        .await?;
+        let mut st = self.state();
+        st.volumes.remove(name);
+        st.locks.remove(name);
+        Ok(())
+    }
+
+    /// Mounts a volume at `mountpoint` or the driver's default (devicemapper:
+    /// `<root>/devicemapper/mounts/<name>`). Returns the mount point.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Busy`] when mounted elsewhere; mount errors.
+    pub async fn mount_volume(&self, name: &str, mountpoint: Option<PathBuf>) -> Result<PathBuf> {
+        let (_guard, mut rec) = self.lock_volume(name).await?;
+        let driver = self.driver(&rec.driver)?;
+        let me = self.clone();
+        blocking(move || {
+            let at = mountpoint.unwrap_or_else(|| driver.default_mount_point(&rec));
+            if let Some(now) = driver.mounted_at(&rec)? {
+                if now != at {
+                    return Err(Error::busy(
+                        &rec.name,
+                        format!("it is mounted at {}; unmount it first", now.display()),
+                    ));
+                }
+            }
+            let at = driver.mount(&rec, &at)?;
+            rec.mount_point = Some(at.clone());
+            me.commit(&rec)?;
+            Ok(at)
+        })
+        .await
+    }
+
+    /// Unmounts a volume (idempotent).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; umount errors (e.g. busy).
+    pub async fn umount_volume(&self, name: &str) -> Result<()> {
+        let (_guard, mut rec) = self.lock_volume(name).await?;
+        let driver = self.driver(&rec.driver)?;
+        let me = self.clone();
+        blocking(move || {
+            if let Some(at) = driver.mounted_at(&rec)? {
+                driver.umount(&rec, &at)?;
+            }
+            rec.mount_point = None;
+            me.commit(&rec)
+        })
+        .await
+    }
+
+    /// Every volume (of one driver when `driver` is given), by name.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown driver.
+    pub async fn list_volumes(&self, driver: Option<&str>) -> Result<Vec<Volume>> {
+        if let Some(d) = driver {
+            self.driver(d)?;
+        }
+        let recs: Vec<VolumeRecord> = self
+            .state()
+            .volumes
+            .values()
+            .filter(|v| v.state == ObjectState::Ready && driver.is_none_or(|d| v.driver == d))
+            .cloned()
+            .collect();
+        Ok(recs.iter().map(|r| self.to_volume(r)).collect())
+    }
+
+    /// One volume.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn inspect_volume(&self, name: &str) -> Result<Volume> {
+        let rec = self.state().ready_volume(name)?.clone();
+        Ok(self.to_volume(&rec))
+    }
+}

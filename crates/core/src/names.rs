@@ -1,0 +1,204 @@
+//! Names and sizes: the naming rule, generated names, `k/m/g/t` sizes, and the creation-time
+//! format of the original (Go's `time.RubyDate`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// Longest volume or snapshot name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Check a volume or snapshot name: `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`, at most
+/// [`MAX_NAME_LEN`] characters (so it is always a valid device-mapper and file name).
+///
+/// # Errors
+/// [`Error::InvalidName`] saying which part of the rule is broken.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return bad("it is empty"),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return bad("it must start with a letter or digit")
+        }
+        Some(_) => {}
+    }
+    if name.len() < 2 {
+        return bad("it must be at least 2 characters long");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("it is longer than 64 characters");
+    }
+    if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return bad(&format!(
+            "character {c:?} is not allowed (only letters, digits, '_', '.', '-')"
+        ));
+    }
+    Ok(())
+}
+
+/// A generated name: `<prefix>-<16 hex digits>` (prefix `volume`, `snapshot`).
+pub fn generate_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
+}
+
+/// Parse a size: an integer with an optional `k`, `m`, `g` or `t` suffix (powers of 1024,
+/// case-insensitive; a trailing `b`/`B` after the letter is accepted, e.g. `10GB`).
+///
+/// # Errors
+/// [`Error::InvalidSize`] for an empty, non-numeric, zero or overflowing value.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidSize {
+            value: text.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    let t = text.trim();
+    let t = t
+        .strip_suffix(['b', 'B'])
+        .filter(|s| s.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        None => return bad("it is empty"),
+        Some(c) if c.is_ascii_digit() => (t, 0),
+        Some(c) => {
+            let shift = match c.to_ascii_lowercase() {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                't' => 40,
+                _ => return bad("the unit must be k, m, g or t (powers of 1024)"),
+            };
+            (&t[..t.len() - 1], shift)
+        }
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("expected a whole number with an optional k/m/g/t suffix");
+    }
+    let n: u64 = match digits.parse() {
+        Ok(n) => n,
+        Err(_) => return bad("the number is too large"),
+    };
+    if n == 0 {
+        return bad("a size must be greater than zero");
+    }
+    match n.checked_mul(1u64 << shift) {
+        Some(v) => Ok(v),
+        None => bad("the size overflows 64 bits"),
+    }
+}
+
+/// The current time in Go's `time.RubyDate` layout (`Mon Jan 02 15:04:05 -0700 2006`), in UTC.
+pub fn now_ruby_date() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ruby_date(secs)
+}
+
+/// Unix seconds in Go's `time.RubyDate` layout, UTC.
+pub fn ruby_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} +0000 {}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        y
+    )
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        for ok in ["vol1", "a.b-c_d", "0x", "Volume-ABC.1"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "a", "-ab", ".ab", "_ab", "a b", "a/b", "ä123", "vol1\n"] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains("invalid name"), "{e}");
+        }
+        validate_name(&"a".repeat(64)).unwrap();
+        assert!(validate_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn generated_names_are_valid_and_distinct() {
+        let a = generate_name("volume");
+        let b = generate_name("volume");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "volume-".len() + 16);
+        assert!(a[7..].bytes().all(|c| c.is_ascii_hexdigit()));
+        validate_name(&a).unwrap();
+        validate_name(&generate_name("snapshot")).unwrap();
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("100G").unwrap(), 100 << 30);
+        assert_eq!(parse_size("2t").unwrap(), 2 << 40);
+        assert_eq!(parse_size("10GB").unwrap(), 10 << 30);
+        for bad in [
+            "",
+            "g",
+            "1x",
+            "-1",
+            "1.5g",
+            "0",
+            "99999999999999999999",
+            "16777216t",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidSize { .. }), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ruby_dates_match_go() {
+        // 2006-01-02 15:04:05 UTC, Go's reference time (a Monday).
+        assert_eq!(ruby_date(1_136_214_245), "Mon Jan 02 15:04:05 +0000 2006");
+        assert_eq!(ruby_date(0), "Thu Jan 01 00:00:00 +0000 1970");
+        // 2024-02-29 (leap day, a Thursday).
+        assert_eq!(ruby_date(1_709_164_800), "Thu Feb 29 00:00:00 +0000 2024");
+    }
+}

@@ -1,0 +1,136 @@
+//! Snapshot operations of [`VolumeManager`].
+
+use crate::error::{Error, Result};
+use crate::manager::{blocking, VolumeManager};
+use crate::names::{generate_name, now_ruby_date, validate_name};
+use crate::records::{ObjectState, SnapshotRecord};
+use crate::types::Snapshot;
+
+impl VolumeManager {
+    /// Snapshots a volume (devicemapper: a thin snapshot with the mounted filesystem frozen
+    /// around it; vfs: a copy of the directory). `name` `None` generates `snapshot-<16 hex>`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::AlreadyExists`] (names are shared with volumes),
+    /// [`Error::NotFound`] for the volume, driver errors (nothing is left behind).
+    pub async fn create_snapshot(&self, volume: &str, name: Option<String>) -> Result<Snapshot> {
+        let name = match name {
+            Some(n) => {
+                validate_name(&n)?;
+                n
+            }
+            None => generate_name("snapshot"),
+        };
+        let (_guard, mut vol) = self.lock_volume(volume).await?;
+        let mut snap = SnapshotRecord {
+            name: name.clone(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            created_time: now_ruby_date(),
+            state: ObjectState::Creating,
+            size: vol.size,
+            dev_id: None,
+            path: None,
+        };
+        let driver = self.driver(&vol.driver)?;
+        let store = self.store(&vol.driver)?;
+        {
+            let mut st = self.state();
+            st.check_free(&name)?;
+            driver.plan_snapshot(&vol, &mut snap)?;
+            vol.snapshots.insert(name.clone(), snap.clone());
+            st.volumes.insert(vol.name.clone(), vol.clone());
+        }
+        let me = self.clone();
+        let result = blocking(move || {
+            // Intent first, so a crash from here on is undone at start-up.
+            if let Err(e) = store.save(&vol) {
+                driver.release_snapshot(&snap);
+                return Err(e);
+            }
+            if let Err(e) = driver.create_snapshot(&vol, &snap) {
+                vol.snapshots.remove(&snap.name);
+                if store.save(&vol).is_ok() {
+                    driver.release_snapshot(&snap);
+                }
+                me.state().volumes.insert(vol.name.clone(), vol);
+                return Err(e);
+            }
+            snap.state = ObjectState::Ready;
+            vol.snapshots.insert(snap.name.clone(), snap.clone());
+            me.commit(&vol)?;
+            Ok(me.to_snapshot(&vol, &snap))
+        })
+        .await;
+        if result.is_err() {
+            // Drop the in-memory reservation if the worker could not.
+            let mut st = self.state();
+            if let Some(v) = st.volumes.get_mut(volume) {
+                if v.snapshots
+                    .get(&name)
+                    .is_some_and(|s| s.state == ObjectState::Creating)
+                {
+                    v.snapshots.remove(&name);
+                }
+            }
+        }
+        result
+    }
+
+    /// Deletes a snapshot.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Busy`] while a backup reads it.
+    pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let volume = self.volume_of_snapshot(name)?;
+        let (_guard, mut vol) = self.lock_volume(&volume).await?;
+        let mut snap = vol
+            .snapshots
+            .get(name)
+            .filter(|s| s.state == ObjectState::Ready)
+            .cloned()
+            .ok_or_else(|| Error::not_found("snapshot", name))?;
+        if self.state().busy_snapshots.contains_key(name) {
+            return Err(Error::busy(
+                name,
+                "a backup is reading it; try again when it is done",
+            ));
+        }
+        let driver = self.driver(&vol.driver)?;
+        let me = self.clone();
+        blocking(move || {
+            snap.state = ObjectState::Deleting;
+            vol.snapshots.insert(snap.name.clone(), snap.clone());
+            me.commit(&vol)?;
+            driver.remove_snapshot(&vol, &snap)?;
+            vol.snapshots.remove(&snap.name);
+            me.commit(&vol)?;
+            driver.release_snapshot(&snap);
+            Ok(())
+        })
+        .await
+    }
+
+    /// One snapshot.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn inspect_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let st = self.state();
+        let vol = st
+            .owner_of_snapshot(name)
+            .ok_or_else(|| Error::not_found("snapshot", name))?;
+        let snap = vol
+            .snapshots
+            .get(name)
+            .filter(|s| s.state == ObjectState::Ready)
+            .ok_or_else(|| Error::not_found("snapshot", name))?;
+        Ok(self.to_snapshot(vol, snap))
+    }
+
+    pub(crate) fn volume_of_snapshot(&self, name: &str) -> Result<String> {
+        self.state()
+            .owner_of_snapshot(name)
+            .map(|v| v.name.clone())
+            .ok_or_else(|| Error::not_found("snapshot", name))
+    }
+}

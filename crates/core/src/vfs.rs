@@ -1,0 +1,257 @@
+//! The vfs driver: a volume is a directory under `vfs.path` (a local or NFS path); mounting
+//! returns that directory; a snapshot is a copy of the tree under `<vfs.path>/.snapshots/`.
+//!
+//! Limits (also in `docs/core.md`): a snapshot is a full copy (time and space grow with the
+//! data), and it is not crash-consistent while something writes to the volume; no size limit
+//! is enforced; block backups are not available.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::records::{SnapshotRecord, VolumeRecord};
+
+/// Name of the driver.
+pub const VFS: &str = "vfs";
+
+/// Directory (under `vfs.path`) holding snapshot copies; a name cannot start with `.`.
+const SNAPSHOT_DIR: &str = ".snapshots";
+
+/// The vfs driver.
+#[derive(Debug)]
+pub(crate) struct VfsDriver {
+    path: PathBuf,
+}
+
+impl VfsDriver {
+    /// Sets up the driver from `vfs.path`.
+    pub(crate) fn new(opts: &BTreeMap<String, String>) -> Result<Self> {
+        let path = opts.get("vfs.path").ok_or_else(|| {
+            Error::invalid(
+                "vfs driver options",
+                "vfs.path is required (the directory that holds the volumes)",
+            )
+        })?;
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(Error::invalid(
+                "driver option vfs.path",
+                format!("{} is not an absolute path", path.display()),
+            ));
+        }
+        fs::create_dir_all(path.join(SNAPSHOT_DIR))
+            .map_err(|e| Error::io("create directory", &path, e))?;
+        Ok(VfsDriver { path })
+    }
+
+    fn volume_dir(&self, rec: &VolumeRecord) -> PathBuf {
+        rec.path
+            .clone()
+            .unwrap_or_else(|| self.path.join(&rec.name))
+    }
+
+    fn snapshot_dir(&self, snap: &SnapshotRecord) -> PathBuf {
+        snap.path
+            .clone()
+            .unwrap_or_else(|| self.path.join(SNAPSHOT_DIR).join(&snap.name))
+    }
+}
+
+fn partial(dir: &Path) -> PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Copies the tree at `from` to `to` (which must not exist): directories, regular files
+/// (permissions kept), symlinks. Other file types are refused.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(from).map_err(|e| Error::io("stat", from, e))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(to).map_err(|e| Error::io("create directory", to, e))?;
+        let entries = fs::read_dir(from).map_err(|e| Error::io("read", from, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read", from, e))?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        fs::set_permissions(to, meta.permissions()).map_err(|e| Error::io("chmod", to, e))
+    } else if ft.is_symlink() {
+        let target = fs::read_link(from).map_err(|e| Error::io("read link", from, e))?;
+        symlink(target, to).map_err(|e| Error::io("create symlink", to, e))
+    } else if ft.is_file() {
+        fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
+        Ok(())
+    } else {
+        Err(Error::Unsupported {
+            what: format!("snapshot of {}", from.display()),
+            why: "the vfs driver copies only directories, regular files and symlinks".into(),
+        })
+    }
+}
+
+/// Makes the copy durable: fsync of every file and directory in it.
+fn sync_tree(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(|e| Error::io("read", path, e))? {
+            let entry = entry.map_err(|e| Error::io("read", path, e))?;
+            sync_tree(&entry.path())?;
+        }
+    }
+    if meta.is_dir() || meta.is_file() {
+        fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("sync", path, e))?;
+    }
+    Ok(())
+}
+
+impl Driver for VfsDriver {
+    fn name(&self) -> &'static str {
+        VFS
+    }
+
+    fn info(&self) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::from([
+            ("Driver".to_owned(), VFS.to_owned()),
+            ("Path".to_owned(), self.path.display().to_string()),
+        ]))
+    }
+
+    fn plan_volume(&self, rec: &mut VolumeRecord, _size: Option<u64>) -> Result<()> {
+        rec.path = Some(self.path.join(&rec.name));
+        rec.size = 0;
+        Ok(())
+    }
+
+    fn create_volume(&self, rec: &VolumeRecord, _format: bool) -> Result<()> {
+        // An existing directory (left by a reference-only delete) is taken over as it is.
+        let dir = self.volume_dir(rec);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        crate::records::sync_dir(&self.path)
+    }
+
+    fn remove_volume(&self, rec: &VolumeRecord, reference_only: bool) -> Result<()> {
+        if reference_only {
+            return Ok(());
+        }
+        for snap in rec.snapshots.values() {
+            self.remove_snapshot(rec, snap)?;
+        }
+        remove_tree(&self.volume_dir(rec))
+    }
+
+    fn default_mount_point(&self, rec: &VolumeRecord) -> PathBuf {
+        self.volume_dir(rec)
+    }
+
+    fn mount(&self, rec: &VolumeRecord, at: &Path) -> Result<PathBuf> {
+        let dir = self.volume_dir(rec);
+        if at != dir {
+            return Err(Error::Unsupported {
+                what: format!("mounting vfs volume {} at {}", rec.name, at.display()),
+                why: format!("a vfs volume is its directory {}", dir.display()),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(Error::not_found(
+                "volume directory",
+                &dir.display().to_string(),
+            ));
+        }
+        Ok(dir)
+    }
+
+    fn umount(&self, _rec: &VolumeRecord, _at: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn mounted_at(&self, rec: &VolumeRecord) -> Result<Option<PathBuf>> {
+        Ok(rec.mount_point.clone())
+    }
+
+    fn volume_info(&self, rec: &VolumeRecord) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "Path".to_owned(),
+            self.volume_dir(rec).display().to_string(),
+        )])
+    }
+
+    fn snapshot_info(
+        &self,
+        _vol: &VolumeRecord,
+        snap: &SnapshotRecord,
+    ) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            "Path".to_owned(),
+            self.snapshot_dir(snap).display().to_string(),
+        )])
+    }
+
+    fn plan_snapshot(&self, _vol: &VolumeRecord, snap: &mut SnapshotRecord) -> Result<()> {
+        snap.path = Some(self.path.join(SNAPSHOT_DIR).join(&snap.name));
+        Ok(())
+    }
+
+    fn create_snapshot(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()> {
+        let dest = self.snapshot_dir(snap);
+        let tmp = partial(&dest);
+        remove_tree(&tmp)?;
+        let made = copy_tree(&self.volume_dir(vol), &tmp)
+            .and_then(|()| sync_tree(&tmp))
+            .and_then(|()| fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &tmp, e)))
+            .and_then(|()| crate::records::sync_dir(&self.path.join(SNAPSHOT_DIR)));
+        if made.is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        made
+    }
+
+    fn remove_snapshot(&self, _vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()> {
+        let dir = self.snapshot_dir(snap);
+        remove_tree(&partial(&dir))?;
+        remove_tree(&dir)
+    }
+
+    fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>> {
+        let mut report = Vec::new();
+        let dir = self.path.join(SNAPSHOT_DIR);
+        let known: std::collections::BTreeSet<PathBuf> = records
+            .iter()
+            .flat_map(|r| r.snapshots.values().map(|s| self.snapshot_dir(s)))
+            .collect();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
+            let path = entry.path();
+            if !known.contains(&path) {
+                remove_tree(&path)?;
+                report.push(format!(
+                    "vfs: removed unrecorded snapshot copy {}",
+                    path.display()
+                ));
+            }
+        }
+        for rec in records {
+            if !self.volume_dir(rec).is_dir() {
+                report.push(format!(
+                    "vfs: volume {} has no directory {}",
+                    rec.name,
+                    self.volume_dir(rec).display()
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
