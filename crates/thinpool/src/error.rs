@@ -274,3 +274,32 @@ pub(crate) fn dm_error(operation: impl Into<String>, device: &str, source: DmErr
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_object() {
+        let full = Error::PoolFull {
+            pool: "convoy-pool".into(),
+            used: DataBlocks(128),
+            total: DataBlocks(128),
+        };
+        assert_eq!(
+            full.to_string(),
+            "thin pool convoy-pool is out of data space (128 of 128 blocks used): delete \
+             volumes or snapshots, or extend the data device"
+        );
+        let nf = Error::NotFound {
+            kind: "thin device id",
+            name: "7 in pool convoy-pool".into(),
+        };
+        assert_eq!(
+            nf.to_string(),
+            "thin device id 7 in pool convoy-pool not found"
+        );
+        let held = Error::MetadataSnapshotHeld { pool: "p".into() };
+        assert!(held.to_string().contains("thin pool p already holds"));
+    }
+}

@@ -502,6 +502,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pool_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ThinPool>();
+    }
+
+    #[test]
     fn config_defaults() {
         let c = PoolConfig::new("/dev/vdb", "/dev/vdc");
         assert_eq!(c.name, "convoy-pool");

@@ -135,7 +135,8 @@ impl ThinPool {
     /// Idempotent: if `name` is already this id of this pool with this size, it is returned.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] when `name` is taken by another device; [`Error::NotFound`]
+    /// [`Error::AlreadyExists`] when `name` is taken by another device or `id` is already active
+    /// under another name; [`Error::NotFound`]
     /// when the id does not exist in the pool; [`Error::InvalidSize`] for size 0.
     pub fn activate(&self, id: ThinId, name: &str, size: Sectors) -> Result<ThinDevice> {
         validate_name(name)?;
@@ -158,6 +159,13 @@ impl ThinPool {
                     name: name.to_owned(),
                 }),
             };
+        }
+        // Two live devices on one thin id would let two filesystems write one device.
+        if let Some(t) = self.scan_active()?.into_iter().find(|t| t.id == id) {
+            return Err(Error::AlreadyExists {
+                kind: "active thin device id",
+                name: format!("{} (active as {})", self.subject(id), t.name),
+            });
         }
         let table = ThinDevTargetTable::new(
             Sectors(0),

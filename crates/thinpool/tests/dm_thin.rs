@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::{is_block_node_for, mkfs_ext4, read_at, write_at, Fixture, Mount, MIB};
 use convoy_thinpool::{
-    BlockSize, BlockZeroing, DataBlocks, Error, IdAllocator, PoolMode, Sectors, ThinId, ThinPool,
+    BlockSize, BlockZeroing, DataBlocks, Error, IdAllocator, NoSpacePolicy, PoolMode, Sectors,
+    ThinId, ThinPool,
 };
 
 fn id(n: u64) -> ThinId {
@@ -63,6 +64,11 @@ fn dm_thin_lifecycle_and_errors() {
         let err = pool.activate(id(i), name, size).unwrap_err();
         assert!(matches!(err, Error::AlreadyExists { .. }), "{name}: {err}");
     }
+    let err = pool
+        .activate(id(1), "ctp-life-twice", sectors(16 * MIB))
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(err.to_string().contains("active as ctp-life-a"), "{err}");
     let err = pool
         .activate(id(2), "ctp-life-b", sectors(MIB))
         .unwrap_err();
@@ -252,6 +258,12 @@ fn dm_failed_snapshot_resumes_origin() {
     );
     assert!(!pool.list_active().unwrap()[0].suspended);
 
+    // A device left suspended (a crash mid-snapshot) is found and resumed.
+    common::run("dmsetup", &["suspend", "ctp-snapfail-o"]);
+    assert!(pool.list_active().unwrap()[0].suspended);
+    assert_eq!(pool.resume_suspended().unwrap(), ["ctp-snapfail-o"]);
+    assert!(!pool.list_active().unwrap()[0].suspended);
+
     // A snapshot of an inactive origin needs no suspend.
     pool.deactivate("ctp-snapfail-o").unwrap();
     pool.create_snap(id(3), id(1)).unwrap();
@@ -288,6 +300,7 @@ fn dm_full_pool_errors_then_recovers() {
     assert!(!out.status.success(), "dd into a full pool succeeded");
     let status = pool.status().unwrap();
     assert_eq!(status.mode, PoolMode::OutOfDataSpace);
+    assert_eq!(status.no_space_policy, NoSpacePolicy::Error);
     assert_eq!(status.data.used, status.data.total);
 
     // Changes are refused with PoolFull, naming the pool.
