@@ -1,5 +1,38 @@
 //! # convoy-daemon
 //!
-//! The convoy daemon as a library. It will own one entry point, `run(listener, manager,
-//! shutdown)`, serving convoy's `/v1` API and the Docker volume plugin endpoints over HTTP on a
-//! unix socket.
+//! The convoy daemon as a library. Its whole life is one function, [`run`]`(listener, daemon,
+//! shutdown)`: it serves convoy's `/v1` API (the original Convoy's routes and JSON field names)
+//! and the Docker volume plugin protocol over HTTP on one unix socket, until `shutdown`
+//! completes.
+//!
+//! * [`server`]: the router, [`run`] and [`bind_socket`] (stale socket removal, mode 0600).
+//! * [`Manager`]: the volume operations the daemon needs, implemented for
+//!   `convoy_core::VolumeManager`.
+//! * [`Daemon`]: the manager plus the daemon's own state — the Docker mount references (by
+//!   mount ID, persisted under the root so a restart keeps them).
+//! * [`config`]: daemon flags ([`DaemonArgs`]), the saved `<root>/convoy.cfg`, the root lock.
+//!
+//! ## Usage
+//!
+//! ```text
+//! let listener = convoy_daemon::bind_socket(Path::new("/tmp/convoy.sock"))?;
+//! let daemon = convoy_daemon::Daemon::new(manager, root, PluginSettings::default())?;
+//! convoy_daemon::run(listener, daemon, async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! ```
+
+pub mod config;
+mod daemon;
+mod durable;
+mod error;
+mod http;
+mod manager;
+pub mod mounts;
+mod plugin;
+pub mod server;
+mod v1;
+
+pub use config::{DaemonArgs, DaemonConfig};
+pub use daemon::{Daemon, PluginSettings};
+pub use error::{DaemonError, ErrorKind, Result};
+pub use manager::{Manager, NewVolume};
+pub use server::{bind_socket, router, run};

@@ -1,0 +1,42 @@
+//! [`Daemon`]: the state every request handler shares.
+
+use std::path::Path;
+
+use tokio::sync::Mutex;
+
+use crate::mounts::DockerMounts;
+use crate::{Manager, Result};
+
+/// How the Docker plugin endpoints behave (daemon flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// `--ignore-docker-delete`: Docker's `Remove` keeps the volume.
+    pub ignore_docker_delete: bool,
+    /// `--create-on-docker-mount`: Docker's `Mount` of an unknown volume creates it.
+    pub create_on_docker_mount: bool,
+}
+
+/// The volume manager plus the daemon's own state (Docker mount references).
+#[derive(Debug)]
+pub struct Daemon<M> {
+    pub(crate) manager: M,
+    pub(crate) settings: PluginSettings,
+    /// Docker mount references; the lock also serializes Docker mounts and unmounts.
+    pub(crate) docker_mounts: Mutex<DockerMounts>,
+}
+
+impl<M: Manager> Daemon<M> {
+    /// A daemon serving `manager`, keeping its own state under `root`.
+    pub fn new(manager: M, root: &Path, settings: PluginSettings) -> Result<Self> {
+        Ok(Self {
+            manager,
+            settings,
+            docker_mounts: Mutex::new(DockerMounts::load(root)?),
+        })
+    }
+
+    /// The volume manager.
+    pub fn manager(&self) -> &M {
+        &self.manager
+    }
+}

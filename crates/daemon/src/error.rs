@@ -1,0 +1,115 @@
+//! The daemon's error type and how each error reaches a client.
+
+use std::path::PathBuf;
+
+/// What kind of failure an error is; chooses the HTTP status of a `/v1` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The named volume, snapshot or backup does not exist (404).
+    NotFound,
+    /// Something by that name already exists (409).
+    AlreadyExists,
+    /// The request is malformed or a value is invalid (400).
+    InvalidArgument,
+    /// The object is in use (409).
+    Busy,
+    /// A needed service (driver, store) is unavailable (503).
+    Unavailable,
+    /// Anything else (500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code for this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists | ErrorKind::Busy => 409,
+            ErrorKind::InvalidArgument => 400,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// Every error of the convoy daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The volume manager refused or failed an operation; `message` is its user message.
+    #[error("{message}")]
+    Volume {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// The manager's message (what failed, on what, what to do).
+        message: String,
+    },
+    /// A request could not be understood.
+    #[error("bad request to {route}: {message}")]
+    BadRequest {
+        /// The route called.
+        route: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The socket could not be set up.
+    #[error("cannot listen on {}: {source}", socket.display())]
+    Socket {
+        /// The socket path.
+        socket: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another daemon holds the root's lock.
+    #[error("another convoy daemon is already running with root {} (lock {} is held)", root.display(), lock.display())]
+    AlreadyRunning {
+        /// The root directory.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A state or configuration file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What was being done ("cannot write config").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The saved configuration conflicts with the command line or cannot be parsed.
+    #[error("configuration {}: {message}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl DaemonError {
+    /// The kind of this error, for the HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DaemonError::Volume { kind, .. } => *kind,
+            DaemonError::BadRequest { .. } => ErrorKind::InvalidArgument,
+            DaemonError::AlreadyRunning { .. } => ErrorKind::Busy,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// A [`DaemonError::Volume`] of `kind`.
+    pub fn volume(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DaemonError::Volume {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result with [`DaemonError`].
+pub type Result<T, E = DaemonError> = std::result::Result<T, E>;

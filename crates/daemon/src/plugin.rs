@@ -1,0 +1,285 @@
+//! Handlers of the Docker volume plugin protocol (`docs/docker.md`).
+//!
+//! Every answer is HTTP 200 with JSON; a failure is reported in `Err`, which dockerd shows the
+//! user verbatim. Bodies are parsed whatever their `Content-Type` (dockerd sends none).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::response::Response;
+use bytes::Bytes;
+use convoy_api::plugin::*;
+use convoy_api::size::parse_size;
+use serde::de::DeserializeOwned;
+
+use crate::http::{self, required};
+use crate::manager::NewVolume;
+use crate::v1::Shared;
+use crate::{DaemonError, ErrorKind, Manager, Result};
+
+/// `-o` options Docker users may pass to `docker volume create -d convoy`.
+const OPTIONS: &[&str] = &["size", "backup", "driver", "endpoint"];
+/// Options the original Convoy accepted for other drivers; accepted and ignored here.
+const IGNORED_OPTIONS: &[&str] = &["id", "type", "iops", "vm"];
+
+/// Decodes `T`, runs `work`; on failure answers `failed(message)`.
+async fn answer<T, F, Fut>(
+    uri: &Uri,
+    body: Bytes,
+    failed: fn(String) -> Response,
+    work: F,
+) -> Response
+where
+    T: DeserializeOwned + Default,
+    F: FnOnce(T) -> Fut,
+    Fut: Future<Output = Result<Response>>,
+{
+    let route = uri.path();
+    let outcome = match http::parse::<T>(route, None, &body) {
+        Ok(request) => work(request).await,
+        Err(e) => Err(e),
+    };
+    outcome.unwrap_or_else(|e| {
+        tracing::warn!(route, error = %e, "Docker request failed");
+        failed(e.to_string())
+    })
+}
+
+fn err_only(err: String) -> Response {
+    http::json(&ErrResponse { err })
+}
+
+fn err_mountpoint(err: String) -> Response {
+    http::json(&MountpointResponse {
+        mountpoint: String::new(),
+        err,
+    })
+}
+
+fn err_get(err: String) -> Response {
+    http::json(&GetResponse { volume: None, err })
+}
+
+fn err_list(err: String) -> Response {
+    http::json(&ListResponse {
+        volumes: Vec::new(),
+        err,
+    })
+}
+
+fn is_not_found(e: &DaemonError) -> bool {
+    e.kind() == ErrorKind::NotFound
+}
+
+pub(crate) async fn activate() -> Response {
+    http::json(&ActivateResponse {
+        implements: vec!["VolumeDriver".to_string()],
+    })
+}
+
+pub(crate) async fn capabilities() -> Response {
+    http::json(&CapabilitiesResponse {
+        capabilities: Capabilities {
+            scope: "local".to_string(),
+        },
+    })
+}
+
+/// Translates Docker `-o` options into a volume to create.
+fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewVolume> {
+    let bad = |message: String| DaemonError::volume(ErrorKind::InvalidArgument, message);
+    let mut volume = NewVolume {
+        name: Some(name.to_string()),
+        ..NewVolume::default()
+    };
+    for (key, value) in opts.unwrap_or_default() {
+        let value = value.trim().to_string();
+        match key.to_ascii_lowercase().as_str() {
+            "size" => {
+                volume.size =
+                    Some(parse_size(&value).map_err(|e| bad(format!("option size: {e}")))?)
+                        .filter(|&n| n > 0);
+            }
+            "backup" => volume.backup_url = Some(value).filter(|v| !v.is_empty()),
+            "driver" => volume.driver = Some(value).filter(|v| !v.is_empty()),
+            "endpoint" => volume.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
+            other if IGNORED_OPTIONS.contains(&other) => {
+                tracing::info!(
+                    volume = name,
+                    option = other,
+                    "ignoring option of the original's other drivers"
+                );
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown option {key:?} for convoy volume {name}; accepted options: {}",
+                    OPTIONS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(volume)
+}
+
+pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_only, |r: CreateRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        let volume = new_volume(name, r.opts)?;
+        // Idempotent: dockerd may create a volume it already knows (and does after restarts).
+        match d.manager.inspect_volume(name).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => match d.manager.create_volume(volume).await {
+                Ok(_) => tracing::info!(volume = name, "created for Docker"),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+        Ok(err_only(String::new()))
+    })
+    .await
+}
+
+pub(crate) async fn remove<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_only, |r: NameRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        if d.settings.ignore_docker_delete {
+            tracing::info!(
+                volume = name,
+                "Docker removed the volume; kept (--ignore-docker-delete)"
+            );
+            return Ok(err_only(String::new()));
+        }
+        let mut mounts = d.docker_mounts.lock().await;
+        let holders = mounts.holders(name);
+        if holders > 0 {
+            return Err(DaemonError::volume(
+                ErrorKind::Busy,
+                format!("volume {name} is still mounted for {holders} Docker container(s)"),
+            ));
+        }
+        match d.manager.delete_volume(name, false).await {
+            Ok(()) => tracing::info!(volume = name, "deleted for Docker"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+        mounts.forget(name)?;
+        Ok(err_only(String::new()))
+    })
+    .await
+}
+
+pub(crate) async fn mount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_mountpoint, |r: MountRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        let mut mounts = d.docker_mounts.lock().await;
+        let volume = match d.manager.inspect_volume(name).await {
+            Err(e) if is_not_found(&e) && d.settings.create_on_docker_mount => {
+                tracing::info!(
+                    volume = name,
+                    "creating on Docker mount (--create-on-docker-mount)"
+                );
+                d.manager.create_volume(new_volume(name, None)?).await?
+            }
+            other => other?,
+        };
+        let mountpoint = if volume.mount_point.is_empty() {
+            d.manager.mount_volume(name, None).await?
+        } else {
+            volume.mount_point.into()
+        };
+        mounts.add(name, &r.id)?;
+        tracing::info!(volume = name, id = %r.id, holders = mounts.holders(name), "Docker mount");
+        Ok(http::json(&MountpointResponse {
+            mountpoint: mountpoint.to_string_lossy().into_owned(),
+            err: String::new(),
+        }))
+    })
+    .await
+}
+
+pub(crate) async fn unmount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_only, |r: MountRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        let mut mounts = d.docker_mounts.lock().await;
+        if !mounts.remove(name, &r.id)? {
+            // Not ours to undo: the ID never mounted (or was already unmounted).
+            tracing::warn!(volume = name, id = %r.id, "Docker unmount of an unknown mount ID; nothing to do");
+            return Ok(err_only(String::new()));
+        }
+        let holders = mounts.holders(name);
+        tracing::info!(volume = name, id = %r.id, holders, "Docker unmount");
+        if holders == 0 {
+            let volume = d.manager.inspect_volume(name).await?;
+            if !volume.mount_point.is_empty() {
+                d.manager.umount_volume(name).await?;
+            }
+        }
+        Ok(err_only(String::new()))
+    })
+    .await
+}
+
+pub(crate) async fn path<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_mountpoint, |r: NameRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        let volume = d.manager.inspect_volume(name).await?;
+        Ok(http::json(&MountpointResponse {
+            mountpoint: volume.mount_point,
+            err: String::new(),
+        }))
+    })
+    .await
+}
+
+pub(crate) async fn get<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    let route = uri.path().to_string();
+    answer(&uri, body, err_get, |r: NameRequest| async move {
+        let name = required(&route, "Name", &r.name)?;
+        let volume = d.manager.inspect_volume(name).await?;
+        let holders = d.docker_mounts.lock().await.holders(name);
+        let mut status: BTreeMap<String, serde_json::Value> = volume
+            .driver_info
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        status.insert("Driver".into(), volume.driver.into());
+        status.insert("CreatedTime".into(), volume.created_time.into());
+        status.insert("Snapshots".into(), volume.snapshots.len().into());
+        status.insert("DockerMounts".into(), holders.into());
+        Ok(http::json(&GetResponse {
+            volume: Some(PluginVolume {
+                name: volume.name,
+                mountpoint: volume.mount_point,
+                status: Some(status),
+            }),
+            err: String::new(),
+        }))
+    })
+    .await
+}
+
+pub(crate) async fn list<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+    answer(&uri, body, err_list, |_: serde_json::Value| async move {
+        let volumes = d.manager.list_volumes(None).await?;
+        Ok(http::json(&ListResponse {
+            volumes: volumes
+                .into_values()
+                .map(|v| PluginVolume {
+                    name: v.name,
+                    mountpoint: v.mount_point,
+                    status: None,
+                })
+                .collect(),
+            err: String::new(),
+        }))
+    })
+    .await
+}

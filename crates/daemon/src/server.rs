@@ -1,0 +1,127 @@
+//! The router, the socket and [`run`].
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use convoy_api::routes as r;
+use tokio::net::UnixListener;
+
+use crate::{http, plugin, v1, Daemon, DaemonError, Manager, Result};
+
+/// Every route of the daemon: the `/v1` API and the Docker plugin protocol.
+pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
+    Router::new()
+        .route(r::INFO, get(v1::info::<M>))
+        .route(r::VOLUMES_LIST, get(v1::volume_list::<M>))
+        .route(
+            r::VOLUMES,
+            get(v1::volume_inspect::<M>).delete(v1::volume_delete::<M>),
+        )
+        .route(
+            "/v1/volumes",
+            get(v1::volume_inspect::<M>).delete(v1::volume_delete::<M>),
+        )
+        .route(r::VOLUMES_CREATE, post(v1::volume_create::<M>))
+        .route(r::VOLUMES_MOUNT, post(v1::volume_mount::<M>))
+        .route(r::VOLUMES_UMOUNT, post(v1::volume_umount::<M>))
+        .route(r::SNAPSHOTS_CREATE, post(v1::snapshot_create::<M>))
+        .route(
+            r::SNAPSHOTS,
+            get(v1::snapshot_inspect::<M>).delete(v1::snapshot_delete::<M>),
+        )
+        .route(
+            "/v1/snapshots",
+            get(v1::snapshot_inspect::<M>).delete(v1::snapshot_delete::<M>),
+        )
+        .route(r::BACKUPS_CREATE, post(v1::backup_create::<M>))
+        .route(r::BACKUPS_LIST, get(v1::backup_list::<M>))
+        .route(r::BACKUPS_INSPECT, get(v1::backup_inspect::<M>))
+        .route(r::BACKUPS, delete(v1::backup_delete::<M>))
+        .route("/v1/backups/", delete(v1::backup_delete::<M>))
+        .route(r::PLUGIN_ACTIVATE, post(plugin::activate))
+        .route(r::DOCKER_CREATE, post(plugin::create::<M>))
+        .route(r::DOCKER_REMOVE, post(plugin::remove::<M>))
+        .route(r::DOCKER_MOUNT, post(plugin::mount::<M>))
+        .route(r::DOCKER_UNMOUNT, post(plugin::unmount::<M>))
+        .route(r::DOCKER_PATH, post(plugin::path::<M>))
+        .route(r::DOCKER_GET, post(plugin::get::<M>))
+        .route(r::DOCKER_LIST, post(plugin::list::<M>))
+        .route(r::DOCKER_CAPABILITIES, post(plugin::capabilities))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(log_request))
+        .with_state(daemon)
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    http::error(&DaemonError::volume(
+        crate::ErrorKind::NotFound,
+        format!("unknown route {method} {}", uri.path()),
+    ))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    let mut response = http::error(&DaemonError::BadRequest {
+        route: uri.path().to_string(),
+        message: format!("method {method} is not allowed here"),
+    });
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}
+
+/// Serves `daemon` on `listener` until `shutdown` completes, then lets in-flight requests end.
+///
+/// This is the daemon's whole life; `convoy daemon`, `convoyd` and the tests all call it.
+pub async fn run<M: Manager>(
+    listener: UnixListener,
+    daemon: Daemon<M>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router(Arc::new(daemon)))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(DaemonError::Serve)
+}
+
+/// Binds the daemon's socket at `path`: creates its directory, removes a stale socket file (one
+/// no server answers on — dockerd hangs on those), refuses a live one, and restricts the socket
+/// to its owner (mode 0600).
+pub fn bind_socket(path: &Path) -> Result<UnixListener> {
+    let fail = |source| DaemonError::Socket {
+        socket: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another server is answering on this socket",
+            )));
+        }
+        tracing::info!(socket = %path.display(), "removing stale socket");
+        std::fs::remove_file(path).map_err(fail)?;
+    }
+    let listener = UnixListener::bind(path).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    Ok(listener)
+}
