@@ -127,6 +127,11 @@ fn table_of_valid_inputs() {
         "-b2m -s100G -m100000 -uM",
         "-b 2m -s 100G -m 100000 -u mebi -nlong",
         "-b 2m -s 100G -m 100000 -u bytes",
+        "-b 2m -s 100G -m 1 -uk -nl",
+        "-b 2m -s 100G -m 1 -ns",
+        "-b 2m -s 100G -m 1 -nsho",
+        "-b 2m -s 100G -m 1 -nlon",
+        "-b 2m -s 100G -m 1 --numeric-only=s",
         "-b 2m -s 100G -m 100000 extra words -n",
         "-b 2m -s 100G -m 1 -- -x",
         "-b 0 -b 2m -s 100G -m 1",
@@ -180,6 +185,9 @@ fn table_of_invalid_inputs() {
         "-b 2m -s 100G -m 1 -u Kilo",
         "-b 2m -s 100G -m 1 -n=short",
         "-b 2m -s 100G -m 1 -nfoo",
+        "-b 2m -s 100G -m 1 -nshortx",
+        "-b 2m -s 100G -m 1 -nlongx",
+        "-b 2m -s 100G -m 1 -nS",
         "-b 2m -s 100G -m 1 -n -n",
         "-b 2m -s 100G -m 1 --numeric-only=",
         "-b 2m -s 100G -m 1 -x",
@@ -276,7 +284,7 @@ fn pseudo_random_sweep() {
 /// arguments, `--`, operands, repeated options, help and version in any position.
 #[test]
 fn option_structure_sweep() {
-    const VOCABULARY: [&str; 52] = [
+    const VOCABULARY: [&str; 54] = [
         "-b",
         "-s",
         "-m",
@@ -285,6 +293,8 @@ fn option_structure_sweep() {
         "-nshort",
         "-nlong",
         "-nx",
+        "-ns",
+        "-nlo",
         "--numeric-only",
         "--numeric-only=short",
         "--num=long",

@@ -156,8 +156,9 @@ pub fn run(args: &[String]) -> Outcome {
             }
             numeric = Some(match value.as_deref() {
                 None => Numeric::Bare,
-                Some("short") => Numeric::ShortUnit,
-                Some("long") => Numeric::LongUnit,
+                // Any non-empty prefix of the word: `-ns`, `-nlo`, `--numeric-only=sh`.
+                Some(word) if !word.is_empty() && "short".starts_with(word) => Numeric::ShortUnit,
+                Some(word) if !word.is_empty() && "long".starts_with(word) => Numeric::LongUnit,
                 Some(_) => return Outcome::failure("-n invalid option argument"),
             });
             continue;
