@@ -415,3 +415,38 @@ fn dm_hundred_create_snapshot_delete_cycles() {
         .iter()
         .any(|n| n.starts_with("ctp-cycles-")));
 }
+
+#[test]
+#[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
+fn dm_concurrent_operations_from_threads() {
+    let fx = Fixture::new("threads", 64 * MIB, 8 * MIB);
+    let pool = Arc::new(ThinPool::create(fx.config().with_block_size(small_blocks())).unwrap());
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let name = format!("ctp-threads-{t}");
+                let stamp = vec![t as u8 + 1; 4096];
+                for cycle in 0..10u64 {
+                    let (a, b) = (id(t * 1000 + cycle * 2), id(t * 1000 + cycle * 2 + 1));
+                    pool.create_thin(a).unwrap();
+                    let dev = pool.activate(a, &name, sectors(MIB)).unwrap();
+                    write_at(&dev.path, 0, &stamp).unwrap();
+                    pool.create_snap(b, a).unwrap();
+                    pool.deactivate(&name).unwrap();
+                    let snap = pool.activate(b, &name, sectors(MIB)).unwrap();
+                    assert_eq!(read_at(&snap.path, 0, 4096), stamp);
+                    assert_eq!(pool.find_active(b).unwrap().len(), 1);
+                    pool.deactivate(&name).unwrap();
+                    pool.delete(a).unwrap();
+                    pool.delete(b).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(pool.status().unwrap().data.used, DataBlocks(0));
+    assert!(pool.list_active().unwrap().is_empty());
+}
