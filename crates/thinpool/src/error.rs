@@ -35,10 +35,10 @@ pub enum Error {
     },
 
     /// A thin device id above the kernel's 24-bit limit.
-    #[error("invalid thin device id {id}: the kernel allows 0..=16777215 (24 bits)")]
+    #[error("invalid thin device id {value:?}: the kernel allows 0..=16777215 (24 bits)")]
     InvalidThinId {
-        /// The id given.
-        id: u64,
+        /// The id given, as given.
+        value: String,
     },
 
     /// A size that cannot be used for the device named.

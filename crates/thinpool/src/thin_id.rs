@@ -28,7 +28,9 @@ impl ThinId {
         if id <= u64::from(Self::MAX.0) {
             Ok(ThinId(id as u32))
         } else {
-            Err(Error::InvalidThinId { id })
+            Err(Error::InvalidThinId {
+                value: id.to_string(),
+            })
         }
     }
 
@@ -57,7 +59,7 @@ impl FromStr for ThinId {
 
     fn from_str(s: &str) -> Result<ThinId> {
         let id = s.trim().parse::<u64>().map_err(|_| Error::InvalidThinId {
-            id: u64::MAX, // not a number at all: report as out of range
+            value: s.to_owned(),
         })?;
         ThinId::new(id)
     }
@@ -172,10 +174,11 @@ mod tests {
         assert_eq!(ThinId::new(16_777_215).unwrap().get(), 16_777_215);
         assert!(matches!(
             ThinId::new(16_777_216),
-            Err(Error::InvalidThinId { id: 16_777_216 })
+            Err(Error::InvalidThinId { ref value }) if value == "16777216"
         ));
         assert!("12".parse::<ThinId>().is_ok());
-        assert!("x".parse::<ThinId>().is_err());
+        let err = "x".parse::<ThinId>().unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
         assert!("16777216".parse::<ThinId>().is_err());
     }
 
