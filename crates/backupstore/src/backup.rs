@@ -186,7 +186,10 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
     let encoded = tokio::task::spawn_blocking(move || encode_block(&data, level))
         .await
         .map_err(|e| BackupError::Task(e.to_string()))?
-        .map_err(|source| BackupError::Encode { offset, source })?;
+        .map_err(|source| BackupError::Encode {
+            offset,
+            source: Box::new(source),
+        })?;
     let n = encoded.len() as u64;
     ctx.store.put(&layout::block(&id), encoded).await?;
     Ok(Outcome::Uploaded(entry, n))
@@ -392,6 +395,9 @@ mod tests {
             vec![(0, 2), (5, 6), (9, 10)]
         );
         assert_eq!(chunk_ranges(&[0..3, 2..5, 7..7], c, 10), vec![(0, 1)]);
-        assert_eq!(chunk_ranges(&[11 * c..12 * c], c, 10 * c), vec![]);
+        assert_eq!(
+            chunk_ranges(&[11 * c..12 * c, 13 * c..14 * c], c, 10 * c),
+            vec![]
+        );
     }
 }

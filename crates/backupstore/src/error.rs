@@ -83,7 +83,7 @@ pub enum BackupError {
         id: BlockId,
         /// What the codec found.
         #[source]
-        source: BlockError,
+        source: Box<BlockError>,
     },
     /// The block codec failed while encoding.
     #[error("encoding block at offset {offset}: {source}")]
@@ -92,7 +92,7 @@ pub enum BackupError {
         offset: u64,
         /// The codec error.
         #[source]
-        source: BlockError,
+        source: Box<BlockError>,
     },
     /// Reading the source volume failed.
     #[error("reading the source at offset {offset} ({len} bytes): {source}")]
@@ -125,7 +125,7 @@ pub enum BackupError {
         path: String,
         /// The object_store error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A local filesystem operation of a `vfs://` target failed.
     #[error("{what} {path}: {source}")]

@@ -1,6 +1,6 @@
 //! The store lock: shared for backups and restores, exclusive for deletes and repair.
 //!
-//! Protocol (also in `docs/backup-format.md`, "Locking"): write `locks/<uuid>.json`, then list
+//! Protocol (also in `docs/backup-format.md`, "Locking"): write `locks/<kind>-<uuid>.json`, then list
 //! `locks/`. If a conflicting live lock is listed (exclusive vs anything), remove our record,
 //! back off with jitter and retry; otherwise the lock is held. Because both sides write before
 //! they list, and S3 and local listings are strongly consistent, two conflicting lockers can
@@ -112,7 +112,12 @@ impl LockGuard {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(20);
         loop {
-            let id = uuid::Uuid::new_v4().to_string();
+            let kind_name = match kind {
+                LockKind::Shared => "shared",
+                LockKind::Exclusive => "exclusive",
+            };
+            // The kind is in the key, so shared lockers need not read other shared locks.
+            let id = format!("{kind_name}-{}", uuid::Uuid::new_v4());
             let mut rec = LockRecord {
                 kind,
                 operation: operation.to_string(),
@@ -186,7 +191,7 @@ impl LockGuard {
             let Some(name) = key.filename().and_then(|f| f.strip_suffix(".json")) else {
                 continue;
             };
-            if name == own {
+            if name == own || (kind == LockKind::Shared && name.starts_with("shared-")) {
                 continue;
             }
             let Some(body) = store.get_opt(&key).await? else {

@@ -105,7 +105,7 @@ fn check_entry(header: &ManifestHeader, next_free: u64, e: &Entry) -> Result<(),
     if e.offset < next_free {
         return Err(format!("entry at {} is out of order or overlaps", e.offset));
     }
-    if e.offset % chunk != 0 {
+    if !e.offset.is_multiple_of(chunk) {
         return Err(format!("entry offset {} is not chunk-aligned", e.offset));
     }
     if e.len == 0 || u64::from(e.len) > chunk || end > header.volume_size {

@@ -80,10 +80,10 @@ impl<'a> ManifestUpload<'a> {
                 dest: self.store.dest.clone(),
                 op: "put",
                 path: self.key.to_string(),
-                source: object_store::Error::Generic {
+                source: Box::new(object_store::Error::Generic {
                     store: "manifest upload",
                     source: Box::new(e),
-                },
+                }),
             }),
         }
     }
@@ -149,10 +149,10 @@ impl<'a> ManifestUpload<'a> {
                     dest: self.store.dest.clone(),
                     op: "put",
                     path: self.key.to_string(),
-                    source: object_store::Error::Generic {
+                    source: Box::new(object_store::Error::Generic {
                         store: "manifest upload",
                         source: Box::new(e),
-                    },
+                    }),
                 })
             }
         }

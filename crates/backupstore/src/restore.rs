@@ -45,17 +45,17 @@ pub(crate) async fn fetch(store: &Store, r: &BackupRef, e: Entry) -> Result<Vec<
             backup,
             offset: e.offset,
             id: e.id,
-            source,
+            source: Box::new(source),
         })?;
     if data.len() != e.len as usize {
         return Err(BackupError::CorruptBlock {
             backup: r.backup.clone(),
             offset: e.offset,
             id: e.id,
-            source: BlockError::Malformed {
+            source: Box::new(BlockError::Malformed {
                 id: e.id,
                 reason: format!("{} bytes, the manifest says {}", data.len(), e.len),
-            },
+            }),
         });
     }
     Ok(data)

@@ -53,7 +53,7 @@ impl Store {
                         dest: dest_url.to_string(),
                         op: "open",
                         path: path.display().to_string(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 return Ok(Store {
@@ -110,12 +110,6 @@ impl Store {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_region(region);
-        if let Some(ep) = &endpoint {
-            b = b
-                .with_endpoint(ep.trim_end_matches('/'))
-                .with_allow_http(ep.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
         // Credentials: explicit option > environment > shared credentials file > object_store's
         // own chain (web identity, ECS, instance metadata).
         let from_file = || {
@@ -150,6 +144,13 @@ impl Store {
                 retry_timeout: r.timeout,
             })
             .with_client_options(ClientOptions::new().with_connect_timeout(r.connect_timeout));
+        // After the client options: `with_allow_http` is stored in them.
+        if let Some(ep) = &endpoint {
+            b = b
+                .with_endpoint(ep.trim_end_matches('/'))
+                .with_allow_http(ep.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
         b.build().map_err(|e| s3_config(url, e.to_string()))
     }
 
@@ -158,7 +159,7 @@ impl Store {
             dest: self.dest.clone(),
             op,
             path: path.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
