@@ -1,0 +1,102 @@
+//! Start-up reconciliation of the devicemapper driver with its records (which the manager has
+//! already settled: no `Creating`/`Deleting` objects remain):
+//!
+//! 1. resume thin devices a crash left suspended (inside a snapshot), release a metadata
+//!    snapshot a crash left held;
+//! 2. activate every volume, re-mount those recorded mounted, thaw a filesystem a crash left
+//!    frozen;
+//! 3. deactivate active thin devices of the pool that are not volumes (a snapshot a crashed
+//!    backup was reading);
+//! 4. delete orphan thin devices: ids in the pool's metadata (read under a metadata snapshot)
+//!    that no record names — a crash between creating a thin id and recording it cannot make
+//!    one (the intent is recorded first), but a crash between the pool message and removing an
+//!    intent record, or records lost or edited by hand, can.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::records::VolumeRecord;
+
+use super::{meta, mounts, DmDriver};
+
+pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<String>> {
+    let mut report = Vec::new();
+    let resumed = d
+        .pool
+        .resume_suspended()
+        .map_err(Error::dm("resume suspended thin devices"))?;
+    for name in resumed {
+        report.push(format!(
+            "devicemapper: resumed {name}, left suspended by a crash"
+        ));
+    }
+    if d.pool.release_metadata_snap().is_ok() {
+        report.push("devicemapper: released a metadata snapshot left held by a crash".into());
+    }
+
+    let mut volume_names = BTreeSet::new();
+    for rec in records {
+        volume_names.insert(rec.name.clone());
+        let dev = d.activate_volume(rec)?;
+        if let Some(at) = &rec.mount_point {
+            match mounts::device_at(at)? {
+                Some((ma, mi)) if ma == dev.device.major && mi == dev.device.minor => {
+                    // A crash during a snapshot can leave it frozen; thawing a thawed
+                    // filesystem fails harmlessly.
+                    if mounts::thaw(at).is_ok() {
+                        report.push(format!("devicemapper: thawed {}", at.display()));
+                    }
+                }
+                Some((ma, mi)) => report.push(format!(
+                    "devicemapper: volume {} not re-mounted: {} is the mount point of {ma}:{mi}",
+                    rec.name,
+                    at.display()
+                )),
+                None => {
+                    mounts::mount(&dev.path, at)?;
+                    report.push(format!(
+                        "devicemapper: re-mounted volume {} at {}",
+                        rec.name,
+                        at.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    for dev in d
+        .pool
+        .list_active()
+        .map_err(Error::dm("list active thin devices"))?
+    {
+        if !volume_names.contains(&dev.name) {
+            match d.pool.deactivate(&dev.name) {
+                Ok(()) => report.push(format!(
+                    "devicemapper: deactivated {} (thin id {}), not a volume",
+                    dev.name, dev.id
+                )),
+                Err(e) => report.push(format!(
+                    "devicemapper: left {} (thin id {}) active: {e}",
+                    dev.name, dev.id
+                )),
+            }
+        }
+    }
+
+    let in_pool = {
+        let _one = d.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        meta::with_metadata(&d.pool, &d.opts.metadata_device, meta::device_ids)?
+    };
+    for raw in in_pool {
+        let Ok(id) = convoy_thinpool::ThinId::new(raw) else {
+            continue;
+        };
+        if !d.ids().is_used(id) {
+            d.destroy_id(id, &format!("orphan thin id {id}"))?;
+            report.push(format!(
+                "devicemapper: deleted orphan thin id {id} (no record names it)"
+            ));
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,157 @@
+//! Helpers for the VM-tier tests: loop devices on sparse files, a manager fixture that
+//! unmounts and tears its pool down on drop, checksums of whole devices.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use convoy_core::{ManagerConfig, VolumeManager};
+use convoy_thinpool::{BlockSize, PoolConfig, Sectors, ThinPool};
+use tempfile::TempDir;
+
+pub const MIB: u64 = 1 << 20;
+
+/// Runs a command; panics with its output if it fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over a sparse file; detached on drop.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(file: &Path, size: u64) -> LoopDevice {
+        File::create(file).unwrap().set_len(size).unwrap();
+        let out = run("losetup", &["-f", "--show", file.to_str().unwrap()]);
+        LoopDevice {
+            path: PathBuf::from(out.trim()),
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// Devices, a pool name, a root dir and the options for a manager over them.
+pub struct Fixture {
+    pub pool_name: String,
+    pub block_sectors: u64,
+    pub fs: String,
+    pub data: LoopDevice,
+    pub meta: LoopDevice,
+    pub dir: TempDir,
+}
+
+impl Fixture {
+    pub fn new(tag: &str, block_sectors: u64, fs: &str, data_size: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data = LoopDevice::new(&dir.path().join("data.img"), data_size);
+        let meta = LoopDevice::new(&dir.path().join("meta.img"), 64 * MIB);
+        Fixture {
+            pool_name: format!("cc-{tag}"),
+            block_sectors,
+            fs: fs.into(),
+            data,
+            meta,
+            dir,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn backups(&self) -> String {
+        format!("vfs://{}", self.dir.path().join("backups").display())
+    }
+
+    pub fn config(&self) -> ManagerConfig {
+        ManagerConfig {
+            root: self.root(),
+            drivers: vec!["devicemapper".into()],
+            driver_opts: BTreeMap::from([
+                ("dm.datadev".into(), self.data.path.display().to_string()),
+                (
+                    "dm.metadatadev".into(),
+                    self.meta.path.display().to_string(),
+                ),
+                ("dm.thinpoolname".into(), self.pool_name.clone()),
+                (
+                    "dm.thinpoolblocksize".into(),
+                    self.block_sectors.to_string(),
+                ),
+                ("dm.defaultvolumesize".into(), "64m".into()),
+                ("dm.fs".into(), self.fs.clone()),
+            ]),
+        }
+    }
+
+    pub async fn open(&self) -> VolumeManager {
+        VolumeManager::open(self.config()).await.unwrap()
+    }
+
+    /// The pool, opened independently of the manager (for checks and fault injection).
+    pub fn pool(&self) -> ThinPool {
+        let config = PoolConfig::new(&self.data.path, &self.meta.path)
+            .with_name(&self.pool_name)
+            .with_block_size(BlockSize::new(Sectors(self.block_sectors)).unwrap());
+        ThinPool::open(config).unwrap().0
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-R").arg(self.root()).output();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep ' {}' /proc/self/mountinfo | cut -d' ' -f5 | sort -r | xargs -r umount",
+                self.dir.path().display()
+            ))
+            .output();
+        let config = PoolConfig::new(&self.data.path, &self.meta.path)
+            .with_name(&self.pool_name)
+            .with_block_size(BlockSize::new(Sectors(self.block_sectors)).unwrap());
+        if let Ok((pool, _)) = ThinPool::open(config) {
+            if let Err(e) = pool.teardown() {
+                eprintln!("fixture teardown of {}: {e}", self.pool_name);
+            }
+        }
+    }
+}
+
+/// SHA-256 of a whole device or file (sha256sum) and its size.
+pub fn checksum(path: &Path) -> (String, u64) {
+    let out = run("sha256sum", &[path.to_str().unwrap()]);
+    let len = run("blockdev", &["--getsize64", path.to_str().unwrap()]);
+    (
+        out.split_whitespace().next().unwrap().to_owned(),
+        len.trim().parse().unwrap(),
+    )
+}
+
+/// Writes `len` bytes of a pattern derived from `seed` to `path` and syncs.
+pub fn write_file(path: &Path, seed: u8, len: usize) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect();
+    std::fs::write(path, &data).unwrap();
+    File::open(path).unwrap().sync_all().unwrap();
+}
