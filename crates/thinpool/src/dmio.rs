@@ -5,11 +5,35 @@
 //! only when `/run/udev/control` exists (udev running). Without udev (the test guest, minimal
 //! containers) it never waits, so nothing hangs; `devnode` then creates the `/dev/mapper` nodes.
 
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
 use devicemapper::{DevId, DeviceInfo, DmError, DmFlags, DmOptions, DM};
 use nix::errno::Errno;
 
 use crate::error::{dm_error, errno_of, Error, Result};
 use crate::names::dm_name;
+
+/// Where udev listens; the `devicemapper` crate waits for udev cookies when this exists.
+pub(crate) const UDEV_CONTROL: &str = "/run/udev/control";
+
+/// Refuse to go on when `control` exists but nothing listens on it: the `devicemapper` crate
+/// would then wait forever for a udev cookie on the first resume or remove.
+pub(crate) fn check_udev_socket(control: &Path) -> Result<()> {
+    match UnixStream::connect(control) {
+        Err(e) if e.raw_os_error() == Some(Errno::ECONNREFUSED as i32) => {
+            Err(Error::DeviceMapperUnavailable {
+                reason: format!(
+                    "{} exists but no udev daemon listens on it; device-mapper calls would \
+                     wait forever for udev. Start udev or remove the stale socket",
+                    control.display()
+                ),
+            })
+        }
+        // Missing (no udev: nothing waits), or a live listener (udev answers cookies).
+        _ => Ok(()),
+    }
+}
 
 /// One line of a raw table or status: start, length, target type, parameters.
 pub(crate) type RawLine = (u64, u64, String, String);
@@ -113,6 +137,22 @@ fn not_found_or(e: DmError, name: &str, operation: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_udev_socket_is_refused_live_or_missing_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let control = dir.path().join("control");
+        check_udev_socket(&control).unwrap(); // missing
+        let listener = std::os::unix::net::UnixListener::bind(&control).unwrap();
+        check_udev_socket(&control).unwrap(); // live
+        drop(listener); // the socket file stays: stale
+        let err = check_udev_socket(&control).unwrap_err();
+        assert!(
+            matches!(err, Error::DeviceMapperUnavailable { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no udev daemon"), "{err}");
+    }
 
     #[test]
     fn raw_table_text_joins_lines() {

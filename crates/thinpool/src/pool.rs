@@ -419,6 +419,7 @@ impl ThinPool {
 }
 
 fn open_dm() -> Result<DM> {
+    dmio::check_udev_socket(std::path::Path::new(dmio::UDEV_CONTROL))?;
     DM::new().map_err(|e| Error::DeviceMapperUnavailable {
         reason: e.to_string(),
     })
