@@ -2,7 +2,7 @@
 //!
 //! Invariant (see `docs/backup-format.md`, "References and deletion"): every entry of every
 //! backup X is either *carried* — equal (offset and id) to the entry of X's current parent at
-//! the same offset — or *referenced* — a record `refs/<id>/<volume>/<X>` exists. So a block
+//! the same offset — or *referenced* — a record `refs/<id>/<volume>+<X>` exists. So a block
 //! with no reference records is used by no backup, and a backup's own references cover exactly
 //! what it added relative to its parent.
 //!

@@ -31,9 +31,10 @@ pub fn refs_prefix() -> Path {
     Path::from("refs")
 }
 
-/// The reference record "backup `r` uses block `id`": `refs/<64 hex>/<volume>/<backup>`.
+/// The reference record "backup `r` uses block `id`": `refs/<64 hex>/<volume>+<backup>`
+/// (`+` cannot occur in names; one directory per block keeps a `vfs://` store small).
 pub fn block_ref(id: &BlockId, r: &BackupRef) -> Path {
-    Path::from(format!("refs/{}/{}/{}", id.to_hex(), r.volume, r.backup))
+    Path::from(format!("refs/{}/{}+{}", id.to_hex(), r.volume, r.backup))
 }
 
 /// Prefix of every volume.

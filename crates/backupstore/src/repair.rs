@@ -25,14 +25,18 @@ pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
             live.insert((r.volume, r.backup));
         }
     }
-    // References: refs/<id>/<volume>/<backup>.
+    // References: refs/<id>/<volume>+<backup>.
     let mut referenced: HashSet<BlockId> = HashSet::new();
     let mut refs = store.list(&layout::refs_prefix());
     while let Some(key) = refs.try_next().await? {
         let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
         let id = parts.get(1).and_then(|h| h.parse::<BlockId>().ok());
-        match (id, parts.len()) {
-            (Some(id), 4) if live.contains(&(parts[2].clone(), parts[3].clone())) => {
+        let owner = parts
+            .get(2)
+            .and_then(|o| o.split_once('+'))
+            .map(|(v, b)| (v.to_string(), b.to_string()));
+        match (id, owner) {
+            (Some(id), Some(owner)) if parts.len() == 3 && live.contains(&owner) => {
                 referenced.insert(id);
             }
             _ => {

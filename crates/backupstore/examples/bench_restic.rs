@@ -1,0 +1,444 @@
+//! Benchmark: convoy-backupstore against restic on the same image, to local repositories.
+//!
+//! `cargo run --release -p convoy-backupstore --example bench_restic`
+//!
+//! Environment: `CONVOY_BENCH_SIZE_MIB` (image size, default 4096), `CONVOY_BENCH_DIR` (work
+//! directory, default a temp dir under $TMPDIR). Needs `restic` and `/usr/bin/time` (GNU).
+//!
+//! The image mixes, per 1 MiB region, ~30% zeros, ~35% text-like data and ~35% random data.
+//! Phases, each timed (wall clock, then `sync`) with peak RSS from `/usr/bin/time`:
+//! 1. first full backup (convoy is given the whole image; zero chunks are skipped);
+//! 2. second backup after 1% of the 2 MiB pool blocks changed: convoy is given the changed
+//!    ranges and its first backup as parent; restic re-reads the image, as it must;
+//! 3. restore of the second backup to a new file (convoy) / directory (restic).
+//!
+//! Each convoy phase runs as a child process of this program (`--phase ...`) so that its peak
+//! RSS is measured the same way as restic's.
+
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use convoy_backupstore::{BackupMeta, BackupTarget, NoProgress, RestoreOptions, TargetOptions};
+
+const MIB: u64 = 1 << 20;
+const POOL_BLOCK: u64 = 2 * MIB;
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn fill_random(buf: &mut [u8], seed: u64) {
+    let mut s = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        let v = xorshift(&mut s).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+fn fill_text(buf: &mut [u8], seed: u64) {
+    const WORDS: &[&str] = &[
+        "volume",
+        "snapshot",
+        "backup",
+        "the",
+        "of",
+        "and",
+        "block",
+        "device",
+        "mapper",
+        "thin",
+        "pool",
+        "docker",
+        "container",
+        "restore",
+        "error",
+        "info",
+        "2026-11-25",
+        "GET",
+        "/v1/volumes",
+        "200",
+        "user",
+        "id=",
+        "level=debug",
+        "msg=",
+        "\n",
+        "{\"key\":",
+        "value",
+        "}",
+        "lorem",
+        "ipsum",
+        "data",
+        "convoy",
+    ];
+    let mut s = seed | 1;
+    let mut i = 0;
+    while i < buf.len() {
+        let r = xorshift(&mut s);
+        let w = WORDS[(r % WORDS.len() as u64) as usize].as_bytes();
+        let n = w.len().min(buf.len() - i);
+        buf[i..i + n].copy_from_slice(&w[..n]);
+        i += n;
+        if i < buf.len() {
+            buf[i] = if r & 0x100 != 0 {
+                b' '
+            } else {
+                b'0' + (r >> 20) as u8 % 10
+            };
+            i += 1;
+        }
+    }
+}
+
+fn make_image(path: &Path, size: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut s = 0x1234_5678_9abc_def1u64;
+    for i in 0..size / MIB {
+        match xorshift(&mut s) % 20 {
+            0..=5 => continue, // 30% zeros (a hole in the file, read back as zeros)
+            6..=12 => fill_text(&mut buf, i + 1),
+            _ => fill_random(&mut buf, i + 1),
+        }
+        f.write_all_at(&buf, i * MIB).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+/// Overwrites 1% of the pool blocks with new data; returns the changed byte ranges.
+fn change_one_percent(path: &Path, size: u64) -> Vec<(u64, u64)> {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let blocks = size / POOL_BLOCK;
+    let n = (blocks / 100).max(1);
+    let mut s = 0xfeed_beefu64;
+    let mut chosen = std::collections::BTreeSet::new();
+    while (chosen.len() as u64) < n {
+        chosen.insert(xorshift(&mut s) % blocks);
+    }
+    let mut buf = vec![0u8; POOL_BLOCK as usize];
+    for (k, b) in chosen.iter().enumerate() {
+        if k % 2 == 0 {
+            fill_random(&mut buf, 777 + b);
+        } else {
+            fill_text(&mut buf, 777 + b);
+        }
+        f.write_all_at(&buf, b * POOL_BLOCK).unwrap();
+    }
+    f.sync_all().unwrap();
+    chosen
+        .iter()
+        .map(|b| (b * POOL_BLOCK, (b + 1) * POOL_BLOCK))
+        .collect()
+}
+
+struct Measured {
+    secs: f64,
+    peak_rss_kib: u64,
+}
+
+/// Runs `cmd` under GNU time, then `sync`; wall time includes the sync.
+fn measure(mut cmd: Command, what: &str) -> Measured {
+    let out = std::env::temp_dir().join(format!("convoy-bench-time-{}", std::process::id()));
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&out)
+        .arg(program)
+        .args(args);
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            timed.env(k, v);
+        }
+    }
+    let start = Instant::now();
+    let status = timed.status().expect("run /usr/bin/time");
+    Command::new("sync").status().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(status.success(), "{what} failed: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let peak_rss_kib = text.lines().last().unwrap().trim().parse().unwrap();
+    Measured { secs, peak_rss_kib }
+}
+
+fn tree_bytes(dir: &Path) -> (u64, u64) {
+    let (mut apparent, mut allocated) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            allocated += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                apparent += m.len();
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    let (fa, fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let size = fa.metadata().unwrap().len();
+    if fb.metadata().unwrap().len() != size {
+        return false;
+    }
+    let (mut x, mut y) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    let mut off = 0;
+    while off < size {
+        let n = (size - off).min(x.len() as u64) as usize;
+        fa.read_exact_at(&mut x[..n], off).unwrap();
+        fb.read_exact_at(&mut y[..n], off).unwrap();
+        if x[..n] != y[..n] {
+            return false;
+        }
+        off += n as u64;
+    }
+    true
+}
+
+fn meta(size: u64, name: &str) -> BackupMeta {
+    BackupMeta {
+        backup_name: Some(name.into()),
+        driver_name: "devicemapper".into(),
+        volume_name: "bench".into(),
+        volume_size: size,
+        snapshot_name: name.into(),
+        ..Default::default()
+    }
+}
+
+/// A convoy phase, in this (child) process.
+fn phase(args: &[String]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let target = BackupTarget::open(&args[1], TargetOptions::default()).unwrap();
+        match args[0].as_str() {
+            "backup-full" => {
+                let img = std::fs::File::open(&args[2]).unwrap();
+                let size = img.metadata().unwrap().len();
+                let out = target
+                    .backup(
+                        Arc::new(img),
+                        &[0..size],
+                        None,
+                        meta(size, "full"),
+                        &NoProgress,
+                    )
+                    .await
+                    .unwrap();
+                eprintln!("convoy full: {:?}", out.stats);
+            }
+            "backup-inc" => {
+                let img = std::fs::File::open(&args[2]).unwrap();
+                let size = img.metadata().unwrap().len();
+                let ranges: Vec<_> = std::fs::read_to_string(&args[3])
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let (a, b) = l.split_once(' ').unwrap();
+                        a.parse().unwrap()..b.parse().unwrap()
+                    })
+                    .collect();
+                let out = target
+                    .backup(
+                        Arc::new(img),
+                        &ranges,
+                        Some("full"),
+                        meta(size, "second"),
+                        &NoProgress,
+                    )
+                    .await
+                    .unwrap();
+                eprintln!("convoy incremental: {:?}", out.stats);
+            }
+            "restore" => {
+                let size: u64 = args[3].parse().unwrap();
+                let f = std::fs::File::create(&args[2]).unwrap();
+                f.set_len(size).unwrap();
+                let r = convoy_backupstore::BackupRef::new("bench", "second").unwrap();
+                target
+                    .restore(&r, Arc::new(f), &RestoreOptions::default(), &NoProgress)
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unknown phase {other}"),
+        }
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--phase") {
+        return phase(&args[2..]);
+    }
+    let size_mib: u64 = std::env::var("CONVOY_BENCH_SIZE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let size = size_mib * MIB;
+    let _tmp;
+    let work: PathBuf = match std::env::var_os("CONVOY_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            _tmp = tempfile::tempdir().unwrap();
+            _tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&work).unwrap();
+    let image = work.join("image.img");
+    let restic_repo = work.join("restic-repo");
+    let convoy_repo = work.join("convoy-repo");
+    let restic_out = work.join("restic-restore");
+    let convoy_out = work.join("convoy-restore.img");
+    let exe = std::env::current_exe().unwrap();
+    let dest = format!("vfs://{}", convoy_repo.display());
+
+    eprintln!("generating a {size_mib} MiB image in {}", work.display());
+    make_image(&image, size);
+    let restic = |sub: &[&str]| {
+        let mut c = Command::new("restic");
+        c.arg("-q").arg("--repo").arg(&restic_repo).args(sub);
+        c.env("RESTIC_PASSWORD", "bench")
+            .env("RESTIC_CACHE_DIR", work.join("restic-cache"));
+        c
+    };
+    assert!(restic(&["init"]).status().unwrap().success());
+    let convoy = |sub: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("--phase").args(sub);
+        c
+    };
+    let img = image.to_str().unwrap();
+
+    eprintln!("phase 1: full backup");
+    let r1 = measure(restic(&["backup", img]), "restic backup");
+    let c1 = measure(convoy(&["backup-full", &dest, img]), "convoy backup");
+    let (ra1, _) = tree_bytes(&restic_repo);
+    let (ca1, _) = tree_bytes(&convoy_repo);
+
+    eprintln!("phase 2: 1% of {} KiB blocks changed", POOL_BLOCK >> 10);
+    let changed = change_one_percent(&image, size);
+    let ranges_file = work.join("changed-ranges");
+    let mut f = std::fs::File::create(&ranges_file).unwrap();
+    for (a, b) in &changed {
+        writeln!(f, "{a} {b}").unwrap();
+    }
+    drop(f);
+    let r2 = measure(restic(&["backup", img]), "restic backup 2");
+    let c2 = measure(
+        convoy(&["backup-inc", &dest, img, ranges_file.to_str().unwrap()]),
+        "convoy backup 2",
+    );
+
+    eprintln!("phase 3: restore");
+    std::fs::create_dir_all(&restic_out).unwrap();
+    let r3 = measure(
+        restic(&[
+            "restore",
+            "latest",
+            "--target",
+            restic_out.to_str().unwrap(),
+        ]),
+        "restic restore",
+    );
+    let c3 = measure(
+        convoy(&[
+            "restore",
+            &dest,
+            convoy_out.to_str().unwrap(),
+            &size.to_string(),
+        ]),
+        "convoy restore",
+    );
+    let restic_file = restic_out.join(image.strip_prefix("/").unwrap());
+    assert!(same_content(&image, &restic_file), "restic restore differs");
+    assert!(same_content(&image, &convoy_out), "convoy restore differs");
+    let (ra, rl) = tree_bytes(&restic_repo);
+    let (ca, cl) = tree_bytes(&convoy_repo);
+
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let mbps = |m: &Measured| size as f64 / MIB as f64 / m.secs;
+    println!(
+        "image: {size_mib} MiB, pool block {} KiB, {} blocks changed",
+        POOL_BLOCK >> 10,
+        changed.len()
+    );
+    println!("| phase | restic | convoy | ratio (goal) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 1. full backup | {:.1} s, {:.0} MiB/s | {:.1} s, {:.0} MiB/s | {:.2}x throughput (>= 1) |",
+        r1.secs, mbps(&r1), c1.secs, mbps(&c1), r1.secs / c1.secs
+    );
+    println!(
+        "| 2. backup after 1% change | {:.2} s | {:.2} s | {:.1}x faster (>= 20) |",
+        r2.secs,
+        c2.secs,
+        r2.secs / c2.secs
+    );
+    println!(
+        "| 3. restore | {:.1} s, {:.0} MiB/s | {:.1} s, {:.0} MiB/s | {:.2}x throughput (>= 2) |",
+        r3.secs,
+        mbps(&r3),
+        c3.secs,
+        mbps(&c3),
+        r3.secs / c3.secs
+    );
+    let peak_r = [&r1, &r2, &r3]
+        .iter()
+        .map(|m| m.peak_rss_kib)
+        .max()
+        .unwrap();
+    let peak_c = [&c1, &c2, &c3]
+        .iter()
+        .map(|m| m.peak_rss_kib)
+        .max()
+        .unwrap();
+    println!(
+        "| peak RSS (max of phases) | {} MiB | {} MiB | {:.2}x of restic (<= 1) |",
+        peak_r / 1024,
+        peak_c / 1024,
+        peak_c as f64 / peak_r as f64
+    );
+    println!(
+        "| stored after phase 1 (file bytes) | {:.0} MiB | {:.0} MiB | {:.3}x of restic (<= 1) |",
+        ra1 as f64 / MIB as f64,
+        ca1 as f64 / MIB as f64,
+        ca1 as f64 / ra1 as f64
+    );
+    println!(
+        "| stored after phase 2 (file bytes) | {:.0} MiB | {:.0} MiB | {:.3}x of restic (<= 1) |",
+        ra as f64 / MIB as f64,
+        ca as f64 / MIB as f64,
+        ca as f64 / ra as f64
+    );
+    println!(
+        "| stored after phase 2 (allocated) | {:.0} MiB | {:.0} MiB | {:.3}x of restic (<= 1) |",
+        rl as f64 / MIB as f64,
+        cl as f64 / MIB as f64,
+        cl as f64 / rl as f64
+    );
+    println!(
+        "per-phase peak RSS MiB: restic {} / {} / {}, convoy {} / {} / {}; image {gib:.2} GiB",
+        r1.peak_rss_kib / 1024,
+        r2.peak_rss_kib / 1024,
+        r3.peak_rss_kib / 1024,
+        c1.peak_rss_kib / 1024,
+        c2.peak_rss_kib / 1024,
+        c3.peak_rss_kib / 1024
+    );
+}
