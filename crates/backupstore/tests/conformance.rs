@@ -410,6 +410,63 @@ async fn concurrent_backup_and_delete(env: Env) {
     assert!(t.list(None).await.unwrap().is_empty());
 }
 
+async fn delete_in_a_chain_keeps_the_rest(env: Env) {
+    let t = env.target();
+    let size = 16 * C;
+    let img = Image::new(size, 8);
+    let full = full_backup(&t, &img, "vol1").await;
+    let mut chain = vec![(full.backup.clone(), img.bytes())];
+    for round in 0..3u64 {
+        let off = (round * 5 + 2) * C;
+        img.write(off, &noise(C as usize, 500 + round));
+        let parent = chain.last().unwrap().0.backup.clone();
+        let out = t
+            .backup(
+                img.file.clone(),
+                &[off..off + C],
+                Some(&parent),
+                meta("vol1", size),
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+        chain.push((out.backup, img.bytes()));
+    }
+    // Delete from the middle, then the root, then the tip: the others always restore exactly.
+    for victim in [1usize, 0, 3] {
+        let (r, _) = chain[victim].clone();
+        let stats = t.delete(&r).await.unwrap();
+        assert!(victim == 3 || stats.children_reparented == 1, "{stats:?}");
+        chain[victim].1.clear();
+        for (r, bytes) in chain.iter().filter(|(_, b)| !b.is_empty()) {
+            let (got, _) = restore_bytes(&t, r, size).await.unwrap();
+            assert!(
+                &got == bytes,
+                "{} differs after deleting #{victim}",
+                r.backup
+            );
+        }
+    }
+    // Only backup #2 is left: the store holds exactly its non-zero chunks' blocks.
+    let (left, bytes) = chain[2].clone();
+    let distinct: std::collections::HashSet<_> = bytes
+        .chunks(C as usize)
+        .filter(|c| c.iter().any(|b| *b != 0))
+        .map(convoy_blockstore::BlockId::of)
+        .collect();
+    assert_eq!(env.block_files().len(), distinct.len());
+    assert_eq!(t.repair().await.unwrap(), Default::default());
+    t.delete(&left).await.unwrap();
+    assert_eq!(env.block_files().len(), 0);
+    assert_eq!(env.files_under("refs").len(), 0);
+    assert_eq!(
+        env.files_under("volumes").len(),
+        0,
+        "{:?}",
+        env.files_under("volumes")
+    );
+}
+
 async fn thousand_backups(env: Env) {
     let seed = env.seeding_target();
     let t = env.target();
@@ -526,4 +583,5 @@ conformance!(
     concurrent_backup_and_delete,
     thousand_backups,
     bad_urls_and_names,
+    delete_in_a_chain_keeps_the_rest,
 );
