@@ -5,11 +5,13 @@
 //! * `test` — the one test command: the host tier, then the device tests in one guest boot;
 //! * `bench` — every benchmark beside its peer (thin_delta, restic);
 //! * `demo` — the main job on an embedded default, in the VM;
+//! * `fuzz` — every libFuzzer target for a bounded time;
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
 mod bench;
 mod demo;
 mod dev_pool;
+mod fuzz;
 mod test;
 mod vm;
 
@@ -38,6 +40,8 @@ enum Command {
     /// The demo's steps, run inside the guest by `demo`.
     #[command(hide = true)]
     DemoGuest,
+    /// Every libFuzzer target (crates/*/fuzz), each for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
 }
@@ -72,6 +76,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Command::DemoGuest => Ok(if demo::guest()? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Fuzz(args) => Ok(if fuzz::run(&args)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
