@@ -7,7 +7,7 @@
 //!    `/tmp` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
 //!    back loop devices with sparse files.
 //!
-//! The task prints a closing `N passed, N failed` line per tier and fails if either tier failed
+//! The task prints a `N passed, N failed` line per tier, then one for all tiers, and fails if either tier failed
 //! or if the VM tier found no device test to run.
 
 use crate::vm::{self, shell_quote, GuestRun, Mode};
@@ -47,25 +47,73 @@ struct TestBinary {
 /// Runs `cargo xtask test`.
 pub fn run(args: &TestArgs) -> Result<bool> {
     let mut ok = true;
+    let mut totals = Counts::default();
     if !args.vm_only {
         println!("== host tier: cargo test --workspace");
-        let status = Command::new(cargo())
-            .args(["test", "--workspace"])
-            .current_dir(vm::repo_root())
-            .status()
-            .context("running cargo test")?;
-        if !status.success() {
-            println!("== host tier FAILED ({status})");
-            ok = false;
-        }
+        let (host_ok, counts) = host_tier()?;
+        println!(
+            "host-tier: {} passed, {} failed",
+            counts.passed, counts.failed
+        );
+        ok &= host_ok;
+        totals.add(counts);
     }
     if !args.host_only {
-        ok &= vm_tier(args)?;
+        let (vm_ok, counts) = vm_tier(args)?;
+        ok &= vm_ok;
+        totals.add(counts);
     }
+    println!(
+        "all tiers: {} passed, {} failed",
+        totals.passed, totals.failed
+    );
     Ok(ok)
 }
 
-fn vm_tier(args: &TestArgs) -> Result<bool> {
+/// Tests passed and failed, summed from libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+
+    /// Adds the counts of a `test result:` line, if `line` is one.
+    fn observe(&mut self, line: &str) {
+        if let Some((passed, failed)) = parse_result_line(line) {
+            self.passed += passed;
+            self.failed += failed;
+        }
+    }
+}
+
+/// `cargo test --workspace`, its output passed through and its results counted.
+fn host_tier() -> Result<(bool, Counts)> {
+    let mut child = Command::new(cargo())
+        .args(["test", "--workspace"])
+        .current_dir(vm::repo_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let mut counts = Counts::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        counts.observe(&line);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("== host tier FAILED ({status})");
+    }
+    Ok((status.success() && counts.failed == 0, counts))
+}
+
+fn vm_tier(args: &TestArgs) -> Result<(bool, Counts)> {
     println!("== VM tier: building test binaries");
     let binaries = device_test_binaries(args.filter.as_deref())?;
     let total: usize = binaries.iter().map(|b| b.device_tests).sum();
@@ -108,21 +156,22 @@ fn vm_tier(args: &TestArgs) -> Result<bool> {
         verbose: false,
     };
     let started = Instant::now();
-    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut counts = Counts::default();
     let outcome = vm::boot(&run, &mut |line| {
         println!("{line}");
-        if let Some((p, f)) = parse_result_line(line) {
-            passed += p;
-            failed += f;
-        }
+        counts.observe(line);
     })?;
     println!(
         "== VM tier finished in {:.1} s (guest exit status {})",
         started.elapsed().as_secs_f64(),
         outcome.exit_status
     );
-    println!("vm-tier: {passed} passed, {failed} failed");
-    Ok(outcome.exit_status == 0 && failed == 0 && passed > 0)
+    println!(
+        "vm-tier: {} passed, {} failed",
+        counts.passed, counts.failed
+    );
+    let ok = outcome.exit_status == 0 && counts.failed == 0 && counts.passed > 0;
+    Ok((ok, counts))
 }
 
 /// `test result: ok. 3 passed; 0 failed; ...` → (3, 0).
