@@ -1,5 +1,5 @@
-//! Reading 4 KiB metadata blocks from any `Read + Seek` source, with a small bounded cache and a
-//! counter of blocks actually read.
+//! Reading 4 KiB metadata blocks from any `Read + Seek` source, with a small bounded cache,
+//! read-ahead on forward sequential access and a counter of blocks actually used.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::rc::Rc;
@@ -13,13 +13,33 @@ pub type Block = [u8; BLOCK_SIZE];
 /// Number of blocks the cache keeps. Small and fixed: memory stays bounded.
 const CACHE_CAPACITY: usize = 32;
 
+/// Largest read-ahead, in blocks (256 KiB): the window buffer never grows beyond it.
+const MAX_READ_AHEAD: u64 = 64;
+
+/// A miss less than this many blocks after the end of the window counts as sequential access.
+const SEQUENTIAL_GAP: u64 = 8;
+
 /// Reads metadata blocks by number.
+///
+/// Cache misses that follow the previous miss closely (a forward walk over nodes laid out in
+/// order, as a full listing of a tree usually is) read ahead in growing chunks, up to
+/// 256 KiB, into one fixed window buffer; a random access reads just its block. Read-ahead
+/// blocks are only copied out (and counted) when asked for, and are validated by the caller
+/// like any other block.
 pub struct BlockReader<R> {
     source: R,
     nr_blocks: u64,
     /// Most recently used last.
     cache: Vec<(u64, Rc<Block>)>,
     reads: u64,
+    /// Source position after the last read, when known (saves a seek per sequential read).
+    position: Option<u64>,
+    /// Read-ahead buffer: `window_blocks` blocks starting at block `window_start`.
+    window: Vec<u8>,
+    window_start: u64,
+    window_blocks: u64,
+    /// Current read-ahead size in blocks.
+    read_ahead: u64,
 }
 
 impl<R: Read + Seek> BlockReader<R> {
@@ -31,6 +51,11 @@ impl<R: Read + Seek> BlockReader<R> {
             nr_blocks: u64::MAX,
             cache: Vec::with_capacity(CACHE_CAPACITY),
             reads: 0,
+            position: None,
+            window: Vec::new(),
+            window_start: 0,
+            window_blocks: 0,
+            read_ahead: 1,
         }
     }
 
@@ -44,14 +69,21 @@ impl<R: Read + Seek> BlockReader<R> {
         self.nr_blocks
     }
 
-    /// Number of blocks read from the source so far (cache hits not counted).
+    /// Number of blocks delivered that were not in the cache so far (cache hits not counted;
+    /// read-ahead blocks counted only once asked for).
     pub fn blocks_read(&self) -> u64 {
         self.reads
     }
 
     /// Reads block `block`; `context` names who pointed at it, for error messages.
     pub fn read(&mut self, block: u64, context: &str) -> Result<Rc<Block>> {
+        self.read_with(block, || context.to_string())
+    }
+
+    /// Like [`BlockReader::read`], with the context built only if it is needed (an error).
+    pub fn read_with(&mut self, block: u64, context: impl FnOnce() -> String) -> Result<Rc<Block>> {
         if block >= self.nr_blocks {
+            let context = context();
             return Err(ThinMetaError::OutOfRange {
                 block,
                 nr_blocks: self.nr_blocks,
@@ -62,12 +94,49 @@ impl<R: Read + Seek> BlockReader<R> {
                 },
             });
         }
-        if let Some(pos) = self.cache.iter().position(|(b, _)| *b == block) {
+        if let Some(pos) = self.cache.iter().rposition(|(b, _)| *b == block) {
             let entry = self.cache.remove(pos);
             let data = entry.1.clone();
             self.cache.push(entry);
             return Ok(data);
         }
+        if !self.in_window(block) {
+            self.fill_window(block)?;
+        }
+        // Reuse the evicted block's buffer when nobody else holds it.
+        let mut data = match self.cache.len() {
+            CACHE_CAPACITY => self.cache.remove(0).1,
+            _ => Rc::new([0u8; BLOCK_SIZE]),
+        };
+        if Rc::get_mut(&mut data).is_none() {
+            data = Rc::new([0u8; BLOCK_SIZE]);
+        }
+        let off = ((block - self.window_start) as usize) * BLOCK_SIZE;
+        if let Some(buf) = Rc::get_mut(&mut data) {
+            buf.copy_from_slice(&self.window[off..off + BLOCK_SIZE]);
+        }
+        self.reads += 1;
+        self.cache.push((block, data.clone()));
+        Ok(data)
+    }
+
+    fn in_window(&self, block: u64) -> bool {
+        block >= self.window_start && block - self.window_start < self.window_blocks
+    }
+
+    /// Reads `block` and, on sequential access, the blocks after it into the window.
+    fn fill_window(&mut self, block: u64) -> Result<()> {
+        // Sequential: this miss lies just after the window (the previous miss's blocks).
+        let end = self.window_start + self.window_blocks;
+        let sequential = self.window_blocks > 0 && block >= end && block - end < SEQUENTIAL_GAP;
+        self.read_ahead = if sequential {
+            (self.read_ahead * 2).min(MAX_READ_AHEAD)
+        } else {
+            1
+        };
+        let count = self.read_ahead.min(self.nr_blocks - block);
+        self.window_blocks = 0;
+        self.window_start = block;
         let offset = block
             .checked_mul(BLOCK_SIZE as u64)
             .ok_or(ThinMetaError::OutOfRange {
@@ -75,26 +144,35 @@ impl<R: Read + Seek> BlockReader<R> {
                 nr_blocks: self.nr_blocks,
                 context: String::new(),
             })?;
-        let mut buf = Box::new([0u8; BLOCK_SIZE]);
         let io = |source| ThinMetaError::Io { block, source };
-        self.source.seek(SeekFrom::Start(offset)).map_err(io)?;
-        self.source.read_exact(&mut buf[..]).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                ThinMetaError::Corrupt {
-                    block,
-                    what: "metadata",
-                    problem: "the metadata source ends before this block (truncated)".into(),
-                }
-            } else {
-                io(e)
-            }
-        })?;
-        self.reads += 1;
-        let data: Rc<Block> = Rc::from(buf);
-        if self.cache.len() == CACHE_CAPACITY {
-            self.cache.remove(0);
+        let want = count as usize * BLOCK_SIZE;
+        self.window.resize(want, 0);
+        if self.position != Some(offset) {
+            self.position = None;
+            self.source.seek(SeekFrom::Start(offset)).map_err(io)?;
+            self.position = Some(offset);
         }
-        self.cache.push((block, data.clone()));
-        Ok(data)
+        let mut got = 0;
+        while got < want {
+            match self.source.read(&mut self.window[got..want]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.position = None;
+                    return Err(io(e));
+                }
+            }
+        }
+        self.position = Some(offset + got as u64);
+        if got < BLOCK_SIZE {
+            return Err(ThinMetaError::Corrupt {
+                block,
+                what: "metadata",
+                problem: "the metadata source ends before this block (truncated)".into(),
+            });
+        }
+        self.window_blocks = (got / BLOCK_SIZE) as u64;
+        Ok(())
     }
 }

@@ -178,6 +178,45 @@ impl TreeCursor {
         (top.node.leaf && top.idx < top.node.nr_entries).then(|| top.node.value_bytes(top.idx))
     }
 
+    /// Consumes, from the current leaf, the run of entries that starts at the current entry and
+    /// has contiguous keys (and, with `by_data`, contiguous data blocks: values compared after
+    /// `>> data_shift`). Returns `(first key, length, first value)`, or `None` if the cursor is
+    /// not on a leaf entry. Work is O(1) for a leaf whose remaining keys are all contiguous
+    /// when `by_data` is false, else linear in the run.
+    pub fn take_run(&mut self, by_data: bool, data_shift: u32) -> Option<(u64, u64, u64)> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let top = self.stack.last_mut()?;
+        let (node, i, n) = (&top.node, top.idx, top.node.nr_entries);
+        if !node.leaf || i >= n {
+            return None;
+        }
+        let key0 = node.key(i);
+        let value0 = node.value_u64(i);
+        // Keys are validated strictly ascending, so the remaining keys are all contiguous
+        // exactly when the last one is `n - 1 - i` above the first.
+        let end = if !by_data && node.key(n - 1) - key0 == (n - 1 - i) as u64 {
+            n
+        } else {
+            let data0 = value0 >> data_shift;
+            let mut j = i + 1;
+            while j < n {
+                let step = (j - i) as u64;
+                if key0.checked_add(step) != Some(node.key(j)) {
+                    break;
+                }
+                if by_data && Some(node.value_u64(j) >> data_shift) != data0.checked_add(step) {
+                    break;
+                }
+                j += 1;
+            }
+            j
+        };
+        top.idx = end;
+        Some((key0, (end - i) as u64, value0))
+    }
+
     /// Skips the current item (a whole subtree or one entry) without reading it.
     pub fn advance(&mut self) {
         if self.pending.take().is_some() {
@@ -212,11 +251,11 @@ impl TreeCursor {
                 "cycle: the node is its own ancestor",
             ));
         }
-        let context = match parent {
-            Some(p) => format!("{} node {p}", self.what),
-            None => format!("the {} root pointer", self.what),
-        };
-        let data = reader.read(block, &context)?;
+        let what = self.what;
+        let data = reader.read_with(block, || match parent {
+            Some(p) => format!("{what} node {p}"),
+            None => format!("the {what} root pointer"),
+        })?;
         let expect = Expect {
             what: self.what,
             leaf_value_size: self.leaf_value_size,

@@ -6,7 +6,7 @@ use std::io::{Read, Seek};
 use crate::block::BlockReader;
 use crate::cursor::{Item, TreeCursor};
 use crate::error::Result;
-use crate::mappings::unpack_mapping;
+use crate::mappings::{unpack_mapping, TIME_BITS};
 
 /// How the virtual blocks of a run compare between the left and the right device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,8 +41,14 @@ pub struct DeltaRun {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeltaMode {
     /// Every mapped block, `Same` ones included: shared subtrees are read once (from one side)
-    /// to list their mappings. This is what `thin_delta` prints.
+    /// to list their mappings. This is what `thin_delta --verbose` prints.
     Full,
+    /// Every mapped block like [`DeltaMode::Full`], but a run is split only where the kind
+    /// changes or the virtual blocks stop being contiguous, whatever the data blocks do:
+    /// `left_data` / `right_data` are then the data blocks of the run's *first* virtual block
+    /// only. This is all plain `thin_delta` (no `--verbose`) prints, and it lets a shared leaf
+    /// whose keys are contiguous be listed in O(1) after it is read and validated.
+    FullByKey,
     /// Only `Different`, `LeftOnly` and `RightOnly` runs: shared subtrees are not read at all,
     /// so the cost follows what changed.
     ChangesOnly,
@@ -60,8 +66,9 @@ pub struct Delta<'a, R> {
     done: bool,
 }
 
-/// One virtual block's comparison.
-type Elem = (DeltaKind, u64, Option<u64>, Option<u64>);
+/// A run of compared virtual blocks: kind, first key, length, first data block of each side.
+/// Data blocks are contiguous along it except in [`DeltaMode::FullByKey`].
+type Elem = (DeltaKind, u64, u64, Option<u64>, Option<u64>);
 
 fn before(hi: Option<u64>, lo: u64) -> bool {
     hi.is_some_and(|h| h <= lo)
@@ -104,10 +111,14 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 match shared.peek() {
                     None => self.shared = None,
                     Some(Item::Subtree { .. }) => shared.descend(self.reader)?,
-                    Some(Item::Entry { key, value }) => {
+                    Some(Item::Entry { .. }) => {
+                        // A whole run of the leaf at once; the leaf was validated when read.
+                        let by_data = self.mode != DeltaMode::FullByKey;
+                        if let Some((key, len, value)) = shared.take_run(by_data, TIME_BITS) {
+                            let d = unpack_mapping(value).0;
+                            return Ok(Some((DeltaKind::Same, key, len, Some(d), Some(d))));
+                        }
                         shared.advance();
-                        let d = unpack_mapping(value).0;
-                        return Ok(Some((DeltaKind::Same, key, Some(d), Some(d))));
                     }
                 }
                 continue;
@@ -121,12 +132,12 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 (Some(Item::Entry { key, value }), None) => {
                     self.left.advance();
                     let d = unpack_mapping(value).0;
-                    return Ok(Some((DeltaKind::LeftOnly, key, Some(d), None)));
+                    return Ok(Some((DeltaKind::LeftOnly, key, 1, Some(d), None)));
                 }
                 (None, Some(Item::Entry { key, value })) => {
                     self.right.advance();
                     let d = unpack_mapping(value).0;
-                    return Ok(Some((DeltaKind::RightOnly, key, None, Some(d))));
+                    return Ok(Some((DeltaKind::RightOnly, key, 1, None, Some(d))));
                 }
                 (
                     Some(Item::Subtree {
@@ -149,7 +160,7 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                         self.right.advance();
                         match self.mode {
                             DeltaMode::ChangesOnly => self.shared_skipped += 1,
-                            DeltaMode::Full => {
+                            DeltaMode::Full | DeltaMode::FullByKey => {
                                 let lo = la.max(lb);
                                 let hi = match (ha, hb) {
                                     (Some(x), Some(y)) => Some(x.min(y)),
@@ -184,7 +195,7 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                     if key < lo {
                         self.right.advance();
                         let d = unpack_mapping(value).0;
-                        return Ok(Some((DeltaKind::RightOnly, key, None, Some(d))));
+                        return Ok(Some((DeltaKind::RightOnly, key, 1, None, Some(d))));
                     }
                     self.left.descend(self.reader)?;
                 }
@@ -192,7 +203,7 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                     if key < lo {
                         self.left.advance();
                         let d = unpack_mapping(value).0;
-                        return Ok(Some((DeltaKind::LeftOnly, key, Some(d), None)));
+                        return Ok(Some((DeltaKind::LeftOnly, key, 1, Some(d), None)));
                     }
                     self.right.descend(self.reader)?;
                 }
@@ -209,13 +220,13 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                         } else {
                             DeltaKind::Different
                         };
-                        (kind, ka, Some(da), Some(db))
+                        (kind, ka, 1, Some(da), Some(db))
                     } else if ka < kb {
                         self.left.advance();
-                        (DeltaKind::LeftOnly, ka, Some(da), None)
+                        (DeltaKind::LeftOnly, ka, 1, Some(da), None)
                     } else {
                         self.right.advance();
-                        (DeltaKind::RightOnly, kb, None, Some(db))
+                        (DeltaKind::RightOnly, kb, 1, None, Some(db))
                     }));
                 }
             }
@@ -223,8 +234,9 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
     }
 
     fn step(&mut self) -> Result<Option<DeltaRun>> {
+        let by_key = self.mode == DeltaMode::FullByKey;
         loop {
-            let Some((kind, key, l, r)) = self.next_elem()? else {
+            let Some((kind, key, length, l, r)) = self.next_elem()? else {
                 return Ok(self.pending.take());
             };
             if kind == DeltaKind::Same && self.mode == DeltaMode::ChangesOnly {
@@ -238,17 +250,16 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 };
                 if run.kind == kind
                     && run.begin.checked_add(run.length) == Some(key)
-                    && follows(run.left_data, l)
-                    && follows(run.right_data, r)
+                    && (by_key || (follows(run.left_data, l) && follows(run.right_data, r)))
                 {
-                    run.length += 1;
+                    run.length += length;
                     continue;
                 }
             }
             let next = DeltaRun {
                 kind,
                 begin: key,
-                length: 1,
+                length,
                 left_data: l,
                 right_data: r,
             };

@@ -17,7 +17,9 @@ fn kind_tag(kind: DeltaKind) -> &'static str {
     }
 }
 
-/// Writes `thin_delta` output for the runs of a [`crate::DeltaMode::Full`] delta.
+/// Writes `thin_delta` output for the runs of a [`crate::DeltaMode::Full`] delta, or (without
+/// `verbose` only) of a [`crate::DeltaMode::FullByKey`] one, which gives the same plain output
+/// faster.
 ///
 /// The header comes from `sb`, the superblock the delta was read through (with `-m` that is
 /// the snapshot copy, whose zeroed data space map gives `nr_data_blocks="0"`, as thin_delta

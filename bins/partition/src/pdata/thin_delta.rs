@@ -128,10 +128,14 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     .map_err(|e| format!("{}: {e}", opts.path))?;
     let sb = md.superblock().clone();
+    // Plain output merges touching runs of one kind whatever their data blocks, so it needs
+    // only the key ranges (FullByKey); --verbose prints data ranges and needs Full.
     let mode = if opts.changes_only {
         DeltaMode::ChangesOnly
-    } else {
+    } else if opts.verbose {
         DeltaMode::Full
+    } else {
+        DeltaMode::FullByKey
     };
     let delta = md
         .delta(opts.snap1, opts.snap2, mode)
