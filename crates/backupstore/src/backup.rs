@@ -139,9 +139,10 @@ fn first_time(ctx: &Ctx, id: BlockId) -> bool {
     seen.insert(id)
 }
 
-async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
+/// Processes one unit of work; returns what happened and the bytes read from the source.
+async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
     let (offset, len, parent) = match work {
-        Work::Carry(e) => return Ok(Outcome::Carried(e)),
+        Work::Carry(e) => return Ok((Outcome::Carried(e), 0)),
         Work::Read {
             offset,
             len,
@@ -164,7 +165,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
     .await
     .map_err(|e| BackupError::Task(e.to_string()))??;
     let Some(id) = id else {
-        return Ok(Outcome::Hole);
+        return Ok((Outcome::Hole, len as u64));
     };
     let entry = Entry {
         offset,
@@ -172,7 +173,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
         id,
     };
     if parent.is_some_and(|p| p.id == id && p.len == entry.len) {
-        return Ok(Outcome::Unchanged(entry));
+        return Ok((Outcome::Unchanged(entry), len as u64));
     }
     // The reference is written before the block is looked for, so that the block can never be
     // collected between the check and the manifest (see "Deletion" in the format spec).
@@ -180,7 +181,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
         .put(&layout::block_ref(&id, &ctx.me), Bytes::new())
         .await?;
     if !first_time(&ctx, id) || ctx.store.exists(&layout::block(&id)).await? {
-        return Ok(Outcome::Deduplicated(entry));
+        return Ok((Outcome::Deduplicated(entry), len as u64));
     }
     let level = ctx.level;
     let encoded = tokio::task::spawn_blocking(move || encode_block(&data, level))
@@ -192,7 +193,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<Outcome> {
         })?;
     let n = encoded.len() as u64;
     ctx.store.put(&layout::block(&id), encoded).await?;
-    Ok(Outcome::Uploaded(entry, n))
+    Ok((Outcome::Uploaded(entry, n), len as u64))
 }
 
 /// Everything a backup run needs.
@@ -326,7 +327,10 @@ async fn pipeline(
     let mut stats = BackupStats::default();
     let outcome: Result<()> = async {
         while let Some(r) = results.next().await {
-            let entry = match r? {
+            let (outcome, read) = r?;
+            stats.bytes_read += read;
+            progress.advance(read);
+            let entry = match outcome {
                 Outcome::Hole => {
                     stats.chunks_read += 1;
                     stats.zero_chunks += 1;
