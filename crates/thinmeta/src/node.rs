@@ -136,18 +136,26 @@ impl Node {
         if node.nr_entries == 0 && !(expect.allow_empty && node.leaf) {
             return Err(corrupt(block, what, "node has no entries"));
         }
-        let mut prev: Option<u64> = None;
-        for i in 0..node.nr_entries {
-            let k = node.key(i);
-            if let Some(p) = prev {
-                if k <= p {
-                    return Err(corrupt(
-                        block,
-                        what,
-                        format!("keys not ascending: key {i} is {k} after {p}"),
-                    ));
-                }
+        let n = node.nr_entries;
+        if n == 0 {
+            return Ok(node);
+        }
+        // Strictly ascending keys lie in [lo, hi) exactly when the first is >= lo and the last
+        // is < hi, so the range needs checking only at the ends.
+        let keys = &node.data[NODE_HEADER_SIZE..NODE_HEADER_SIZE + 8 * n];
+        let mut prev = le64(keys, 0);
+        for (i, chunk) in keys.chunks_exact(8).enumerate().skip(1) {
+            let k = le64(chunk, 0);
+            if k <= prev {
+                return Err(corrupt(
+                    block,
+                    what,
+                    format!("keys not ascending: key {i} is {k} after {prev}"),
+                ));
             }
+            prev = k;
+        }
+        for k in [node.key(0), node.key(n - 1)] {
             if k < expect.lo || expect.hi.is_some_and(|hi| k >= hi) {
                 return Err(corrupt(
                     block,
@@ -159,7 +167,6 @@ impl Node {
                     ),
                 ));
             }
-            prev = Some(k);
         }
         Ok(node)
     }

@@ -48,37 +48,53 @@ pub fn write_delta<W: Write, E>(
     }
     writeln!(out, ">").map_err(io)?;
     writeln!(out, "  <diff left=\"{left}\" right=\"{right}\">").map_err(io)?;
+    // Lines are assembled in one reused buffer with a plain integer formatter: verbose output
+    // has a line per run of contiguous data blocks (millions on a big device).
+    let mut line = Vec::with_capacity(128);
     if verbose {
         let mut open: Option<DeltaKind> = None;
         for run in runs {
             let run = run.map_err(DeltaOutputError::Delta)?;
+            line.clear();
             if open != Some(run.kind) {
                 if let Some(k) = open {
-                    writeln!(out, "    </{}>", kind_tag(k)).map_err(io)?;
+                    push_all(&mut line, &["    </", kind_tag(k), ">\n"]);
                 }
-                writeln!(out, "    <{}>", kind_tag(run.kind)).map_err(io)?;
+                push_all(&mut line, &["    <", kind_tag(run.kind), ">\n"]);
                 open = Some(run.kind);
             }
+            line.extend_from_slice(b"      <range begin=\"");
+            push_u64(&mut line, run.begin);
             match (run.left_data, run.right_data) {
-                (Some(l), Some(r)) if run.kind == DeltaKind::Different => writeln!(
-                    out,
-                    "      <range begin=\"{}\" left_data_begin=\"{l}\" right_data_begin=\"{r}\" length=\"{}\"/>",
-                    run.begin, run.length
-                ),
-                (l, r) => writeln!(
-                    out,
-                    "      <range begin=\"{}\" data_begin=\"{}\" length=\"{}\"/>",
-                    run.begin,
-                    l.or(r).unwrap_or(0),
-                    run.length
-                ),
+                (Some(l), Some(r)) if run.kind == DeltaKind::Different => {
+                    line.extend_from_slice(b"\" left_data_begin=\"");
+                    push_u64(&mut line, l);
+                    line.extend_from_slice(b"\" right_data_begin=\"");
+                    push_u64(&mut line, r);
+                }
+                (l, r) => {
+                    line.extend_from_slice(b"\" data_begin=\"");
+                    push_u64(&mut line, l.or(r).unwrap_or(0));
+                }
             }
-            .map_err(io)?;
+            line.extend_from_slice(b"\" length=\"");
+            push_u64(&mut line, run.length);
+            line.extend_from_slice(b"\"/>\n");
+            out.write_all(&line).map_err(io)?;
         }
         if let Some(k) = open {
             writeln!(out, "    </{}>", kind_tag(k)).map_err(io)?;
         }
     } else {
+        let mut write_plain = |out: &mut W, (k, b, l): (DeltaKind, u64, u64)| {
+            line.clear();
+            push_all(&mut line, &["    <", kind_tag(k), " begin=\""]);
+            push_u64(&mut line, b);
+            line.extend_from_slice(b"\" length=\"");
+            push_u64(&mut line, l);
+            line.extend_from_slice(b"\"/>\n");
+            out.write_all(&line)
+        };
         let mut pending: Option<(DeltaKind, u64, u64)> = None;
         for run in runs {
             let run = run.map_err(DeltaOutputError::Delta)?;
@@ -88,17 +104,38 @@ pub fn write_delta<W: Write, E>(
                     continue;
                 }
             }
-            if let Some((k, b, l)) = pending.replace((run.kind, run.begin, run.length)) {
-                writeln!(out, "    <{} begin=\"{b}\" length=\"{l}\"/>", kind_tag(k)).map_err(io)?;
+            if let Some(done) = pending.replace((run.kind, run.begin, run.length)) {
+                write_plain(out, done).map_err(io)?;
             }
         }
-        if let Some((k, b, l)) = pending {
-            writeln!(out, "    <{} begin=\"{b}\" length=\"{l}\"/>", kind_tag(k)).map_err(io)?;
+        if let Some(done) = pending {
+            write_plain(out, done).map_err(io)?;
         }
     }
     writeln!(out, "  </diff>").map_err(io)?;
     writeln!(out, "</superblock>").map_err(io)?;
     Ok(())
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+fn push_all(buf: &mut Vec<u8>, parts: &[&str]) {
+    for p in parts {
+        buf.extend_from_slice(p.as_bytes());
+    }
 }
 
 /// Failure while writing a delta: the delta itself failed, or the output did.
@@ -233,6 +270,26 @@ mod tests {
                 "<right_only begin=\"14\" length=\"1\"/>",
             ]
         );
+    }
+
+    #[test]
+    fn integers_are_formatted_like_display() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            push_u64(&mut buf, n);
+            assert_eq!(String::from_utf8(buf).unwrap(), n.to_string());
+        }
     }
 
     #[test]
