@@ -10,13 +10,18 @@
 //!   [`DeltaKind::Same`] / `Different` / `LeftOnly` / `RightOnly`, walking both trees together
 //!   and not descending where both point at the same block, so with
 //!   [`DeltaMode::ChangesOnly`] the cost follows what changed rather than the volume size.
+//!   [`DeltaMode::Full`] lists shared subtrees too (read once, from one side, a run of
+//!   contiguous blocks at a time); [`DeltaMode::FullByKey`] splits runs only where virtual
+//!   blocks stop being contiguous, which is all plain `thin_delta` output needs, so a shared
+//!   leaf costs one read and its validation.
 //! * [`builder`] writes kernel-format metadata for test fixtures, including snapshots that share
 //!   subtrees with their origin.
 //!
 //! Every block read is validated (checksum and salt, location, flags, entry counts, ascending
 //! keys within the range the parent gives, value size, height); corrupt input gives a
 //! [`ThinMetaError`] naming the block. Memory is bounded by the tree depth: one node per level
-//! per cursor plus a fixed 32-block cache.
+//! per cursor plus a fixed 32-block cache and a read-ahead window of at most 64 blocks
+//! (256 KiB), used when cache misses run forward through the file.
 //!
 //! Reading a live pool's metadata device: hold a metadata snapshot first (pool message
 //! `reserve_metadata_snap`) and open through it; the kernel writes the metadata device around
