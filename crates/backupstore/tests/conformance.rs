@@ -1,17 +1,17 @@
 //! One conformance suite, run against a `vfs://` directory and an S3 server (s3s-fs in this
-//! process). Every scenario is a function taking an [`Env`]; the macro at the bottom
-//! registers each one twice, as `vfs::name` and `s3::name`.
+//! process). Every scenario is a function taking an [`Env`]; the `conformance!` macro at the
+//! bottom registers each one twice, as `vfs::name` and `s3::name`. Crash, locking and
+//! concurrency scenarios are in `conformance_concurrency.rs`.
 
 // The API takes a list of byte ranges; a single whole-volume range is the common full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
+#[macro_use]
 mod support;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use convoy_backupstore::{BackupError, BackupRef, BlockSource, NoProgress};
+use convoy_backupstore::{BackupError, BackupRef, NoProgress};
 use futures::StreamExt;
 use support::*;
 
@@ -230,186 +230,6 @@ async fn corrupt_missing_and_truncated(env: Env) {
     assert!(matches!(err, BackupError::BackupNotFound { .. }), "{err}");
 }
 
-/// A source that fails (or stalls) at one offset: a crash between block uploads and the
-/// manifest.
-struct Failing {
-    inner: Arc<std::fs::File>,
-    at: u64,
-    stall: bool,
-}
-
-impl BlockSource for Failing {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        if offset == self.at {
-            if self.stall {
-                std::thread::sleep(Duration::from_secs(2));
-            }
-            return Err(std::io::Error::other("injected read failure"));
-        }
-        self.inner.read_at(offset, buf)
-    }
-}
-
-async fn crash_before_manifest(env: Env) {
-    let mut opts = env.opts.clone();
-    opts.lock.wait = Duration::from_secs(3);
-    let t = convoy_backupstore::BackupTarget::open(&env.dest, opts).unwrap();
-    let size = 40 * C;
-    let img = Image::new(size, 4);
-    let failing = Arc::new(Failing {
-        inner: img.file.clone(),
-        at: 39 * C,
-        stall: false,
-    });
-    let err = t
-        .backup(failing, &[0..size], None, meta("vol1", size), &NoProgress)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, BackupError::SourceRead { .. }), "{err}");
-    assert!(
-        !env.block_files().is_empty(),
-        "no block was uploaded before the failure"
-    );
-    assert!(
-        t.list(None).await.unwrap().is_empty(),
-        "a failed backup is visible"
-    );
-
-    // A backup cancelled mid-way (its task dropped): nothing visible, its lock goes away.
-    let stalling = Arc::new(Failing {
-        inner: img.file.clone(),
-        at: 20 * C,
-        stall: true,
-    });
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(300),
-        t.backup(stalling, &[0..size], None, meta("vol1", size), &NoProgress),
-    )
-    .await;
-    assert!(cancelled.is_err(), "the stalled backup should not finish");
-    assert!(t.list(None).await.unwrap().is_empty());
-
-    // The next backup is fine, and a delete is not blocked by the dead backups' locks.
-    let ok = full_backup(&t, &img, "vol1").await;
-    let (got, _) = restore_bytes(&t, &ok.backup, size).await.unwrap();
-    assert!(got == img.bytes());
-    let other = full_backup(&t, &img, "vol2").await;
-    t.delete(&other.backup).await.unwrap();
-
-    // Repair removes the crashed backups' references; then deleting the last backup leaves
-    // nothing behind.
-    let stats = t.repair().await.unwrap();
-    assert!(stats.refs_removed > 0, "{stats:?}");
-    t.verify(&ok.backup, &NoProgress).await.unwrap();
-    t.delete(&ok.backup).await.unwrap();
-    assert_eq!(env.block_files().len(), 0);
-    assert_eq!(env.files_under("refs").len(), 0);
-    assert_eq!(env.files_under("trash").len(), 0);
-}
-
-/// Backups made and the image content each must restore to, oldest first.
-type Made = VecDeque<(BackupRef, Vec<u8>)>;
-
-async fn concurrent_backup_and_delete(env: Env) {
-    let t = env.target();
-    let size = 16 * C;
-    let img = Arc::new(Image::new(size, 5));
-    let made: Arc<Mutex<Made>> = Default::default();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let backups = {
-        let (t, img, made, done) = (t.clone(), img.clone(), made.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut parent: Option<String> = None;
-            for round in 0..12u64 {
-                let a = (round * 7) % 16;
-                let b = (round * 3 + 1) % 16;
-                img.write(a * C, &noise(C as usize, 1000 + round));
-                img.write(b * C + 5, &round.to_le_bytes());
-                let changed = [a * C..(a + 1) * C, b * C..(b + 1) * C];
-                let all = [0..size];
-                // The first backup is a full one: every mapped range.
-                let ranges = if parent.is_some() {
-                    &changed[..]
-                } else {
-                    &all[..]
-                };
-                let m = meta("vol1", size);
-                let out = match t
-                    .backup(
-                        img.file.clone(),
-                        ranges,
-                        parent.as_deref(),
-                        m.clone(),
-                        &NoProgress,
-                    )
-                    .await
-                {
-                    Ok(o) => o,
-                    // The parent was deleted meanwhile: take a full backup, as convoy-core does.
-                    Err(BackupError::BadParent { .. }) => t
-                        .backup(img.file.clone(), &[0..size], None, m, &NoProgress)
-                        .await
-                        .unwrap(),
-                    Err(e) => panic!("backup failed: {e}"),
-                };
-                parent = Some(out.backup.backup.clone());
-                made.lock().unwrap().push_back((out.backup, img.bytes()));
-            }
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
-    };
-    let deletes = {
-        let (t, made, done) = (t.clone(), made.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut deleted = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let victim = {
-                    let mut q = made.lock().unwrap();
-                    if q.len() > 2 {
-                        q.pop_front()
-                    } else {
-                        None
-                    }
-                };
-                match victim {
-                    Some((r, _)) => {
-                        t.delete(&r).await.unwrap();
-                        deleted += 1;
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-            deleted
-        })
-    };
-    backups.await.unwrap();
-    let deleted = deletes.await.unwrap();
-    assert!(deleted > 0);
-    let remaining: Vec<_> = made.lock().unwrap().drain(..).collect();
-    assert_eq!(remaining.len() + deleted, 12);
-    for (r, bytes) in &remaining {
-        t.verify(r, &NoProgress).await.unwrap();
-        let (got, _) = restore_bytes(&t, r, size).await.unwrap();
-        let differing: Vec<usize> = (0..got.len() / C as usize)
-            .filter(|&i| {
-                got[i * C as usize..(i + 1) * C as usize]
-                    != bytes[i * C as usize..(i + 1) * C as usize]
-            })
-            .collect();
-        assert!(
-            differing.is_empty(),
-            "backup {} restores wrong data in chunks {differing:?}",
-            r.backup
-        );
-    }
-    for (r, _) in &remaining {
-        t.delete(r).await.unwrap();
-    }
-    assert_eq!(env.block_files().len(), 0, "orphaned blocks");
-    assert_eq!(env.files_under("refs").len(), 0, "orphaned references");
-    assert!(t.list(None).await.unwrap().is_empty());
-}
-
 async fn delete_in_a_chain_keeps_the_rest(env: Env) {
     let t = env.target();
     let size = 16 * C;
@@ -554,34 +374,11 @@ async fn bad_urls_and_names(env: Env) {
     assert!(matches!(err, BackupError::BackupExists { .. }), "{err}");
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod vfs {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::support::Env::local().await).await
-                }
-            )*
-        }
-        mod s3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::support::Env::s3().await).await
-                }
-            )*
-        }
-    };
-}
-
 conformance!(
     full_and_incremental_round_trip,
     dedup_across_volumes,
     corrupt_missing_and_truncated,
-    crash_before_manifest,
-    concurrent_backup_and_delete,
+    delete_in_a_chain_keeps_the_rest,
     thousand_backups,
     bad_urls_and_names,
-    delete_in_a_chain_keeps_the_rest,
 );

@@ -1,7 +1,7 @@
 //! Test environments for the conformance suite: a `vfs://` directory, an in-process s3s-fs
 //! S3 server, and (when installed) moto_server for "no such bucket".
 
-#![allow(dead_code, clippy::single_range_in_vec_init)]
+#![allow(dead_code, unused_macros, clippy::single_range_in_vec_init)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -310,4 +310,26 @@ pub fn creds(ak: &str, sk: &str) -> Option<StaticCredentials> {
         secret_access_key: sk.into(),
         session_token: None,
     })
+}
+
+/// Registers each scenario function twice: `vfs::name` and `s3::name`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod vfs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Env::local().await).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Env::s3().await).await
+                }
+            )*
+        }
+    };
 }
