@@ -20,6 +20,29 @@
 //!   restore and verify; exclusive for delete and repair) keeps concurrent backups and deletes
 //!   from losing blocks.
 //!
+//! ## API
+//!
+//! | Call | Does | Lock |
+//! |---|---|---|
+//! | [`BackupTarget::open`]`(dest_url, TargetOptions)` | parse `vfs://` / `s3://` and set up the store (no network I/O) | — |
+//! | [`BackupTarget::open_backup`]`(backup_url, opts)` | same, for `<dest>?backup=..&volume=..`; returns the [`BackupRef`] | — |
+//! | [`BackupTarget::backup`]`(source, ranges, parent, meta, progress)` | full (`parent = None`) or incremental backup; returns [`BackupOutcome`] (info, ref, [`BackupStats`]) | shared |
+//! | [`BackupTarget::restore`]`(backup, sink, options, progress)` | verified parallel restore, holes left sparse | shared |
+//! | [`BackupTarget::delete`]`(backup)` | delete and collect blocks no other backup uses | exclusive |
+//! | [`BackupTarget::list`]`(volume)` | backups (of one volume or all) keyed by backup URL | — |
+//! | [`BackupTarget::inspect`]`(backup)` | the `backup inspect` record ([`BackupInfo`]) | — |
+//! | [`BackupTarget::verify`]`(backup, progress)` | manifest checksum + every block's hash | shared |
+//! | [`BackupTarget::repair`]`()` | remove leftovers of crashed backups (whole-store scan) | exclusive |
+//! | [`restore_url`], [`delete_url`], [`inspect_url`], [`verify_url`], [`list_url`] | the same by URL, for the CLI and daemon | |
+//!
+//! The caller supplies a [`BlockSource`] (`read_at`; implemented for `std::fs::File`), a
+//! [`BlockSink`] (`write_at`, `finish`; implemented for `std::fs::File`, which fsyncs at the
+//! end) and optionally a [`Progress`] ([`NoProgress`] is silent). Errors are one enum,
+//! [`BackupError`], whose variants name the URL, backup, block id and volume offset involved.
+//! S3 options: [`TargetOptions::s3_endpoint`] (the `--s3-endpoint` flag; `AWS_ENDPOINT`
+//! otherwise), credentials from the environment or `~/.aws/credentials` (profile
+//! `AWS_PROFILE` or `default`), transient errors retried per [`RetryPolicy`].
+//!
 //! ## Usage
 //!
 //! ```no_run

@@ -9,13 +9,38 @@
 #[macro_use]
 mod support;
 
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
-use convoy_backupstore::{BackupError, BackupRef, NoProgress};
+use convoy_backupstore::{BackupError, BackupRef, NoProgress, Progress};
 use futures::StreamExt;
 use support::*;
 
 const C: u64 = CHUNK as u64;
+
+/// A progress sink that adds everything up.
+#[derive(Default)]
+struct Counting {
+    started: AtomicU64,
+    advanced: AtomicU64,
+    uploaded: AtomicU64,
+    finished: AtomicU64,
+}
+
+impl Progress for Counting {
+    fn start(&self, total: u64) {
+        self.started.fetch_add(total, SeqCst);
+    }
+    fn advance(&self, bytes: u64) {
+        self.advanced.fetch_add(bytes, SeqCst);
+    }
+    fn uploaded(&self, stored: u64) {
+        self.uploaded.fetch_add(stored, SeqCst);
+    }
+    fn finish(&self) {
+        self.finished.fetch_add(1, SeqCst);
+    }
+}
 
 fn unmapped(mut bytes: Vec<u8>, ranges: &[std::ops::Range<u64>]) -> Vec<u8> {
     for r in ranges {
@@ -30,16 +55,23 @@ async fn full_and_incremental_round_trip(env: Env) {
     let img = Image::new(size, 1);
     // Chunks 30..32 are "unmapped": not in the ranges, so never read, restored as zeros.
     let ranges = [0..30 * C, 32 * C..size];
+    let progress = Counting::default();
     let full = t
         .backup(
             img.file.clone(),
             &ranges,
             None,
             meta("vol1", size),
-            &NoProgress,
+            &progress,
         )
         .await
         .unwrap();
+    let total = 38 * C + 1000;
+    assert_eq!(progress.started.load(SeqCst), total);
+    assert_eq!(progress.advanced.load(SeqCst), total);
+    assert_eq!(full.stats.bytes_read, total);
+    assert_eq!(progress.uploaded.load(SeqCst), full.stats.bytes_uploaded);
+    assert_eq!(progress.finished.load(SeqCst), 1);
     let expected_full = unmapped(img.bytes(), &[30 * C..32 * C]);
     let zero_chunks = (0..41u64)
         .filter(|i| (i + 1) % 4 == 0 && !(30..32).contains(i))
