@@ -1,48 +1,179 @@
-//! Backups and restores of [`VolumeManager`] (through convoy-backupstore).
+//! Backups and restores of [`VolumeManager`], through convoy-backupstore.
+//!
+//! The incremental rule (the seed's): a backup of snapshot S of volume V to destination D is
+//! incremental when V's last backup to D still exists there and the snapshot it was made from
+//! still exists locally (same UUID); it then reads only the ranges where S differs from that
+//! snapshot (the thin-metadata delta). Otherwise it is full: every mapped range of S is read,
+//! and the store's dedup skips uploading blocks it already holds.
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::manager::VolumeManager;
-use crate::records::VolumeRecord;
-use crate::types::{BackupInfo, BackupReport, Progress, StoreOptions};
+use convoy_backupstore::{
+    self as store, BackupError, BackupMeta, BackupRef, BackupTarget, RestoreOptions, TargetOptions,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::{blocking, VolumeManager};
+use crate::records::{LastBackup, ObjectState, VolumeRecord};
+use crate::types::{BackupInfo, BackupKind, BackupReport, Progress, StoreOptions};
 
 /// A checked restore request.
 pub(crate) struct RestorePlan {
+    /// The backup URL.
+    pub url: String,
     /// The backup's volume size, bytes.
     pub size: u64,
+    /// How to reach the store.
+    pub store: StoreOptions,
 }
 
-fn not_yet(what: &str) -> Error {
-    Error::Unsupported {
-        what: what.to_owned(),
-        why: "backups are not wired to convoy-backupstore in this build yet".into(),
+fn store_error(context: String) -> impl FnOnce(BackupError) -> Error {
+    move |e| {
+        let kind = match &e {
+            BackupError::InvalidUrl { .. }
+            | BackupError::InvalidName { .. }
+            | BackupError::InvalidArgument(_)
+            | BackupError::BadParent { .. } => ErrorKind::InvalidArgument,
+            BackupError::BackupNotFound { .. } => ErrorKind::NotFound,
+            BackupError::BackupExists { .. } => ErrorKind::AlreadyExists,
+            BackupError::Locked { .. } => ErrorKind::Busy,
+            BackupError::Store { .. } | BackupError::S3Config { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        };
+        Error::Store {
+            context,
+            message: e.to_string(),
+            kind,
+        }
+    }
+}
+
+fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> TargetOptions {
+    let mut o = TargetOptions {
+        s3_endpoint: store.s3_endpoint.clone(),
+        ..TargetOptions::default()
+    };
+    if let Some(c) = chunk_size {
+        o.chunk_size = c.clamp(store::MIN_CHUNK_SIZE, store::MAX_CHUNK_SIZE);
+    }
+    o
+}
+
+/// Our [`Progress`] as the store's.
+struct ProgressAdapter(Arc<dyn Progress>);
+
+impl store::Progress for ProgressAdapter {
+    fn start(&self, total_bytes: u64) {
+        self.0.start(total_bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.advance(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+impl From<store::BackupInfo> for BackupInfo {
+    fn from(b: store::BackupInfo) -> Self {
+        BackupInfo {
+            backup_url: b.backup_url,
+            backup_uuid: b.backup_uuid,
+            driver_name: b.driver_name,
+            volume_uuid: b.volume_uuid,
+            volume_name: b.volume_name,
+            volume_size: b.volume_size,
+            volume_created_at: b.volume_created_at,
+            snapshot_uuid: b.snapshot_uuid,
+            snapshot_name: b.snapshot_name,
+            snapshot_created_at: b.snapshot_created_at,
+            created_time: b.created_time,
+        }
     }
 }
 
 impl VolumeManager {
+    /// Checks a restore request against the backup: made by devicemapper, into a devicemapper
+    /// volume, of the same size when a size is given.
     pub(crate) async fn plan_restore(
         &self,
         backup_url: &str,
-        _driver: &str,
-        _size: Option<u64>,
-        _store: &StoreOptions,
+        driver: &str,
+        size: Option<u64>,
+        store: &StoreOptions,
     ) -> Result<RestorePlan> {
-        Err(not_yet(&format!("restore of {backup_url}")))
+        if driver != crate::dm::DEVICEMAPPER {
+            return Err(Error::Unsupported {
+                what: format!("restoring {backup_url} into a {driver} volume"),
+                why: "only the devicemapper driver restores block backups".into(),
+            });
+        }
+        let info = store::inspect_url(backup_url, target_options(store, None))
+            .await
+            .map_err(store_error(format!("inspect {backup_url}")))?;
+        if info.driver_name != crate::dm::DEVICEMAPPER {
+            return Err(Error::invalid(
+                format!("backup {backup_url}"),
+                format!(
+                    "it was made by the {} driver; only devicemapper backups can be restored",
+                    info.driver_name
+                ),
+            ));
+        }
+        let backup_size: u64 = info.volume_size.parse().map_err(|_| {
+            Error::invalid(
+                format!("backup {backup_url}"),
+                format!("its volume size {:?} is not a number", info.volume_size),
+            )
+        })?;
+        if let Some(requested) = size {
+            if requested != backup_size {
+                return Err(Error::SizeMismatch {
+                    backup_url: backup_url.to_owned(),
+                    backup: backup_size,
+                    requested,
+                });
+            }
+        }
+        Ok(RestorePlan {
+            url: backup_url.to_owned(),
+            size: backup_size,
+            store: store.clone(),
+        })
     }
 
+    /// Writes the backup into the new (unformatted, active) volume.
     pub(crate) async fn run_restore(
         &self,
-        _rec: &VolumeRecord,
-        _plan: RestorePlan,
-        _progress: Arc<dyn Progress>,
+        rec: &VolumeRecord,
+        plan: RestorePlan,
+        progress: Arc<dyn Progress>,
     ) -> Result<()> {
-        Err(not_yet("restore"))
+        let driver = self.driver(&rec.driver)?;
+        let r = rec.clone();
+        let sink = blocking(move || driver.restore_sink(&r)).await?;
+        store::restore_url(
+            &plan.url,
+            Arc::new(sink),
+            target_options(&plan.store, None),
+            &RestoreOptions::default(),
+            &ProgressAdapter(progress),
+        )
+        .await
+        .map_err(store_error(format!(
+            "restore {} into volume {}",
+            plan.url, rec.name
+        )))?;
+        Ok(())
     }
 
     /// Backs a snapshot up to `dest_url` (`vfs:///path`, `s3://bucket@region/path`):
     /// incremental against the volume's last backup there when that backup's snapshot still
     /// exists locally, full otherwise. Returns the backup URL.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for the snapshot; [`Error::Unsupported`] for a vfs volume; store
+    /// and device errors.
     pub async fn create_backup(
         &self,
         snapshot: &str,
@@ -56,38 +187,180 @@ impl VolumeManager {
             .backup_url)
     }
 
-    /// [`VolumeManager::create_backup`] returning what the backup did.
+    /// [`VolumeManager::create_backup`], returning what the backup did.
+    ///
+    /// # Errors
+    /// As [`VolumeManager::create_backup`].
     pub async fn create_backup_report(
         &self,
         snapshot: &str,
-        _dest_url: &str,
-        _store: &StoreOptions,
-        _progress: Arc<dyn Progress>,
+        dest_url: &str,
+        store: &StoreOptions,
+        progress: Arc<dyn Progress>,
     ) -> Result<BackupReport> {
-        Err(not_yet(&format!("backup of {snapshot}")))
+        let volume = self.volume_of_snapshot(snapshot)?;
+        let (guard, vol) = self.lock_volume(&volume).await?;
+        let snap = vol
+            .snapshots
+            .get(snapshot)
+            .filter(|s| s.state == ObjectState::Ready)
+            .cloned()
+            .ok_or_else(|| Error::not_found("snapshot", snapshot))?;
+        let driver = self.driver(&vol.driver)?;
+        let target =
+            BackupTarget::open(dest_url, target_options(store, driver.backup_chunk_size()))
+                .map_err(store_error(format!("open {dest_url}")))?;
+        let dest = target.dest_url().to_owned();
+
+        // The seed's rule: incremental against the last backup to this destination if both it
+        // and its snapshot still exist.
+        let mut parent = None;
+        if let Some(last) = vol.last_backups.get(&dest) {
+            let local = vol
+                .snapshots
+                .get(&last.snapshot)
+                .filter(|s| s.state == ObjectState::Ready && s.uuid == last.snapshot_uuid);
+            if let Some(local) = local.filter(|s| s.name != snap.name) {
+                if let Ok(r) = BackupRef::new(&vol.name, &last.backup_name) {
+                    if target.inspect(&r).await.is_ok() {
+                        parent = Some((last.backup_name.clone(), local.clone()));
+                    }
+                }
+            }
+        }
+
+        self.state()
+            .busy_snapshots
+            .entry(snap.name.clone())
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+        let (d, v, s, p) = (driver.clone(), vol.clone(), snap.clone(), parent.clone());
+        let source = blocking(move || d.backup_source(&v, &s, p.as_ref().map(|(_, s)| s))).await;
+        // The long part runs without the volume's lock: the snapshot is marked busy instead.
+        drop(guard);
+        let outcome = match source {
+            Err(e) => Err(e),
+            Ok(source) => {
+                let range_bytes: u64 = source.ranges.iter().map(|r| r.end - r.start).sum();
+                let meta = BackupMeta {
+                    backup_name: None,
+                    driver_name: vol.driver.clone(),
+                    volume_name: vol.name.clone(),
+                    volume_uuid: vol.uuid.clone(),
+                    volume_size: snap.size,
+                    volume_created_at: vol.created_time.clone(),
+                    snapshot_name: snap.name.clone(),
+                    snapshot_uuid: snap.uuid.clone(),
+                    snapshot_created_at: snap.created_time.clone(),
+                };
+                let parent_name = parent.as_ref().map(|(b, _)| b.as_str());
+                target
+                    .backup(
+                        Arc::new(source.file),
+                        &source.ranges,
+                        parent_name,
+                        meta,
+                        &ProgressAdapter(progress),
+                    )
+                    .await
+                    .map_err(store_error(format!("back up {} to {dest}", snap.name)))
+                    .map(|done| (done, range_bytes, source.incremental))
+            }
+        };
+
+        // Close the snapshot and record the new last backup under the volume's lock.
+        let (_guard, mut vol) = {
+            let lock = self.state().lock_of(&volume);
+            let g = lock.lock_owned().await;
+            let v = self.state().volumes.get(&volume).cloned();
+            (g, v)
+        };
+        {
+            let mut st = self.state();
+            if let Some(n) = st.busy_snapshots.get_mut(&snap.name) {
+                *n -= 1;
+                if *n == 0 {
+                    st.busy_snapshots.remove(&snap.name);
+                }
+            }
+        }
+        let (d, s) = (driver.clone(), snap.clone());
+        let closed = match &vol {
+            Some(v) => {
+                let v = v.clone();
+                blocking(move || d.end_backup(&v, &s)).await
+            }
+            None => Ok(()),
+        };
+        let (done, range_bytes, incremental) = outcome?;
+        closed?;
+        if let Some(v) = vol.as_mut() {
+            v.last_backups.insert(
+                dest,
+                LastBackup {
+                    backup_name: done.backup.backup.clone(),
+                    snapshot: snap.name.clone(),
+                    snapshot_uuid: snap.uuid.clone(),
+                },
+            );
+            let me = self.clone();
+            let v = v.clone();
+            blocking(move || me.commit(&v)).await?;
+        }
+        Ok(BackupReport {
+            backup_url: done.info.backup_url,
+            kind: if incremental {
+                BackupKind::Incremental
+            } else {
+                BackupKind::Full
+            },
+            parent_snapshot: parent.map(|(_, s)| s.name),
+            range_bytes,
+            bytes_read: done.stats.bytes_read,
+            blocks_uploaded: done.stats.blocks_uploaded,
+            blocks_deduplicated: done.stats.blocks_deduplicated,
+        })
     }
 
-    /// Deletes a backup (and the blocks no other backup uses).
-    pub async fn delete_backup(&self, backup_url: &str, _store: &StoreOptions) -> Result<()> {
-        Err(not_yet(&format!("delete of {backup_url}")))
+    /// Deletes a backup and the blocks no other backup uses.
+    ///
+    /// # Errors
+    /// [`Error::Store`] (kind `NotFound` for a missing backup).
+    pub async fn delete_backup(&self, backup_url: &str, store: &StoreOptions) -> Result<()> {
+        store::delete_url(backup_url, target_options(store, None))
+            .await
+            .map_err(store_error(format!("delete {backup_url}")))?;
+        Ok(())
     }
 
     /// Lists the backups at `dest_url` (of one volume when `volume_name` is given).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
     pub async fn list_backups(
         &self,
         dest_url: &str,
-        _volume_name: Option<&str>,
-        _store: &StoreOptions,
+        volume_name: Option<&str>,
+        store: &StoreOptions,
     ) -> Result<Vec<BackupInfo>> {
-        Err(not_yet(&format!("listing {dest_url}")))
+        let all = store::list_url(dest_url, volume_name, target_options(store, None))
+            .await
+            .map_err(store_error(format!("list {dest_url}")))?;
+        Ok(all.into_values().map(BackupInfo::from).collect())
     }
 
     /// One backup's details.
+    ///
+    /// # Errors
+    /// [`Error::Store`] (kind `NotFound` for a missing backup).
     pub async fn inspect_backup(
         &self,
         backup_url: &str,
-        _store: &StoreOptions,
+        store: &StoreOptions,
     ) -> Result<BackupInfo> {
-        Err(not_yet(&format!("inspect of {backup_url}")))
+        store::inspect_url(backup_url, target_options(store, None))
+            .await
+            .map(BackupInfo::from)
+            .map_err(store_error(format!("inspect {backup_url}")))
     }
 }

@@ -83,6 +83,11 @@ pub(crate) trait Driver: Send + Sync {
     /// settled by the manager before this is called. Returns one line per action taken.
     fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>>;
 
+    /// Backup chunk size that matches the driver's block size, if it has one.
+    fn backup_chunk_size(&self) -> Option<u32> {
+        None
+    }
+
     /// Opens a snapshot for a backup: every mapped range, or the ranges changed since
     /// `parent` when it is given.
     fn backup_source(

@@ -346,6 +346,10 @@ impl Driver for DmDriver {
         reconcile::reconcile(self, records)
     }
 
+    fn backup_chunk_size(&self) -> Option<u32> {
+        u32::try_from(self.block_bytes()).ok()
+    }
+
     fn backup_source(
         &self,
         vol: &VolumeRecord,

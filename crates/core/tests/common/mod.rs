@@ -155,3 +155,48 @@ pub fn write_file(path: &Path, seed: u8, len: usize) {
     std::fs::write(path, &data).unwrap();
     File::open(path).unwrap().sync_all().unwrap();
 }
+
+/// Blocks that differ between two thin ids, by thin_delta (thin-provisioning-tools, an
+/// independent oracle) under a metadata snapshot.
+pub fn thin_delta_blocks(fx: &Fixture, left: u64, right: u64) -> u64 {
+    let pool = fx.pool();
+    let _held = pool.reserve_metadata_snap().unwrap();
+    let out = run(
+        "thin_delta",
+        &[
+            "--metadata-snap",
+            "--snap1",
+            &left.to_string(),
+            "--snap2",
+            &right.to_string(),
+            fx.meta.path.to_str().unwrap(),
+        ],
+    );
+    out.lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("<different")
+                || l.starts_with("<left_only")
+                || l.starts_with("<right_only")
+        })
+        .map(|l| {
+            let v = l.split("length=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// SHA-256 of thin id `id` activated temporarily (size in bytes).
+pub fn thin_checksum(fx: &Fixture, id: u64, size: u64) -> String {
+    let pool = fx.pool();
+    let dev = pool
+        .activate(
+            convoy_thinpool::ThinId::new(id).unwrap(),
+            "cc-checksum",
+            Sectors(size / 512),
+        )
+        .unwrap();
+    let sum = checksum(&dev.path).0;
+    pool.deactivate("cc-checksum").unwrap();
+    sum
+}
