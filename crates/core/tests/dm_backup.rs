@@ -166,7 +166,7 @@ async fn life_cycle(tag: &str, fs: &str, block_sectors: u64, size: u64) {
     let foreign = target
         .backup(
             Arc::new(std::fs::File::open(&image).unwrap()),
-            &[0..MIB],
+            std::slice::from_ref(&(0..MIB)),
             None,
             convoy_backupstore::BackupMeta {
                 driver_name: "vfs".into(),
