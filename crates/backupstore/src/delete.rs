@@ -164,6 +164,29 @@ async fn collect(store: &Store, r: &BackupRef) -> Result<u64> {
             .get_opt(&layout::trash_parent(r))
             .await?
             .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        // A trash entry means the deletion was decided: finish hiding the backup first, in
+        // case a crash came between the copy to the trash and the removal of the manifest
+        // (only if the visible manifest is that same backup, not a later one of that name).
+        let trashed_uuid = match store.get_stream_opt(&layout::trash_manifest(r)).await? {
+            Some(s) => ManifestReader::open(&r.backup, s)
+                .await
+                .ok()
+                .map(|m| m.header().backup_uuid.clone()),
+            None => None,
+        };
+        let visible_uuid = match open_manifest(store, r).await {
+            Ok(m) => Some(m.header().backup_uuid.clone()),
+            Err(_) => None,
+        };
+        if visible_uuid.is_some() && visible_uuid == trashed_uuid {
+            store.delete(&layout::manifest(r)).await?;
+            store.delete(&layout::parent_record(r)).await?;
+            if let Some(p) = parent.as_deref().filter(|p| !p.is_empty()) {
+                store
+                    .delete(&layout::child_marker(&r.volume, p, &r.backup))
+                    .await?;
+            }
+        }
         let mut p = match parent.as_deref() {
             Some(name) if !name.is_empty() => {
                 open_cursor(store, &BackupRef::new(&r.volume, name)?).await?

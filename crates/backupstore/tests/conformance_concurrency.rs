@@ -258,8 +258,39 @@ async fn foreign_locks(env: Env) {
     assert!(!p.exists());
 }
 
+/// A delete that crashed after copying the manifest to the trash (manifest still visible) is
+/// finished by the next delete: the backup disappears and its own blocks are collected.
+async fn interrupted_delete_is_finished(env: Env) {
+    let t = env.target();
+    let keep_img = Image::new(4 * C, 10);
+    let gone_img = Image::new(4 * C, 11);
+    let keep = full_backup(&t, &keep_img, "vol1").await;
+    let gone = full_backup(&t, &gone_img, "vol2").await;
+    let third = full_backup(&t, &keep_img, "vol3").await;
+    let manifest = env.objects_root.join(format!(
+        "volumes/vol2/backups/{}.manifest",
+        gone.backup.backup
+    ));
+    let trash = env
+        .objects_root
+        .join(format!("trash/vol2/{}", gone.backup.backup));
+    std::fs::create_dir_all(&trash).unwrap();
+    std::fs::copy(&manifest, trash.join("manifest")).unwrap();
+    assert_eq!(t.list(None).await.unwrap().len(), 3);
+    t.delete(&third.backup).await.unwrap();
+    let left = t.list(None).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left.contains_key(&keep.info.backup_url));
+    assert_eq!(env.files_under("trash").len(), 0);
+    assert_eq!(env.block_files().len() as u64, keep.stats.blocks_uploaded);
+    let (got, _) = restore_bytes(&t, &keep.backup, 4 * C).await.unwrap();
+    assert!(got == keep_img.bytes());
+    assert_eq!(t.repair().await.unwrap(), Default::default());
+}
+
 conformance!(
     crash_before_manifest,
     concurrent_backup_and_delete,
     foreign_locks,
+    interrupted_delete_is_finished,
 );
