@@ -271,3 +271,46 @@ fn dm_transaction_id_is_checked() {
     );
     assert_eq!(pool.status().unwrap().transaction_id, 1);
 }
+
+#[test]
+#[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
+fn dm_read_only_pool_refuses_changes_and_open_restores_the_table() {
+    let fx = Fixture::new("ro", 64 * MIB, 8 * MIB);
+    let pool = ThinPool::create(fx.config()).unwrap();
+    pool.create_thin(id(1)).unwrap();
+
+    // Reload the table with the kernel's `read_only` feature, outside the crate.
+    let table = common::run("dmsetup", &["table", &fx.name]);
+    let mut words: Vec<String> = table.split_whitespace().map(str::to_owned).collect();
+    let count: usize = words[7].parse().unwrap();
+    words[7] = (count + 1).to_string();
+    words.push("read_only".to_owned());
+    common::run(
+        "dmsetup",
+        &["reload", &fx.name, "--table", &words.join(" ")],
+    );
+    common::run("dmsetup", &["resume", &fx.name]);
+    assert_eq!(pool.status().unwrap().mode, PoolMode::ReadOnly);
+
+    for err in [
+        pool.create_thin(id(2)).unwrap_err(),
+        pool.create_snap(id(2), id(1)).unwrap_err(),
+        pool.delete(id(1)).unwrap_err(),
+        pool.reserve_metadata_snap().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, Error::PoolReadOnly { ref pool, .. } if pool == &fx.name),
+            "{err}"
+        );
+    }
+    // Reading still works: the thin device can be activated and read.
+    let dev = pool.activate(id(1), "ctp-ro-v", Sectors(2048)).unwrap();
+    assert!(read_at(&dev.path, 0, 4096).iter().all(|&b| b == 0));
+    pool.deactivate("ctp-ro-v").unwrap();
+
+    // Opening with the config reloads convoy's table (no read_only): writable again.
+    let (pool, action) = ThinPool::open(fx.config()).unwrap();
+    assert_eq!(action, SetupAction::AlreadyActive);
+    assert_eq!(pool.status().unwrap().mode, PoolMode::ReadWrite);
+    pool.create_thin(id(2)).unwrap();
+}
