@@ -1,6 +1,238 @@
-//! The `convoy` binary. Its commands arrive with the daemon and CLI work; until then it says so.
+//! The `convoy` binary: `convoy daemon ...` runs the daemon; every other command is a client of
+//! it over the unix socket. Output and errors follow the original Convoy (see `docs/cli.md`).
 
-fn main() {
-    eprintln!("{{\"Error\": \"convoy is not implemented yet in this build\"}}");
-    std::process::exit(1);
+mod cli;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use convoy_api::wire::*;
+use convoy_api::{size::parse_size, Client};
+
+use cli::{BackupCommand, Cli, Command, SnapshotCommand};
+use output::{print_error, print_json, print_line};
+use progress::Waiting;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.socket);
+    if cli.debug && !matches!(cli.command, Command::Daemon(_)) {
+        eprintln!("convoy: {:?} via {}", cli.command, cli.socket.display());
+    }
+    let verbose = cli.verbose;
+    match cli.command {
+        Command::Daemon(args) => {
+            convoy_daemon::launch::init_logging(args.log.as_deref(), cli.debug)?;
+            convoy_daemon::launch::serve(
+                &args,
+                &cli.socket,
+                convoy_daemon::launch::shutdown_signal(),
+            )
+            .await?;
+        }
+        Command::Info => print_json(&client.info().await?),
+        Command::Create {
+            name,
+            driver,
+            size,
+            backup,
+        } => {
+            let size = size.as_deref().map(parse_size).transpose()?;
+            let request = VolumeCreateRequest {
+                name: name.unwrap_or_default(),
+                driver_name: driver.unwrap_or_default(),
+                size,
+                backup_url: backup.clone().unwrap_or_default(),
+                s3_endpoint: String::new(),
+            };
+            let volume = match &backup {
+                Some(url) => {
+                    let waiting = Waiting::start(format!("restoring {url}"));
+                    let result = client.create_volume(&request).await;
+                    waiting.done(result.is_ok());
+                    result?
+                }
+                None => client.create_volume(&request).await?,
+            };
+            if verbose {
+                print_json(&volume);
+            } else {
+                print_line(&volume.name);
+            }
+        }
+        Command::Delete { names, reference } => {
+            let mut failures = Vec::new();
+            for name in names {
+                let request = VolumeDeleteRequest {
+                    volume_name: name,
+                    reference_only: reference,
+                };
+                if let Err(e) = client.delete_volume(&request).await {
+                    failures.push(e.to_string());
+                }
+            }
+            if !failures.is_empty() {
+                anyhow::bail!("{}", failures.join("; "));
+            }
+        }
+        Command::Mount { name, mountpoint } => {
+            let request = VolumeMountRequest {
+                volume_name: name,
+                mount_point: mountpoint.unwrap_or_default(),
+            };
+            let volume = client.mount_volume(&request).await?;
+            if verbose {
+                print_json(&volume);
+            } else {
+                print_line(&volume.mount_point);
+            }
+        }
+        Command::Umount { name } => client.umount_volume(&name).await?,
+        Command::List { driver } => {
+            print_json(&client.list_volumes(driver.as_deref().unwrap_or("")).await?)
+        }
+        Command::Inspect { name } => print_json(&client.inspect_volume(&name).await?),
+        Command::Snapshot(command) => snapshot(&client, command, verbose).await?,
+        Command::Backup(args) => {
+            let endpoint = args.s3_endpoint.unwrap_or_default();
+            backup(&client, args.command, endpoint, verbose).await?
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout())
+        }
+    }
+    Ok(())
+}
+
+async fn snapshot(client: &Client, command: SnapshotCommand, verbose: bool) -> anyhow::Result<()> {
+    match command {
+        SnapshotCommand::Create { volume, name } => {
+            let request = SnapshotCreateRequest {
+                name: name.unwrap_or_default(),
+                volume_name: volume,
+            };
+            let snapshot = client.create_snapshot(&request).await?;
+            if verbose {
+                print_json(&snapshot);
+            } else {
+                print_line(&snapshot.name);
+            }
+        }
+        SnapshotCommand::Delete { snapshot } => client.delete_snapshot(&snapshot).await?,
+        SnapshotCommand::Inspect { snapshot } => {
+            print_json(&client.inspect_snapshot(&snapshot).await?)
+        }
+    }
+    Ok(())
+}
+
+async fn backup(
+    client: &Client,
+    command: BackupCommand,
+    s3_endpoint: String,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    match command {
+        BackupCommand::Create { snapshot, dest } => {
+            let waiting = Waiting::start(format!("backing up snapshot {snapshot} to {dest}"));
+            let request = BackupCreateRequest {
+                url: dest,
+                snapshot_name: snapshot,
+                s3_endpoint,
+            };
+            let result = client.create_backup(&request).await;
+            waiting.done(result.is_ok());
+            let answer = result?;
+            if verbose {
+                print_json(&answer);
+            } else {
+                print_line(&answer.url);
+            }
+        }
+        BackupCommand::Delete { url } => {
+            client
+                .delete_backup(&BackupUrlRequest { url, s3_endpoint })
+                .await?
+        }
+        BackupCommand::List { dest, volume_name } => {
+            let request = BackupListRequest {
+                url: dest,
+                volume_name: volume_name.unwrap_or_default(),
+                s3_endpoint,
+            };
+            print_json(&client.list_backups(&request).await?)
+        }
+        BackupCommand::Inspect { url } => print_json(
+            &client
+                .inspect_backup(&BackupUrlRequest { url, s3_endpoint })
+                .await?,
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_may_follow_positionals() {
+        let cli =
+            Cli::try_parse_from(["convoy", "create", "vol1", "--size", "1G", "-s", "/x.sock"])
+                .unwrap();
+        assert_eq!(cli.socket, std::path::Path::new("/x.sock"));
+        match cli.command {
+            Command::Create { name, size, .. } => {
+                assert_eq!(name.as_deref(), Some("vol1"));
+                assert_eq!(size.as_deref(), Some("1G"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "convoy",
+            "backup",
+            "create",
+            "snap1",
+            "--dest",
+            "vfs:///b",
+            "--s3-endpoint",
+            "http://e",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Backup(args) => assert_eq!(args.s3_endpoint.as_deref(), Some("http://e")),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["convoy", "delete", "a", "b", "-r"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Delete { reference: true, ref names } if names.len() == 2)
+        );
+    }
 }

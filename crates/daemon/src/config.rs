@@ -1,23 +1,21 @@
-//! Daemon flags, the saved configuration (`<root>/convoy.cfg`) and the root's lock.
+//! Daemon flags and the saved configuration (`<root>/convoy.cfg`).
 //!
-//! The first start saves the driver setup to `convoy.cfg`; later starts reuse it, so
-//! `convoy daemon` with no driver flags brings back the same pool. Giving different driver flags
-//! for an existing root is refused (it would orphan the volumes) unless `--ignore-config-file`.
+//! The first start saves the driver setup to `convoy.cfg` (written by the volume manager, which
+//! also holds the root's lock `<root>/lock`); later starts reuse it, so `convoy daemon` with no
+//! driver flags brings back the same pool. Different driver flags for an existing root are
+//! refused (they would orphan the volumes) unless `--ignore-config-file`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use convoy_core::ManagerConfig;
 
-use crate::{durable, DaemonError, PluginSettings, Result};
+use crate::{DaemonError, Result};
 
 /// Default root directory.
 pub const DEFAULT_ROOT: &str = "/var/lib/rancher/convoy";
 /// Name of the saved configuration under the root.
 pub const CONFIG_FILE: &str = "convoy.cfg";
-/// Name of the lock file under the root.
-pub const LOCK_FILE: &str = "lock";
 
 /// `convoy daemon` / `convoyd` flags (those of the original Convoy).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -52,35 +50,6 @@ pub struct DaemonArgs {
     pub ignore_config_file: bool,
 }
 
-/// The configuration saved in `<root>/convoy.cfg`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DaemonConfig {
-    /// Root directory.
-    pub root: PathBuf,
-    /// Enabled drivers, default first.
-    pub driver_list: Vec<String>,
-    /// Driver options.
-    pub driver_opts: BTreeMap<String, String>,
-    /// `--ignore-docker-delete`.
-    pub ignore_docker_delete: bool,
-    /// `--create-on-docker-mount`.
-    pub create_on_docker_mount: bool,
-    /// `--cmd-timeout`, as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cmd_timeout: Option<String>,
-}
-
-impl DaemonConfig {
-    /// The Docker plugin behaviour of this configuration.
-    pub fn plugin_settings(&self) -> PluginSettings {
-        PluginSettings {
-            ignore_docker_delete: self.ignore_docker_delete,
-            create_on_docker_mount: self.create_on_docker_mount,
-        }
-    }
-}
-
 /// Parses `KEY=VALUE` driver options.
 pub fn parse_driver_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
@@ -100,60 +69,53 @@ pub fn parse_driver_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
-/// Merges the command line with the saved configuration under `args.root` and saves the result.
-pub fn resolve_config(args: &DaemonArgs) -> Result<DaemonConfig> {
+/// The manager configuration for `args`, checked against the one saved in `<root>/convoy.cfg`.
+///
+/// Without `--drivers` the saved setup is reused (the manager reads it). Driver flags that differ
+/// from the saved setup are refused unless `--ignore-config-file`, since a different pool would
+/// orphan every volume of the root.
+pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
     let path = args.root.join(CONFIG_FILE);
-    let from_flags = DaemonConfig {
+    let config = ManagerConfig {
         root: args.root.clone(),
-        driver_list: args.drivers.clone(),
+        drivers: args.drivers.clone(),
         driver_opts: parse_driver_opts(&args.driver_opts)?,
-        ignore_docker_delete: args.ignore_docker_delete,
-        create_on_docker_mount: args.create_on_docker_mount,
-        cmd_timeout: args.cmd_timeout.clone(),
     };
     let saved = if args.ignore_config_file {
         None
     } else {
         load_config(&path)?
     };
-    let config = match saved {
-        None => from_flags,
+    match saved {
+        None if config.drivers.is_empty() => Err(DaemonError::Config {
+            path,
+            message: "no driver configured and none saved by an earlier run: pass --drivers (devicemapper or vfs) and its --driver-opts".into(),
+        }),
+        None => Ok(config),
         Some(saved) => {
-            let drivers_given = !from_flags.driver_list.is_empty();
-            let opts_given = !from_flags.driver_opts.is_empty();
-            if (drivers_given && from_flags.driver_list != saved.driver_list)
-                || (opts_given && from_flags.driver_opts != saved.driver_opts)
-            {
+            let drivers_differ = !config.drivers.is_empty() && config.drivers != saved.drivers;
+            let opts_differ =
+                !config.driver_opts.is_empty() && config.driver_opts != saved.driver_opts;
+            if drivers_differ || opts_differ {
                 return Err(DaemonError::Config {
                     path,
                     message: format!(
                         "this root was set up with --drivers {:?} and --driver-opts {:?}; the command line asks for {:?} and {:?}. Start without driver flags to reuse the saved setup, or pass --ignore-config-file to replace it",
-                        saved.driver_list, saved.driver_opts, from_flags.driver_list, from_flags.driver_opts
+                        saved.drivers, saved.driver_opts, config.drivers, config.driver_opts
                     ),
                 });
             }
-            DaemonConfig {
-                root: args.root.clone(),
-                driver_list: saved.driver_list,
-                driver_opts: saved.driver_opts,
-                ..from_flags
-            }
+            // Empty drivers make the manager reuse the saved setup as a whole.
+            Ok(ManagerConfig {
+                drivers: Vec::new(),
+                driver_opts: BTreeMap::new(),
+                ..config
+            })
         }
-    };
-    if config.driver_list.is_empty() {
-        return Err(DaemonError::Config {
-            path,
-            message:
-                "no driver configured: pass --drivers (devicemapper or vfs) and its --driver-opts"
-                    .into(),
-        });
     }
-    let bytes = serde_json::to_vec_pretty(&config).expect("the config serializes");
-    durable::write_file(&path, &bytes)?;
-    Ok(config)
 }
 
-fn load_config(path: &Path) -> Result<Option<DaemonConfig>> {
+fn load_config(path: &Path) -> Result<Option<ManagerConfig>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -172,37 +134,6 @@ fn load_config(path: &Path) -> Result<Option<DaemonConfig>> {
     }
 }
 
-/// The root's exclusive lock, held for the daemon's life (released when dropped or on exit).
-#[derive(Debug)]
-pub struct RootLock {
-    _file: File,
-}
-
-/// Creates `root` if needed and takes its lock; fails if another daemon holds it.
-pub fn lock_root(root: &Path) -> Result<RootLock> {
-    let path = root.join(LOCK_FILE);
-    let fail = |source| DaemonError::File {
-        what: "cannot open lock",
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(root).map_err(fail)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(fail)?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DaemonError::AlreadyRunning {
-            root: root.to_path_buf(),
-            lock: path,
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(fail(source)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,43 +147,44 @@ mod tests {
         }
     }
 
+    fn save(root: &Path, drivers: &[&str], opts: &[(&str, &str)]) {
+        let config = ManagerConfig {
+            root: root.to_path_buf(),
+            drivers: drivers.iter().map(|s| s.to_string()).collect(),
+            driver_opts: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        std::fs::write(root.join(CONFIG_FILE), serde_json::to_vec(&config).unwrap()).unwrap();
+    }
+
     #[test]
     fn saved_config_is_reused_and_conflicts_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = resolve_config(&args(dir.path(), &["vfs"], &["vfs.path=/a"])).unwrap();
-        let again = resolve_config(&args(dir.path(), &[], &[])).unwrap();
-        assert_eq!(first, again);
-        let err = resolve_config(&args(dir.path(), &["vfs"], &["vfs.path=/b"])).unwrap_err();
+        let first = manager_config(&args(dir.path(), &["vfs"], &["vfs.path=/a"])).unwrap();
+        assert_eq!(first.drivers, ["vfs"]);
+        save(dir.path(), &["vfs"], &[("vfs.path", "/a")]);
+        let again = manager_config(&args(dir.path(), &[], &[])).unwrap();
+        assert!(again.drivers.is_empty(), "reuse is left to the manager");
+        manager_config(&args(dir.path(), &["vfs"], &["vfs.path=/a"])).unwrap();
+        let err = manager_config(&args(dir.path(), &["vfs"], &["vfs.path=/b"])).unwrap_err();
         assert!(err.to_string().contains("--ignore-config-file"), "{err}");
         let mut replace = args(dir.path(), &["vfs"], &["vfs.path=/b"]);
         replace.ignore_config_file = true;
-        let replaced = resolve_config(&replace).unwrap();
+        let replaced = manager_config(&replace).unwrap();
         assert_eq!(replaced.driver_opts["vfs.path"], "/b");
-        assert_eq!(
-            resolve_config(&args(dir.path(), &[], &[])).unwrap(),
-            replaced
-        );
     }
 
     #[test]
     fn bad_flags_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let err = resolve_config(&args(dir.path(), &["vfs"], &["novalue"])).unwrap_err();
+        let err = manager_config(&args(dir.path(), &["vfs"], &["novalue"])).unwrap_err();
         assert!(err.to_string().contains("KEY=VALUE"), "{err}");
-        let err = resolve_config(&args(dir.path(), &[], &[])).unwrap_err();
+        let err = manager_config(&args(dir.path(), &[], &[])).unwrap_err();
         assert!(err.to_string().contains("no driver configured"), "{err}");
         std::fs::write(dir.path().join(CONFIG_FILE), b"garbage").unwrap();
-        let err = resolve_config(&args(dir.path(), &["vfs"], &[])).unwrap_err();
+        let err = manager_config(&args(dir.path(), &["vfs"], &[])).unwrap_err();
         assert!(err.to_string().contains("cannot parse"), "{err}");
-    }
-
-    #[test]
-    fn the_root_lock_is_exclusive() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = lock_root(dir.path()).unwrap();
-        let err = lock_root(dir.path()).unwrap_err();
-        assert!(matches!(err, DaemonError::AlreadyRunning { .. }), "{err}");
-        drop(held);
-        lock_root(dir.path()).unwrap();
     }
 }

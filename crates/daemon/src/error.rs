@@ -60,14 +60,6 @@ pub enum DaemonError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Another daemon holds the root's lock.
-    #[error("another convoy daemon is already running with root {} (lock {} is held)", root.display(), lock.display())]
-    AlreadyRunning {
-        /// The root directory.
-        root: PathBuf,
-        /// The lock file.
-        lock: PathBuf,
-    },
     /// A state or configuration file could not be read or written.
     #[error("{what} {}: {source}", path.display())]
     File {
@@ -97,7 +89,6 @@ impl DaemonError {
         match self {
             DaemonError::Volume { kind, .. } => *kind,
             DaemonError::BadRequest { .. } => ErrorKind::InvalidArgument,
-            DaemonError::AlreadyRunning { .. } => ErrorKind::Busy,
             _ => ErrorKind::Internal,
         }
     }

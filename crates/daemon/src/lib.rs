@@ -10,7 +10,9 @@
 //!   `convoy_core::VolumeManager`.
 //! * [`Daemon`]: the manager plus the daemon's own state — the Docker mount references (by
 //!   mount ID, persisted under the root so a restart keeps them).
-//! * [`config`]: daemon flags ([`DaemonArgs`]), the saved `<root>/convoy.cfg`, the root lock.
+//! * [`config`]: daemon flags ([`DaemonArgs`]) checked against the saved `<root>/convoy.cfg`.
+//! * [`launch`]: what `convoy daemon` and `convoyd` do — open the manager, bind, serve until
+//!   SIGTERM/SIGINT.
 //!
 //! ## Usage
 //!
@@ -21,17 +23,19 @@
 //! ```
 
 pub mod config;
+mod core_manager;
 mod daemon;
 mod durable;
 mod error;
 mod http;
+pub mod launch;
 mod manager;
 pub mod mounts;
 mod plugin;
 pub mod server;
 mod v1;
 
-pub use config::{DaemonArgs, DaemonConfig};
+pub use config::DaemonArgs;
 pub use daemon::{Daemon, PluginSettings};
 pub use error::{DaemonError, ErrorKind, Result};
 pub use manager::{Manager, NewVolume};

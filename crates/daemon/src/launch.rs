@@ -1,0 +1,95 @@
+//! What `convoy daemon` and `convoyd` do: set up logging, open the volume manager, bind the
+//! socket and serve until SIGTERM or SIGINT.
+
+use std::future::Future;
+use std::path::Path;
+
+use convoy_core::VolumeManager;
+
+use crate::config::{manager_config, DaemonArgs};
+use crate::{bind_socket, core_manager, run, Daemon, DaemonError, PluginSettings, Result};
+
+/// Sends logs to `log` (appending, no colours) or to standard error. `RUST_LOG` overrides the
+/// level (`debug` with `debug`, else `info`).
+pub fn init_logging(log: Option<&Path>, debug: bool) -> Result<()> {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| DaemonError::File {
+                    what: "cannot open log file",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init()
+        }
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
+    // A second initialisation (tests) keeps the first subscriber.
+    drop(installed);
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Opens the manager for `args`, binds `socket` and serves until `shutdown` completes. The
+/// socket file is removed on the way out.
+pub async fn serve(
+    args: &DaemonArgs,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if let Some(ns) = &args.mnt_ns {
+        tracing::warn!(mnt_ns = %ns.display(), "--mnt-ns is accepted for compatibility; volumes are mounted in the daemon's own mount namespace");
+    }
+    if let Some(timeout) = &args.cmd_timeout {
+        tracing::warn!(%timeout, "--cmd-timeout is accepted for compatibility; convoy does not time out its own commands");
+    }
+    let config = manager_config(args)?;
+    let manager = VolumeManager::open(config)
+        .await
+        .map_err(core_manager::map_err)?;
+    for line in manager.reconcile_report() {
+        tracing::info!("start-up reconciliation: {line}");
+    }
+    let settings = PluginSettings {
+        ignore_docker_delete: args.ignore_docker_delete,
+        create_on_docker_mount: args.create_on_docker_mount,
+    };
+    let daemon = Daemon::new(manager, &args.root, settings)?;
+    let listener = bind_socket(socket)?;
+    tracing::info!(socket = %socket.display(), root = %args.root.display(), "convoy daemon listening");
+    let outcome = run(listener, daemon, shutdown).await;
+    if let Err(e) = std::fs::remove_file(socket) {
+        tracing::warn!(socket = %socket.display(), error = %e, "cannot remove the socket");
+    }
+    tracing::info!("convoy daemon stopped");
+    outcome
+}
