@@ -13,19 +13,48 @@ pub type Block = [u8; BLOCK_SIZE];
 /// Number of blocks the cache keeps. Small and fixed: memory stays bounded.
 const CACHE_CAPACITY: usize = 32;
 
-/// Largest read-ahead, in blocks (256 KiB): the window buffer never grows beyond it.
+/// Largest read-ahead, in blocks (256 KiB): a window buffer never grows beyond it.
 const MAX_READ_AHEAD: u64 = 64;
 
 /// A miss less than this many blocks after the end of the window counts as sequential access.
 const SEQUENTIAL_GAP: u64 = 8;
 
+/// Read-ahead streams followed at once (a delta walks two trees that may live in different
+/// parts of the file).
+const STREAMS: usize = 4;
+
+/// One read-ahead stream: `blocks` blocks starting at block `start`, and the size the next
+/// sequential read will have.
+#[derive(Default)]
+struct Window {
+    data: Vec<u8>,
+    start: u64,
+    blocks: u64,
+    read_ahead: u64,
+    /// Last use, for replacing the least recently used stream.
+    used: u64,
+}
+
+impl Window {
+    fn holds(&self, block: u64) -> bool {
+        block >= self.start && block - self.start < self.blocks
+    }
+
+    /// Whether a miss on `block` continues this stream.
+    fn continued_by(&self, block: u64) -> bool {
+        let end = self.start + self.blocks;
+        self.blocks > 0 && block >= end && block - end < SEQUENTIAL_GAP
+    }
+}
+
 /// Reads metadata blocks by number.
 ///
-/// Cache misses that follow the previous miss closely (a forward walk over nodes laid out in
-/// order, as a full listing of a tree usually is) read ahead in growing chunks, up to
-/// 256 KiB, into one fixed window buffer; a random access reads just its block. Read-ahead
-/// blocks are only copied out (and counted) when asked for, and are validated by the caller
-/// like any other block.
+/// A cache miss that lands just after one of a few read-ahead windows (a forward walk over
+/// nodes laid out in order, as a full listing of a tree usually is; one stream per tree in a
+/// delta) reads ahead in growing chunks, up to 256 KiB per window; any other miss reads just
+/// its block into the least recently used window. Read-ahead blocks are only copied out (and
+/// counted) when asked for, and are validated by the caller like any other block. Memory:
+/// the 32-block cache plus at most 4 windows of 256 KiB.
 pub struct BlockReader<R> {
     source: R,
     nr_blocks: u64,
@@ -34,12 +63,9 @@ pub struct BlockReader<R> {
     reads: u64,
     /// Source position after the last read, when known (saves a seek per sequential read).
     position: Option<u64>,
-    /// Read-ahead buffer: `window_blocks` blocks starting at block `window_start`.
-    window: Vec<u8>,
-    window_start: u64,
-    window_blocks: u64,
-    /// Current read-ahead size in blocks.
-    read_ahead: u64,
+    windows: [Window; STREAMS],
+    /// Use counter for the windows.
+    clock: u64,
 }
 
 impl<R: Read + Seek> BlockReader<R> {
@@ -52,13 +78,10 @@ impl<R: Read + Seek> BlockReader<R> {
             cache: Vec::with_capacity(CACHE_CAPACITY),
             reads: 0,
             position: None,
-            window: Vec::new(),
-            window_start: 0,
-            window_blocks: 0,
-            read_ahead: 1,
+            windows: Default::default(),
+            clock: 0,
         }
     }
-
     /// Bounds valid block numbers to `0..nr_blocks`.
     pub fn set_nr_blocks(&mut self, nr_blocks: u64) {
         self.nr_blocks = nr_blocks;
@@ -100,9 +123,12 @@ impl<R: Read + Seek> BlockReader<R> {
             self.cache.push(entry);
             return Ok(data);
         }
-        if !self.in_window(block) {
-            self.fill_window(block)?;
-        }
+        self.clock += 1;
+        let w = match self.windows.iter().position(|w| w.holds(block)) {
+            Some(w) => w,
+            None => self.fill_window(block)?,
+        };
+        self.windows[w].used = self.clock;
         // Reuse the evicted block's buffer when nobody else holds it.
         let mut data = match self.cache.len() {
             CACHE_CAPACITY => self.cache.remove(0).1,
@@ -111,32 +137,33 @@ impl<R: Read + Seek> BlockReader<R> {
         if Rc::get_mut(&mut data).is_none() {
             data = Rc::new([0u8; BLOCK_SIZE]);
         }
-        let off = ((block - self.window_start) as usize) * BLOCK_SIZE;
+        let window = &self.windows[w];
+        let off = ((block - window.start) as usize) * BLOCK_SIZE;
         if let Some(buf) = Rc::get_mut(&mut data) {
-            buf.copy_from_slice(&self.window[off..off + BLOCK_SIZE]);
+            buf.copy_from_slice(&window.data[off..off + BLOCK_SIZE]);
         }
         self.reads += 1;
         self.cache.push((block, data.clone()));
         Ok(data)
     }
 
-    fn in_window(&self, block: u64) -> bool {
-        block >= self.window_start && block - self.window_start < self.window_blocks
-    }
-
-    /// Reads `block` and, on sequential access, the blocks after it into the window.
-    fn fill_window(&mut self, block: u64) -> Result<()> {
-        // Sequential: this miss lies just after the window (the previous miss's blocks).
-        let end = self.window_start + self.window_blocks;
-        let sequential = self.window_blocks > 0 && block >= end && block - end < SEQUENTIAL_GAP;
-        self.read_ahead = if sequential {
-            (self.read_ahead * 2).min(MAX_READ_AHEAD)
-        } else {
-            1
+    /// Reads `block` (and, when it continues a stream, the blocks after it) into a window;
+    /// returns the window's index.
+    fn fill_window(&mut self, block: u64) -> Result<usize> {
+        let (w, read_ahead) = match self.windows.iter().position(|w| w.continued_by(block)) {
+            Some(w) => (w, (self.windows[w].read_ahead * 2).min(MAX_READ_AHEAD)),
+            None => {
+                let lru = (0..STREAMS)
+                    .min_by_key(|&i| self.windows[i].used)
+                    .unwrap_or(0);
+                (lru, 1)
+            }
         };
-        let count = self.read_ahead.min(self.nr_blocks - block);
-        self.window_blocks = 0;
-        self.window_start = block;
+        let count = read_ahead.min(self.nr_blocks - block);
+        let window = &mut self.windows[w];
+        window.blocks = 0;
+        window.start = block;
+        window.read_ahead = read_ahead;
         let offset = block
             .checked_mul(BLOCK_SIZE as u64)
             .ok_or(ThinMetaError::OutOfRange {
@@ -146,7 +173,7 @@ impl<R: Read + Seek> BlockReader<R> {
             })?;
         let io = |source| ThinMetaError::Io { block, source };
         let want = count as usize * BLOCK_SIZE;
-        self.window.resize(want, 0);
+        window.data.resize(want, 0);
         if self.position != Some(offset) {
             self.position = None;
             self.source.seek(SeekFrom::Start(offset)).map_err(io)?;
@@ -154,7 +181,7 @@ impl<R: Read + Seek> BlockReader<R> {
         }
         let mut got = 0;
         while got < want {
-            match self.source.read(&mut self.window[got..want]) {
+            match self.source.read(&mut window.data[got..want]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -172,7 +199,7 @@ impl<R: Read + Seek> BlockReader<R> {
                 problem: "the metadata source ends before this block (truncated)".into(),
             });
         }
-        self.window_blocks = (got / BLOCK_SIZE) as u64;
-        Ok(())
+        window.blocks = (got / BLOCK_SIZE) as u64;
+        Ok(w)
     }
 }

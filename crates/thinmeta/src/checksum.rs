@@ -38,6 +38,7 @@ pub fn seal(block: &mut [u8; BLOCK_SIZE], salt: u32) {
 }
 
 /// Little-endian u64 at `off`.
+#[inline]
 pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -45,6 +46,7 @@ pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
 }
 
 /// Little-endian u32 at `off`.
+#[inline]
 pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);

@@ -217,6 +217,23 @@ impl TreeCursor {
         Some((key0, (end - i) as u64, value0))
     }
 
+    /// The current (validated) leaf and the index of the current entry in it; `None` unless
+    /// the cursor is on a leaf entry.
+    pub fn leaf(&self) -> Option<(&Node, usize)> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let top = self.stack.last()?;
+        (top.node.leaf && top.idx < top.node.nr_entries).then_some((&top.node, top.idx))
+    }
+
+    /// Skips `count` entries of the current leaf (at most to its end).
+    pub fn skip_entries(&mut self, count: usize) {
+        if let Some(top) = self.stack.last_mut() {
+            top.idx = (top.idx + count).min(top.node.nr_entries.max(top.idx));
+        }
+    }
+
     /// Skips the current item (a whole subtree or one entry) without reading it.
     pub fn advance(&mut self) {
         if self.pending.take().is_some() {

@@ -213,14 +213,15 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 ) => {
                     let (da, db) = (unpack_mapping(va).0, unpack_mapping(vb).0);
                     return Ok(Some(if ka == kb {
-                        self.left.advance();
-                        self.right.advance();
                         let kind = if da == db {
                             DeltaKind::Same
                         } else {
                             DeltaKind::Different
                         };
-                        (kind, ka, 1, Some(da), Some(db))
+                        let length = self.equal_keys_run(ka, da, db, kind);
+                        self.left.skip_entries(length);
+                        self.right.skip_entries(length);
+                        (kind, ka, length as u64, Some(da), Some(db))
                     } else if ka < kb {
                         self.left.advance();
                         (DeltaKind::LeftOnly, ka, 1, Some(da), None)
@@ -231,6 +232,36 @@ impl<'a, R: Read + Seek> Delta<'a, R> {
                 }
             }
         }
+    }
+
+    /// Both cursors are on leaf entries with key `key` (data blocks `da`, `db`, comparing as
+    /// `kind`): the number of entries from there, within both current leaves, that continue
+    /// one run (same keys on both sides, contiguous, same kind and, except in
+    /// [`DeltaMode::FullByKey`], contiguous data blocks on both sides). At least 1.
+    fn equal_keys_run(&self, key: u64, da: u64, db: u64, kind: DeltaKind) -> usize {
+        let (Some((ln, li)), Some((rn, ri))) = (self.left.leaf(), self.right.leaf()) else {
+            return 1;
+        };
+        let by_data = self.mode != DeltaMode::FullByKey;
+        let same = kind == DeltaKind::Same;
+        let max = (ln.nr_entries - li).min(rn.nr_entries - ri);
+        let mut length = 1;
+        while length < max {
+            let step = length as u64;
+            let Some(k) = key.checked_add(step) else {
+                break;
+            };
+            if ln.key(li + length) != k || rn.key(ri + length) != k {
+                break;
+            }
+            let a = unpack_mapping(ln.value_u64(li + length)).0;
+            let b = unpack_mapping(rn.value_u64(ri + length)).0;
+            if (a == b) != same || (by_data && (a != da + step || b != db + step)) {
+                break;
+            }
+            length += 1;
+        }
+        length
     }
 
     fn step(&mut self) -> Result<Option<DeltaRun>> {

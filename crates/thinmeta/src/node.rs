@@ -172,11 +172,13 @@ impl Node {
     }
 
     /// Key `i`.
+    #[inline]
     pub fn key(&self, i: usize) -> u64 {
         le64(&self.data[..], NODE_HEADER_SIZE + 8 * i)
     }
 
     /// Value `i` read as a u64 (child pointer, mapping).
+    #[inline]
     pub fn value_u64(&self, i: usize) -> u64 {
         le64(&self.data[..], self.value_offset(i))
     }
@@ -187,6 +189,7 @@ impl Node {
         &self.data[off..off + self.value_size]
     }
 
+    #[inline]
     fn value_offset(&self, i: usize) -> usize {
         NODE_HEADER_SIZE + 8 * self.max_entries + self.value_size * i
     }

@@ -189,10 +189,14 @@ fn read_ahead_gives_each_block_its_own_bytes_and_a_truncated_source_an_error() {
     let mut reader = BlockReader::new(Cursor::new(&img[..]));
     reader.set_nr_blocks(nr);
     // Forward with small gaps (read-ahead grows), then backwards and random (it resets).
+    // Blocks 0..32 are re-read after the cache has moved on, so they come from the windows.
     let order: Vec<u64> = (0..150)
         .filter(|b| b % 5 != 3)
         .chain((0..150).rev().step_by(7))
         .chain([3, 149, 8, 77, 78, 79])
+        // Two interleaved forward streams (a delta over two trees), then three.
+        .chain((0..45).flat_map(|i| [i, 100 + i]))
+        .chain((0..30).flat_map(|i| [2 * i, 60 + 2 * i, 120 + i]))
         .collect();
     for (i, &b) in order.iter().enumerate() {
         let data = reader.read(b, "test").unwrap();
