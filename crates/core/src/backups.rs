@@ -152,6 +152,7 @@ impl VolumeManager {
         let driver = self.driver(&rec.driver)?;
         let r = rec.clone();
         let sink = blocking(move || driver.restore_sink(&r)).await?;
+        crate::crashpoint::hit("restore-after-open");
         store::restore_url(
             &plan.url,
             Arc::new(sink),
@@ -236,6 +237,7 @@ impl VolumeManager {
             .or_insert(1);
         let (d, v, s, p) = (driver.clone(), vol.clone(), snap.clone(), parent.clone());
         let source = blocking(move || d.backup_source(&v, &s, p.as_ref().map(|(_, s)| s))).await;
+        crate::crashpoint::hit("backup-after-activate");
         // The long part runs without the volume's lock: the snapshot is marked busy instead.
         drop(guard);
         let outcome = match source {

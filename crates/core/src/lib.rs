@@ -42,6 +42,7 @@
 //! ```
 
 mod backups;
+mod crashpoint;
 mod dm;
 mod driver;
 mod error;

@@ -418,6 +418,7 @@ impl VolumeManager {
             }
             // Intent first: a crash from here on is undone at start-up.
             store.save(&rec)?;
+            crate::crashpoint::hit("create-volume-after-intent");
             if let Err(e) = d.create_volume(&rec, format) {
                 let _ = store.remove(&rec.name);
                 d.release(&rec);
@@ -452,6 +453,7 @@ impl VolumeManager {
                 return Err(e);
             }
         }
+        crate::crashpoint::hit("create-volume-before-ready");
         rec.state = ObjectState::Ready;
         let store = self.store(&driver_name)?;
         let saved = rec.clone();
@@ -503,7 +505,9 @@ impl VolumeManager {
             }
             rec.state = ObjectState::Deleting;
             store.save(&rec)?;
+            crate::crashpoint::hit("delete-volume-after-intent");
             driver.remove_volume(&rec, false)?;
+            crate::crashpoint::hit("delete-volume-before-record-removed");
             store.remove(&rec.name)?;
             driver.release(&rec);
             Ok(())

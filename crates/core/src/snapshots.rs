@@ -47,6 +47,7 @@ impl VolumeManager {
                 driver.release_snapshot(&snap);
                 return Err(e);
             }
+            crate::crashpoint::hit("create-snapshot-after-intent");
             if let Err(e) = driver.create_snapshot(&vol, &snap) {
                 vol.snapshots.remove(&snap.name);
                 if store.save(&vol).is_ok() {
@@ -55,6 +56,7 @@ impl VolumeManager {
                 me.state().volumes.insert(vol.name.clone(), vol);
                 return Err(e);
             }
+            crate::crashpoint::hit("create-snapshot-before-ready");
             snap.state = ObjectState::Ready;
             vol.snapshots.insert(snap.name.clone(), snap.clone());
             me.commit(&vol)?;
