@@ -72,6 +72,32 @@ pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
         }
     }
     drop(records);
+    if let Some(root) = store.local_root.clone() {
+        // object_store's local store stages writes as `<name>#<n>`; a crash leaves them.
+        let staged = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            let mut dirs = vec![root.join("blocks"), root.join("refs"), root.join("volumes")];
+            while let Some(dir) = dirs.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if entry.file_name().to_string_lossy().contains('#')
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| crate::BackupError::Task(e.to_string()))?;
+        stats.records_removed += staged;
+    }
     if let Some(root) = &store.local_root {
         if let Ok(mut dir) = tokio::fs::read_dir(root.join("tmp")).await {
             while let Ok(Some(entry)) = dir.next_entry().await {

@@ -56,6 +56,8 @@ impl Store {
                         source: Box::new(source),
                     }
                 })?;
+                // Remove directories left empty by deletes (one per block under refs/).
+                let fs = fs.with_automatic_cleanup(true);
                 return Ok(Store {
                     dest: dest_url.to_string(),
                     objects: Arc::new(fs),

@@ -317,6 +317,10 @@ async fn delete_in_a_chain_keeps_the_rest(env: Env) {
         "{:?}",
         env.files_under("volumes")
     );
+    if !env.is_s3 {
+        let dirs = std::fs::read_dir(env.objects_root.join("refs")).map_or(0, |d| d.count());
+        assert_eq!(dirs, 0, "empty reference directories left behind");
+    }
 }
 
 async fn thousand_backups(env: Env) {
