@@ -80,7 +80,11 @@ fn walk_all(img: &[u8]) -> Result<(), ThinMetaError> {
         }
         for &l in &ids {
             for &r in &ids {
-                for mode in [DeltaMode::Full, DeltaMode::ChangesOnly] {
+                for mode in [
+                    DeltaMode::Full,
+                    DeltaMode::FullByKey,
+                    DeltaMode::ChangesOnly,
+                ] {
                     let mut n = 0u64;
                     for run in md.delta(l, r, mode)? {
                         run?;
