@@ -221,3 +221,140 @@ async fn dm_backup_life_cycle_xfs_2m_blocks() {
 async fn dm_backup_life_cycle_ext4_64k_blocks() {
     life_cycle("b-64k", "ext4", 128, 64 * MIB).await;
 }
+
+/// Holds a backup at its start until told to go on.
+struct Gate {
+    started: std::sync::mpsc::SyncSender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl convoy_core::Progress for Gate {
+    fn start(&self, _total: u64) {
+        let _ = self.started.send(());
+        let _ = self.go.lock().unwrap().recv();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
+async fn dm_a_running_backup_blocks_nothing_else() {
+    let fx = Fixture::new("conc", 4096, "ext4", 1024 * MIB);
+    let dest = fx.backups();
+    let m = fx.open().await;
+    m.create_volume(
+        CreateVolumeRequest {
+            name: Some("vol".into()),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let at = m.mount_volume("vol", None).await.unwrap();
+    write_file(&at.join("a"), 1, 4 * MIB as usize);
+    m.create_snapshot("vol", Some("s1".into())).await.unwrap();
+
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let gate = Arc::new(Gate {
+        started: started_tx,
+        go: std::sync::Mutex::new(go_rx),
+    });
+    let (m2, dest2) = (m.clone(), dest.clone());
+    let backup = tokio::spawn(async move {
+        m2.create_backup("s1", &dest2, &StoreOptions::default(), gate)
+            .await
+    });
+    tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+        .await
+        .unwrap();
+
+    // While the backup is held: its volume can be inspected, snapshotted, unmounted; other
+    // volumes created; only the snapshot being read (and its volume) refuse deletion.
+    assert!(m.inspect_volume("vol").await.is_ok());
+    m.create_snapshot("vol", Some("s2".into())).await.unwrap();
+    m.create_volume(
+        CreateVolumeRequest {
+            name: Some("other".into()),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let e = m.delete_snapshot("s1").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    m.umount_volume("vol").await.unwrap();
+    let e = m.delete_volume("vol", false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("s1"), "{e}");
+    m.delete_snapshot("s2").await.unwrap();
+
+    go_tx.send(()).unwrap();
+    let url = backup.await.unwrap().unwrap();
+    assert!(url.contains("volume=vol"), "{url}");
+    m.delete_snapshot("s1").await.unwrap();
+    m.delete_volume("vol", false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
+async fn dm_backup_and_restore_with_1g_pool_blocks() {
+    // One 1 GiB block per volume: backups read 4 MiB chunks of it, restores write it back.
+    let fx = Fixture::new("b-1g", 2_097_152, "ext4", 4096 * MIB);
+    let dest = fx.backups();
+    let st = StoreOptions::default();
+    let m = fx.open().await;
+    let v = m
+        .create_volume(
+            CreateVolumeRequest {
+                name: Some("big".into()),
+                size: Some(64 * MIB),
+                ..Default::default()
+            },
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.driver_info["Size"], (1024 * MIB).to_string());
+    let at = m.mount_volume("big", None).await.unwrap();
+    write_file(&at.join("a"), 4, 3 * MIB as usize);
+    let s1 = m.create_snapshot("big", Some("g1".into())).await.unwrap();
+    let sum1 = thin_checksum(&fx, dev_id(&s1.driver_info), 1024 * MIB);
+    let b1 = m
+        .create_backup_report("g1", &dest, &st, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(b1.kind, BackupKind::Full);
+    write_file(&at.join("b"), 5, MIB as usize);
+    let s2 = m.create_snapshot("big", Some("g2".into())).await.unwrap();
+    let sum2 = thin_checksum(&fx, dev_id(&s2.driver_info), 1024 * MIB);
+    let b2 = m
+        .create_backup_report("g2", &dest, &st, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(b2.kind, BackupKind::Incremental, "{b2:?}");
+    assert_eq!(
+        b2.range_bytes,
+        thin_delta_blocks(&fx, dev_id(&s1.driver_info), dev_id(&s2.driver_info)) * 1024 * MIB
+    );
+    m.umount_volume("big").await.unwrap();
+    m.delete_volume("big", false).await.unwrap();
+    let m = restart(m, &fx).await;
+    for (name, url, sum) in [("r1", &b1.backup_url, sum1), ("r2", &b2.backup_url, sum2)] {
+        let v = m
+            .create_volume(
+                CreateVolumeRequest {
+                    name: Some(name.into()),
+                    backup_url: Some(url.clone()),
+                    ..Default::default()
+                },
+                Arc::new(NoProgress),
+            )
+            .await
+            .unwrap();
+        let (got, _) = checksum(std::path::Path::new(&v.driver_info["Device"]));
+        assert_eq!(got, sum, "restore of {url}");
+        m.delete_volume(name, false).await.unwrap();
+    }
+}
