@@ -50,7 +50,7 @@ pub fn write_delta<W: Write, E>(
     writeln!(out, "  <diff left=\"{left}\" right=\"{right}\">").map_err(io)?;
     // Lines are assembled in one reused buffer with a plain integer formatter: verbose output
     // has a line per run of contiguous data blocks (millions on a big device).
-    let mut line = Vec::with_capacity(128);
+    let mut line = Line::new();
     if verbose {
         let mut open: Option<DeltaKind> = None;
         for run in runs {
@@ -58,29 +58,29 @@ pub fn write_delta<W: Write, E>(
             line.clear();
             if open != Some(run.kind) {
                 if let Some(k) = open {
-                    push_all(&mut line, &["    </", kind_tag(k), ">\n"]);
+                    line.push_all(&["    </", kind_tag(k), ">\n"]);
                 }
-                push_all(&mut line, &["    <", kind_tag(run.kind), ">\n"]);
+                line.push_all(&["    <", kind_tag(run.kind), ">\n"]);
                 open = Some(run.kind);
             }
-            line.extend_from_slice(b"      <range begin=\"");
-            push_u64(&mut line, run.begin);
+            line.push(b"      <range begin=\"");
+            line.push_u64(run.begin);
             match (run.left_data, run.right_data) {
                 (Some(l), Some(r)) if run.kind == DeltaKind::Different => {
-                    line.extend_from_slice(b"\" left_data_begin=\"");
-                    push_u64(&mut line, l);
-                    line.extend_from_slice(b"\" right_data_begin=\"");
-                    push_u64(&mut line, r);
+                    line.push(b"\" left_data_begin=\"");
+                    line.push_u64(l);
+                    line.push(b"\" right_data_begin=\"");
+                    line.push_u64(r);
                 }
                 (l, r) => {
-                    line.extend_from_slice(b"\" data_begin=\"");
-                    push_u64(&mut line, l.or(r).unwrap_or(0));
+                    line.push(b"\" data_begin=\"");
+                    line.push_u64(l.or(r).unwrap_or(0));
                 }
             }
-            line.extend_from_slice(b"\" length=\"");
-            push_u64(&mut line, run.length);
-            line.extend_from_slice(b"\"/>\n");
-            out.write_all(&line).map_err(io)?;
+            line.push(b"\" length=\"");
+            line.push_u64(run.length);
+            line.push(b"\"/>\n");
+            out.write_all(line.bytes()).map_err(io)?;
         }
         if let Some(k) = open {
             writeln!(out, "    </{}>", kind_tag(k)).map_err(io)?;
@@ -88,12 +88,12 @@ pub fn write_delta<W: Write, E>(
     } else {
         let mut write_plain = |out: &mut W, (k, b, l): (DeltaKind, u64, u64)| {
             line.clear();
-            push_all(&mut line, &["    <", kind_tag(k), " begin=\""]);
-            push_u64(&mut line, b);
-            line.extend_from_slice(b"\" length=\"");
-            push_u64(&mut line, l);
-            line.extend_from_slice(b"\"/>\n");
-            out.write_all(&line)
+            line.push_all(&["    <", kind_tag(k), " begin=\""]);
+            line.push_u64(b);
+            line.push(b"\" length=\"");
+            line.push_u64(l);
+            line.push(b"\"/>\n");
+            out.write_all(line.bytes())
         };
         let mut pending: Option<(DeltaKind, u64, u64)> = None;
         for run in runs {
@@ -117,24 +117,53 @@ pub fn write_delta<W: Write, E>(
     Ok(())
 }
 
-/// Appends the decimal digits of `n`.
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
+/// One output line, assembled on the stack with a plain integer formatter: the longest line
+/// (a verbose `different` range after closing and opening elements) is under 200 bytes.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
 }
 
-fn push_all(buf: &mut Vec<u8>, parts: &[&str]) {
-    for p in parts {
-        buf.extend_from_slice(p.as_bytes());
+impl Line {
+    fn new() -> Self {
+        Line {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn push(&mut self, s: &[u8]) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+
+    fn push_all(&mut self, parts: &[&str]) {
+        for p in parts {
+            self.push(p.as_bytes());
+        }
+    }
+
+    /// Appends the decimal digits of `n`.
+    fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -172,19 +201,25 @@ pub fn write_dump_device<W: Write>(out: &mut W, d: &DeviceDetails) -> io::Result
 
 /// Writes one mapped run as `thin_dump` does.
 pub fn write_dump_run<W: Write>(out: &mut W, r: &MappedRun) -> io::Result<()> {
+    // Millions of lines on a big device: assembled with the plain integer formatter.
+    let mut line = Line::new();
     if r.length == 1 {
-        writeln!(
-            out,
-            "    <single_mapping origin_block=\"{}\" data_block=\"{}\" time=\"{}\"/>",
-            r.virtual_begin, r.data_begin, r.time
-        )
+        line.push(b"    <single_mapping origin_block=\"");
+        line.push_u64(r.virtual_begin);
+        line.push(b"\" data_block=\"");
+        line.push_u64(r.data_begin);
     } else {
-        writeln!(
-            out,
-            "    <range_mapping origin_begin=\"{}\" data_begin=\"{}\" length=\"{}\" time=\"{}\"/>",
-            r.virtual_begin, r.data_begin, r.length, r.time
-        )
+        line.push(b"    <range_mapping origin_begin=\"");
+        line.push_u64(r.virtual_begin);
+        line.push(b"\" data_begin=\"");
+        line.push_u64(r.data_begin);
+        line.push(b"\" length=\"");
+        line.push_u64(r.length);
     }
+    line.push(b"\" time=\"");
+    line.push_u64(u64::from(r.time));
+    line.push(b"\"/>\n");
+    out.write_all(line.bytes())
 }
 
 /// Closes a `<device>` element.
@@ -286,9 +321,10 @@ mod tests {
             u64::MAX - 1,
             u64::MAX,
         ] {
-            let mut buf = Vec::new();
-            push_u64(&mut buf, n);
-            assert_eq!(String::from_utf8(buf).unwrap(), n.to_string());
+            let mut line = Line::new();
+            line.push_u64(n);
+            line.push_u64(n);
+            assert_eq!(line.bytes(), format!("{n}{n}").as_bytes());
         }
     }
 
