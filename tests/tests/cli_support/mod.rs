@@ -25,6 +25,16 @@ pub fn convoy_bin() -> PathBuf {
             .and_then(Path::parent)
             .expect("target/<profile>");
         let target_dir = profile_dir.parent().expect("target dir");
+        let bin = profile_dir.join("convoy");
+        if std::env::var_os("CONVOY_VM").is_some() {
+            // In the guest: the host tier (run first) built it; cargo is not run in the guest.
+            assert!(
+                bin.is_file(),
+                "{} missing: build it on the host first (cargo build -p convoy)",
+                bin.display()
+            );
+            return bin;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "-q", "-p", "convoy", "--bin", "convoy"]);
@@ -37,7 +47,7 @@ pub fn convoy_bin() -> PathBuf {
             .status()
             .expect("cannot run cargo to build the convoy binary");
         assert!(status.success(), "cargo build -p convoy failed");
-        profile_dir.join("convoy")
+        bin
     })
     .clone()
 }
@@ -55,6 +65,19 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts a daemon with `flags` added to the vfs setup.
     pub fn start(flags: &[&str]) -> Self {
+        Self::start_with(flags, |d| {
+            vec![
+                "--drivers".into(),
+                "vfs".into(),
+                "--driver-opts".into(),
+                format!("vfs.path={}", d.vols.display()),
+            ]
+        })
+    }
+
+    /// Starts a daemon with `flags` and the driver flags `drivers` makes (given the daemon's
+    /// directories, before it starts).
+    pub fn start_with(flags: &[&str], drivers: impl FnOnce(&TestDaemon) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut daemon = TestDaemon {
             socket: dir.path().join("run/convoy.sock"),
@@ -64,8 +87,9 @@ impl TestDaemon {
             flags: flags.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
-        let vfs = format!("vfs.path={}", daemon.vols.display());
-        daemon.spawn(&["--drivers", "vfs", "--driver-opts", &vfs]);
+        let driver_flags = drivers(&daemon);
+        let driver_flags: Vec<&str> = driver_flags.iter().map(String::as_str).collect();
+        daemon.spawn(&driver_flags);
         daemon
     }
 
