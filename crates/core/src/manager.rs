@@ -411,6 +411,10 @@ impl VolumeManager {
         let format = restore.is_none();
         let planned = blocking(move || {
             d.plan_volume(&mut rec, size)?;
+            if !format {
+                // A restore brings its own filesystem (whatever the backup holds).
+                rec.filesystem = None;
+            }
             if let Some(req) = size {
                 if req != rec.size && rec.size != 0 {
                     rec.requested_size = Some(req);
