@@ -5,7 +5,8 @@
 //! 2. VM tier: the workspace's test binaries are built on the host; those that hold `dm_` tests
 //!    run inside **one** guest boot with `--ignored dm_`, on a real dm-thin kernel. The guest's
 //!    `/tmp` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
-//!    back loop devices with sparse files.
+//!    back loop devices with sparse files; a blank 4 GiB virtio disk (`/dev/vdb`, named in
+//!    `CONVOY_VM_SPARE_DISK`) serves the tests that need a real disk (partitioning).
 //!
 //! The task prints a `N passed, N failed` line per tier, then one for all tiers, and fails if either tier failed
 //! or if the VM tier found no device test to run.
@@ -33,6 +34,11 @@ pub struct TestArgs {
     #[arg(value_name = "FILTER")]
     pub filter: Option<String>,
 }
+
+/// Size of the spare virtio disk (`/dev/vdb`) for tests that need a real disk, not a loop device.
+const SPARE_DISK_BYTES: u64 = 4 << 30;
+/// The spare disk's node in the guest, given to tests as `CONVOY_VM_SPARE_DISK`.
+const SPARE_DISK: &str = "/dev/vdb";
 
 /// Marker of the device tests.
 pub const DEVICE_TEST_PREFIX: &str = "dm_";
@@ -128,6 +134,7 @@ fn vm_tier(args: &TestArgs) -> Result<(bool, Counts)> {
     script
         .push_str("echo \"guest kernel: $(uname -r)\"\necho 'dmsetup targets:'\ndmsetup targets\n");
     script.push_str(vm::SCRATCH_TMP_SCRIPT);
+    script.push_str(&format!("export CONVOY_VM_SPARE_DISK={SPARE_DISK}\n"));
     script.push_str("rc=0\n");
     let filter = match &args.filter {
         Some(f) => shell_quote(f),
@@ -148,7 +155,7 @@ fn vm_tier(args: &TestArgs) -> Result<(bool, Counts)> {
     script.push_str("exit $rc\n");
     let run = GuestRun {
         script_body: script,
-        disk_sizes: vec![vm::SCRATCH_DISK_BYTES],
+        disk_sizes: vec![vm::SCRATCH_DISK_BYTES, SPARE_DISK_BYTES],
         disk_files: Vec::new(),
         timeout: Duration::from_secs(args.timeout),
         memory_mib: 2048,
