@@ -120,7 +120,15 @@ fn dm_cli_devicemapper_volume_lifecycle() {
     );
 
     let dest = format!("vfs://{}", d.dir.path().join("backups").display());
-    let backup1 = d.ok(&["backup", "create", &snap1, "--dest", &dest]);
+    // The CLI streams the daemon's progress; not a terminal here, so plain lines on stderr.
+    let out = d.convoy(&["backup", "create", &snap1, "--dest", &dest]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bytes to process") && stderr.contains(": done after"),
+        "{stderr}"
+    );
+    let backup1 = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         backup1.contains("backup=") && backup1.contains(&format!("volume={vol}")),
         "{backup1}"

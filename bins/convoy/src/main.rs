@@ -13,7 +13,7 @@ use convoy_api::{size::parse_size, Client};
 
 use cli::{BackupCommand, Cli, Command, SnapshotCommand};
 use output::{print_error, print_json, print_line};
-use progress::Waiting;
+use progress::Watcher;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,11 +67,17 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 backup_url: backup.clone().unwrap_or_default(),
                 s3_endpoint: String::new(),
             };
-            let volume = match &backup {
+            let volume: VolumeResponse = match &backup {
                 Some(url) => {
-                    let waiting = Waiting::start(format!("restoring {url}"));
-                    let result = client.create_volume(&request).await;
-                    waiting.done(result.is_ok());
+                    let mut watcher = Watcher::start(format!("restoring {url}"));
+                    let result = client
+                        .call_with_progress(
+                            convoy_api::routes::VOLUMES_CREATE,
+                            &request,
+                            &mut |u| watcher.update(u),
+                        )
+                        .await;
+                    watcher.done(result.is_ok());
                     result?
                 }
                 None => client.create_volume(&request).await?,
@@ -156,14 +162,18 @@ async fn backup(
 ) -> anyhow::Result<()> {
     match command {
         BackupCommand::Create { snapshot, dest } => {
-            let waiting = Waiting::start(format!("backing up snapshot {snapshot} to {dest}"));
+            let mut watcher = Watcher::start(format!("backing up snapshot {snapshot} to {dest}"));
             let request = BackupCreateRequest {
                 url: dest,
                 snapshot_name: snapshot,
                 s3_endpoint,
             };
-            let result = client.create_backup(&request).await;
-            waiting.done(result.is_ok());
+            let result: Result<BackupUrlResponse, _> = client
+                .call_with_progress(convoy_api::routes::BACKUPS_CREATE, &request, &mut |u| {
+                    watcher.update(u)
+                })
+                .await;
+            watcher.done(result.is_ok());
             let answer = result?;
             if verbose {
                 print_json(&answer);

@@ -96,6 +96,114 @@ impl Client {
         Ok(RawResponse { status, body })
     }
 
+    /// Sends `request` asking for a progress stream ([`PROGRESS_HEADER`]), calls `on_progress`
+    /// for every update and decodes the final `Result` as `T`. A daemon that answers with a
+    /// plain object (no stream) is handled too.
+    pub async fn call_with_progress<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        route: &str,
+        request: &Q,
+        on_progress: &mut (dyn FnMut(ProgressUpdate) + Send),
+    ) -> Result<T, ApiError> {
+        let decode = |message: String| ApiError::Decode {
+            route: route.to_string(),
+            message,
+        };
+        let http = |message: String| ApiError::Http {
+            route: route.to_string(),
+            message,
+        };
+        let body = serde_json::to_vec(request).map_err(|e| decode(e.to_string()))?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ApiError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(route)
+            .header("Host", "convoy")
+            .header("Content-Type", "application/json")
+            .header(PROGRESS_HEADER, "1")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| http(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let streamed = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(NDJSON.as_bytes()));
+        let mut body = response.into_body();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut last: Option<StreamLine> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| http(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.extend_from_slice(&data);
+            if !streamed {
+                continue;
+            }
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let line: StreamLine = serde_json::from_slice(&line)
+                    .map_err(|e| decode(format!("{e}: {}", String::from_utf8_lossy(&line))))?;
+                if let Some(update) = line.progress {
+                    on_progress(update);
+                }
+                if line.result.is_some() || line.error.is_some() {
+                    last = Some(line);
+                }
+            }
+        }
+        drop(sender);
+        driver.abort();
+        if !streamed {
+            // A plain answer: an early error (bad request) or a daemon without streaming.
+            if status >= 400 {
+                let message = match serde_json::from_slice::<ErrorResponse>(&buffer) {
+                    Ok(e) => e.error,
+                    Err(_) => format!(
+                        "HTTP {status} from {route}: {}",
+                        String::from_utf8_lossy(&buffer).trim()
+                    ),
+                };
+                return Err(ApiError::Daemon { status, message });
+            }
+            return serde_json::from_slice(&buffer)
+                .map_err(|e| decode(format!("{e}: {}", String::from_utf8_lossy(&buffer))));
+        }
+        match last {
+            Some(StreamLine {
+                error: Some(message),
+                ..
+            }) => Err(ApiError::Daemon {
+                status: 500,
+                message,
+            }),
+            Some(StreamLine {
+                result: Some(value),
+                ..
+            }) => serde_json::from_value(value).map_err(|e| decode(e.to_string())),
+            _ => Err(http(
+                "the progress stream ended without a result (did the daemon stop?)".into(),
+            )),
+        }
+    }
+
     /// Sends `request` as JSON and decodes a JSON answer of type `T`.
     pub async fn call<Q: Serialize, T: DeserializeOwned>(
         &self,

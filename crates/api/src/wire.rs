@@ -220,6 +220,39 @@ pub struct ErrorResponse {
     pub error: String,
 }
 
+/// Request header asking `POST /v1/backups/create` and `POST /v1/volumes/create` (restore) to
+/// stream progress: the answer is then `application/x-ndjson`, one [`StreamLine`] per line,
+/// ending with a line carrying `Result` or `Error`. Without it the answer is the plain object.
+pub const PROGRESS_HEADER: &str = "x-convoy-progress";
+
+/// Content type of a progress stream.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// One line of a progress stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamLine {
+    /// Progress so far.
+    #[serde(rename = "Progress", default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressUpdate>,
+    /// The final answer (the object the plain request would have answered).
+    #[serde(rename = "Result", default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The final error.
+    #[serde(rename = "Error", default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Bytes of volume data processed so far, out of a total once known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressUpdate {
+    /// Bytes the operation covers (0 until known).
+    #[serde(rename = "Total")]
+    pub total: u64,
+    /// Bytes processed.
+    #[serde(rename = "Done")]
+    pub done: u64,
+}
+
 /// Accepts a size as a JSON number, a string with a unit (`"10G"`), `null` or `""`.
 fn size_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]

@@ -27,24 +27,6 @@ fn store(s3_endpoint: Option<String>) -> StoreOptions {
     StoreOptions { s3_endpoint }
 }
 
-/// Logs the progress of a backup or restore (the CLI shows its own spinner).
-struct LogProgress {
-    what: String,
-}
-
-impl Progress for LogProgress {
-    fn start(&self, total_bytes: u64) {
-        tracing::info!(what = %self.what, total_bytes, "started");
-    }
-    fn finish(&self) {
-        tracing::info!(what = %self.what, "finished");
-    }
-}
-
-fn progress(what: String) -> Arc<dyn Progress> {
-    Arc::new(LogProgress { what })
-}
-
 /// A core volume in wire form.
 pub(crate) fn volume_response(v: Volume) -> VolumeResponse {
     VolumeResponse {
@@ -99,12 +81,11 @@ impl Manager for VolumeManager {
         Ok(out)
     }
 
-    async fn create_volume(&self, volume: NewVolume) -> Result<VolumeResponse> {
-        let what = format!(
-            "restore of {} into volume {}",
-            volume.backup_url.as_deref().unwrap_or("-"),
-            volume.name.as_deref().unwrap_or("(new)")
-        );
+    async fn create_volume(
+        &self,
+        volume: NewVolume,
+        progress: Arc<dyn Progress>,
+    ) -> Result<VolumeResponse> {
         let request = CreateVolumeRequest {
             name: volume.name,
             driver: volume.driver,
@@ -112,7 +93,7 @@ impl Manager for VolumeManager {
             backup_url: volume.backup_url,
             store: store(volume.s3_endpoint),
         };
-        VolumeManager::create_volume(self, request, progress(what))
+        VolumeManager::create_volume(self, request, progress)
             .await
             .map(volume_response)
             .map_err(map_err)
@@ -182,9 +163,9 @@ impl Manager for VolumeManager {
         snapshot: &str,
         dest: &str,
         s3_endpoint: Option<String>,
+        progress: Arc<dyn Progress>,
     ) -> Result<String> {
-        let what = format!("backup of snapshot {snapshot} to {dest}");
-        VolumeManager::create_backup(self, snapshot, dest, &store(s3_endpoint), progress(what))
+        VolumeManager::create_backup(self, snapshot, dest, &store(s3_endpoint), progress)
             .await
             .map_err(map_err)
     }

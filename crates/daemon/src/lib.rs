@@ -32,6 +32,7 @@ pub mod launch;
 mod manager;
 pub mod mounts;
 mod plugin;
+mod progress;
 pub mod server;
 mod v1;
 

@@ -6,11 +6,14 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use convoy_api::wire::{
     BackupListResponse, BackupResponse, InfoResponse, SnapshotResponse, VolumeListResponse,
     VolumeResponse,
 };
+
+use convoy_core::Progress;
 
 use crate::Result;
 
@@ -33,10 +36,11 @@ pub struct NewVolume {
 pub trait Manager: Clone + Send + Sync + 'static {
     /// Daemon and driver information (`info`).
     fn info(&self) -> impl Future<Output = Result<InfoResponse>> + Send;
-    /// Creates a volume (restoring it from a backup if asked).
+    /// Creates a volume (restoring it from a backup if asked, reporting to `progress`).
     fn create_volume(
         &self,
         volume: NewVolume,
+        progress: Arc<dyn Progress>,
     ) -> impl Future<Output = Result<VolumeResponse>> + Send;
     /// Deletes a volume; `reference_only` forgets it without destroying its data.
     fn delete_volume(
@@ -70,12 +74,13 @@ pub trait Manager: Clone + Send + Sync + 'static {
     /// One snapshot.
     fn inspect_snapshot(&self, name: &str)
         -> impl Future<Output = Result<SnapshotResponse>> + Send;
-    /// Backs a snapshot up to `dest`; answers the backup URL.
+    /// Backs a snapshot up to `dest`, reporting to `progress`; answers the backup URL.
     fn create_backup(
         &self,
         snapshot: &str,
         dest: &str,
         s3_endpoint: Option<String>,
+        progress: Arc<dyn Progress>,
     ) -> impl Future<Output = Result<String>> + Send;
     /// Deletes a backup.
     fn delete_backup(

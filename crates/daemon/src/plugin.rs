@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::http::{self, required};
 use crate::manager::NewVolume;
+use crate::progress;
 use crate::v1::Shared;
 use crate::{DaemonError, ErrorKind, Manager, Result};
 
@@ -131,7 +132,14 @@ pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
         // Idempotent: dockerd may create a volume it already knows (and does after restarts).
         match d.manager.inspect_volume(name).await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => match d.manager.create_volume(volume).await {
+            Err(e) if is_not_found(&e) => match d
+                .manager
+                .create_volume(
+                    volume,
+                    progress::OperationProgress::new(format!("Docker create of {name}"), None),
+                )
+                .await
+            {
                 Ok(_) => tracing::info!(volume = name, "created for Docker"),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
@@ -184,7 +192,13 @@ pub(crate) async fn mount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes
                     volume = name,
                     "creating on Docker mount (--create-on-docker-mount)"
                 );
-                d.manager.create_volume(new_volume(name, None)?).await?
+                let what = format!("Docker mount-create of {name}");
+                d.manager
+                    .create_volume(
+                        new_volume(name, None)?,
+                        progress::OperationProgress::new(what, None),
+                    )
+                    .await?
             }
             other => other?,
         };

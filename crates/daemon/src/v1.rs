@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::Uri;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use convoy_api::wire::*;
@@ -14,6 +14,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::http::{self, non_empty, required};
 use crate::manager::NewVolume;
+use crate::progress;
 use crate::{Daemon, Manager, Result};
 
 /// Shared handler state.
@@ -86,20 +87,38 @@ pub(crate) async fn volume_inspect<M: Manager>(
 
 pub(crate) async fn volume_create<M: Manager>(
     State(d): Shared<M>,
+    headers: HeaderMap,
     uri: Uri,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    answer(&uri, q, body, |r: VolumeCreateRequest| async move {
-        let volume = NewVolume {
-            name: non_empty(&r.name),
-            driver: non_empty(&r.driver_name),
-            size: r.size,
-            backup_url: non_empty(&r.backup_url),
-            s3_endpoint: non_empty(&r.s3_endpoint),
-        };
-        d.manager.create_volume(volume).await
-    })
+    let request = match http::parse::<VolumeCreateRequest>(uri.path(), q.as_deref(), &body) {
+        Ok(r) => r,
+        Err(e) => return http::error(&e),
+    };
+    let volume = NewVolume {
+        name: non_empty(&request.name),
+        driver: non_empty(&request.driver_name),
+        size: request.size,
+        backup_url: non_empty(&request.backup_url),
+        s3_endpoint: non_empty(&request.s3_endpoint),
+    };
+    let what = match &volume.backup_url {
+        Some(url) => format!("restore of {url} into volume {}", request.name),
+        None => format!("create of volume {}", request.name),
+    };
+    if progress::wants_stream(&headers) {
+        return progress::stream(what, move |p| async move {
+            d.manager.create_volume(volume, p).await
+        });
+    }
+    let p = progress::OperationProgress::new(what, None);
+    answer(
+        &uri,
+        None,
+        Bytes::new(),
+        |_: serde_json::Value| async move { d.manager.create_volume(volume, p).await },
+    )
     .await
 }
 
@@ -195,21 +214,42 @@ pub(crate) async fn snapshot_delete<M: Manager>(
 
 pub(crate) async fn backup_create<M: Manager>(
     State(d): Shared<M>,
+    headers: HeaderMap,
     uri: Uri,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
     let route = uri.path().to_string();
-    answer(&uri, q, body, |r: BackupCreateRequest| async move {
-        let snapshot = required(&route, "SnapshotName", &r.snapshot_name)?;
-        let dest = required(&route, "URL", &r.url)?;
+    let checked = http::parse::<BackupCreateRequest>(&route, q.as_deref(), &body).and_then(|r| {
+        required(&route, "SnapshotName", &r.snapshot_name)?;
+        required(&route, "URL", &r.url)?;
+        Ok(r)
+    });
+    let request = match checked {
+        Ok(r) => r,
+        Err(e) => return http::error(&e),
+    };
+    let what = format!(
+        "backup of snapshot {} to {}",
+        request.snapshot_name, request.url
+    );
+    let work = move |p| async move {
         let url = d
             .manager
-            .create_backup(snapshot, dest, non_empty(&r.s3_endpoint))
+            .create_backup(
+                &request.snapshot_name,
+                &request.url,
+                non_empty(&request.s3_endpoint),
+                p,
+            )
             .await?;
         Ok(BackupUrlResponse { url })
-    })
-    .await
+    };
+    if progress::wants_stream(&headers) {
+        return progress::stream(what, work);
+    }
+    let p = progress::OperationProgress::new(what, None);
+    answer(&uri, None, Bytes::new(), |_: serde_json::Value| work(p)).await
 }
 
 pub(crate) async fn backup_list<M: Manager>(
