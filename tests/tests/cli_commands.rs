@@ -125,6 +125,21 @@ fn cli_snapshot_and_backup_commands() {
             > 5
     );
     assert!(d.fail(&["inspect", "restored"]).contains("restored"));
+
+    // An empty destination lists no backups; unknown backups are clear errors.
+    let empty = format!("vfs://{}", d.dir.path().join("empty").display());
+    std::fs::create_dir_all(d.dir.path().join("empty")).unwrap();
+    assert_eq!(d.json(&["backup", "list", &empty]), serde_json::json!({}));
+    assert_eq!(
+        d.json(&["backup", "list", &empty, "--volume-name", "vol1"]),
+        serde_json::json!({})
+    );
+    let missing = format!("{empty}?backup=backup-0123456789abcdef&volume=vol1");
+    assert!(d.fail(&["backup", "inspect", &missing]).len() > 5);
+    assert!(d.fail(&["backup", "delete", &missing]).len() > 5);
+    assert!(d
+        .fail(&["backup", "list", "ftp://nope"])
+        .contains("ftp://nope"));
 }
 
 #[test]
