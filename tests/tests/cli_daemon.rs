@@ -102,3 +102,44 @@ fn cli_daemon_removes_a_stale_socket_and_refuses_conflicting_driver_flags() {
     d.stop();
     assert!(!d.socket.exists(), "socket removed on shutdown");
 }
+
+#[test]
+fn cli_convoyd_serves_like_convoy_daemon() {
+    let convoyd = cli_support::convoy_bin().with_file_name("convoyd");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("d.sock");
+    let mut child = std::process::Command::new(&convoyd)
+        .arg("-s")
+        .arg(&socket)
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .args(["--drivers", "vfs", "--driver-opts"])
+        .arg(format!("vfs.path={}", dir.path().join("vols").display()))
+        .arg("--log")
+        .arg(dir.path().join("log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", convoyd.display()));
+    // Wait until it answers; the limit only turns a hang into a failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "convoyd exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "convoyd did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = std::process::Command::new(cli_support::convoy_bin())
+        .arg("-s")
+        .arg(&socket)
+        .args(["create", "from-convoyd"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-convoyd");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists());
+}

@@ -38,7 +38,8 @@ pub struct DaemonArgs {
     /// Create a volume when Docker mounts one convoy does not know.
     #[arg(long)]
     pub create_on_docker_mount: bool,
-    /// Timeout for external commands (mkfs, mount), e.g. 5m or 300s.
+    /// Accepted for compatibility with the original (its timeout for external commands); not
+    /// applied, which the daemon logs.
     #[arg(long, value_name = "DURATION")]
     pub cmd_timeout: Option<String>,
     /// Mount namespace file to mount volumes in (accepted for compatibility; volumes are mounted

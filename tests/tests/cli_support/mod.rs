@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `convoy` binary of this build, built once per test binary (`cargo build -p convoy`) so
-/// that the tests never run a stale one. `CONVOY_BIN` overrides.
+/// The `convoy` binary of this build, built once per test binary (with `convoyd`, by
+/// `cargo build -p convoy -p convoyd`) so that the tests never run a stale one. `CONVOY_BIN`
+/// overrides.
 pub fn convoy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -37,7 +38,7 @@ pub fn convoy_bin() -> PathBuf {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "convoy", "--bin", "convoy"]);
+        build.args(["build", "-q", "-p", "convoy", "-p", "convoyd"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
