@@ -70,3 +70,21 @@ pub fn device_sectors(device: &str) -> u64 {
         .parse()
         .expect("blockdev --getsz prints a number")
 }
+
+/// A binary of this workspace (`convoy`, `convoy-partition`, ...) from the same target directory
+/// and profile as the running test (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+/// `cargo xtask test` builds every workspace binary before the VM tier.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build --workspace --bins)",
+        bin.display()
+    );
+    bin
+}

@@ -8,8 +8,12 @@
 //!    back loop devices with sparse files; a blank 4 GiB virtio disk (`/dev/vdb`, named in
 //!    `CONVOY_VM_SPARE_DISK`) serves the tests that need a real disk (partitioning).
 //!
-//! The task prints a `N passed, N failed` line per tier, then one for all tiers, and fails if either tier failed
-//! or if the VM tier found no device test to run.
+//! 3. Docker tier (host, root): ignored tests named `docker_...` drive a real `dockerd`. They run
+//!    when `dockerd` is installed; otherwise the tier is reported as skipped (never as passed),
+//!    and with `CONVOY_REQUIRE_DOCKER=1` (as CI sets) a missing `dockerd` fails the run.
+//!
+//! The task prints a `N passed, N failed` line per tier, then one for all tiers, and fails if any
+//! tier failed or if the VM tier found no device test to run.
 
 use crate::vm::{self, shell_quote, GuestRun, Mode};
 use anyhow::{bail, Context, Result};
@@ -42,12 +46,14 @@ const SPARE_DISK: &str = "/dev/vdb";
 
 /// Marker of the device tests.
 pub const DEVICE_TEST_PREFIX: &str = "dm_";
+/// Marker of the tests that drive a real `dockerd` on the host.
+pub const DOCKER_TEST_PREFIX: &str = "docker_";
 
-/// A test binary and the device tests it holds.
+/// A test binary and how many of the selected ignored tests it holds.
 struct TestBinary {
     path: PathBuf,
     package_dir: PathBuf,
-    device_tests: usize,
+    tests: usize,
 }
 
 /// Runs `cargo xtask test`.
@@ -64,8 +70,15 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         ok &= host_ok;
         totals.add(counts);
     }
+    println!("== building test binaries for the docker and VM tiers");
+    let built = build_test_binaries()?;
+    if !args.vm_only {
+        let (docker_ok, counts) = docker_tier(&built)?;
+        ok &= docker_ok;
+        totals.add(counts);
+    }
     if !args.host_only {
-        let (vm_ok, counts) = vm_tier(args)?;
+        let (vm_ok, counts) = vm_tier(args, &built)?;
         ok &= vm_ok;
         totals.add(counts);
     }
@@ -119,10 +132,59 @@ fn host_tier() -> Result<(bool, Counts)> {
     Ok((status.success() && counts.failed == 0, counts))
 }
 
-fn vm_tier(args: &TestArgs) -> Result<(bool, Counts)> {
-    println!("== VM tier: building test binaries");
-    let binaries = device_test_binaries(args.filter.as_deref())?;
-    let total: usize = binaries.iter().map(|b| b.device_tests).sum();
+/// The real-Docker tests, on the host.
+fn docker_tier(built: &[(PathBuf, PathBuf)]) -> Result<(bool, Counts)> {
+    let required = std::env::var("CONVOY_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let binaries = select_ignored(built, DOCKER_TEST_PREFIX, None)?;
+    let total: usize = binaries.iter().map(|b| b.tests).sum();
+    let have_dockerd = Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_dockerd {
+        if required {
+            println!("docker-tier: dockerd is not installed (apt-get install docker.io)");
+            return Ok((
+                false,
+                Counts {
+                    passed: 0,
+                    failed: total.max(1) as u64,
+                },
+            ));
+        }
+        println!(
+            "docker-tier: {total} tests skipped, not passed: dockerd is not installed \
+             (apt-get install docker.io; CI sets CONVOY_REQUIRE_DOCKER=1)"
+        );
+        return Ok((true, Counts::default()));
+    }
+    println!("== docker tier: {total} tests against a real dockerd, on the host");
+    let mut counts = Counts::default();
+    let mut ok = true;
+    for binary in &binaries {
+        let mut child = Command::new(&binary.path)
+            .args(["--ignored", DOCKER_TEST_PREFIX, "--test-threads=1"])
+            .current_dir(&binary.package_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", binary.path.display()))?;
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line?;
+            println!("{line}");
+            counts.observe(&line);
+        }
+        ok &= child.wait()?.success();
+    }
+    println!(
+        "docker-tier: {} passed, {} failed",
+        counts.passed, counts.failed
+    );
+    Ok((ok && counts.failed == 0, counts))
+}
+
+fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Counts)> {
+    let binaries = select_ignored(built, DEVICE_TEST_PREFIX, args.filter.as_deref())?;
+    let total: usize = binaries.iter().map(|b| b.tests).sum();
     if total == 0 {
         bail!("the VM tier found no `{DEVICE_TEST_PREFIX}` test to run");
     }
@@ -192,8 +254,19 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
-/// Builds the workspace's test binaries and keeps those that contain device tests.
-fn device_test_binaries(filter: Option<&str>) -> Result<Vec<TestBinary>> {
+/// Builds the workspace's binaries and test binaries; returns each test binary with its package
+/// directory.
+fn build_test_binaries() -> Result<Vec<(PathBuf, PathBuf)>> {
+    // Device tests run the workspace's binaries (convoy, convoy-partition, ...) in the guest,
+    // where cargo is not run: build them all first.
+    let status = Command::new(cargo())
+        .args(["build", "--workspace", "--bins", "--quiet"])
+        .current_dir(vm::repo_root())
+        .status()
+        .context("running cargo build --bins")?;
+    if !status.success() {
+        bail!("building the workspace's binaries failed ({status})");
+    }
     let mut child = Command::new(cargo())
         .args([
             "test",
@@ -229,35 +302,46 @@ fn device_test_binaries(filter: Option<&str>) -> Result<Vec<TestBinary>> {
     if !status.success() {
         bail!("building the test binaries failed ({status})");
     }
+    Ok(found)
+}
+
+/// The test binaries holding ignored tests named `prefix...` (and containing `filter`).
+fn select_ignored(
+    built: &[(PathBuf, PathBuf)],
+    prefix: &str,
+    filter: Option<&str>,
+) -> Result<Vec<TestBinary>> {
     let mut binaries = Vec::new();
-    for (path, package_dir) in found {
-        let out = Command::new(&path)
+    for (path, package_dir) in built {
+        let out = Command::new(path)
             .args(["--list", "--ignored"])
-            .current_dir(&package_dir)
+            .current_dir(package_dir)
             .output()
             .with_context(|| format!("listing tests of {}", path.display()))?;
-        let device_tests = String::from_utf8_lossy(&out.stdout)
+        let tests = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.strip_suffix(": test"))
-            .filter(|name| is_device_test(name) && filter.is_none_or(|f| name.contains(f)))
+            .filter(|name| {
+                named_with_prefix(name, prefix) && filter.is_none_or(|f| name.contains(f))
+            })
             .count();
-        if device_tests > 0 {
+        if tests > 0 {
             binaries.push(TestBinary {
-                path,
-                package_dir,
-                device_tests,
+                path: path.clone(),
+                package_dir: package_dir.clone(),
+                tests,
             });
         }
     }
     Ok(binaries)
 }
 
-/// A device test's own name (the last path segment) starts with `dm_`.
-fn is_device_test(full_name: &str) -> bool {
+/// A test's own name (the last path segment) starts with `prefix`.
+fn named_with_prefix(full_name: &str, prefix: &str) -> bool {
     full_name
         .rsplit("::")
         .next()
-        .is_some_and(|name| name.starts_with(DEVICE_TEST_PREFIX))
+        .is_some_and(|name| name.starts_with(prefix))
 }
 
 fn cargo() -> String {
@@ -285,9 +369,14 @@ mod tests {
 
     #[test]
     fn device_tests_are_recognised_by_their_own_name() {
-        assert!(is_device_test("dm_pool_create"));
-        assert!(is_device_test("pool::tests::dm_pool_create"));
-        assert!(!is_device_test("pool::dm_tests::create"));
-        assert!(!is_device_test("random_name"));
+        let dm = |name| named_with_prefix(name, DEVICE_TEST_PREFIX);
+        assert!(dm("dm_pool_create"));
+        assert!(dm("pool::tests::dm_pool_create"));
+        assert!(!dm("pool::dm_tests::create"));
+        assert!(!dm("random_name"));
+        assert!(named_with_prefix(
+            "docker_real_dockerd_volume_lifecycle",
+            DOCKER_TEST_PREFIX
+        ));
     }
 }
