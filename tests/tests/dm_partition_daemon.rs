@@ -20,23 +20,22 @@ impl Drop for Cleanup {
             let _ = Command::new("kill").arg(daemon.id().to_string()).status();
             let _ = daemon.wait();
         }
+        // Best effort and quiet: after a passing run the volume is already gone.
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
         for dev in ["partvol", "convoy-pool"] {
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--retry", dev])
-                .status();
+            quiet(Command::new("dmsetup").args(["remove", "--retry", dev]));
         }
-        let _ = Command::new("dd")
-            .args([
-                "if=/dev/zero",
-                &format!("of={}", self.disk),
-                "bs=1M",
-                "count=2",
-                "conv=fsync",
-            ])
-            .status();
-        let _ = Command::new("blockdev")
-            .args(["--rereadpt", &self.disk])
-            .status();
+        let zero_target = format!("of={}", self.disk);
+        quiet(Command::new("dd").args([
+            "if=/dev/zero",
+            &zero_target,
+            "bs=1M",
+            "count=2",
+            "conv=fsync",
+        ]));
+        quiet(Command::new("blockdev").args(["--rereadpt", &self.disk]));
     }
 }
 
