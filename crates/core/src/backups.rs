@@ -93,8 +93,8 @@ impl From<store::BackupInfo> for BackupInfo {
 }
 
 impl VolumeManager {
-    /// Checks a restore request against the backup: made by devicemapper, into a devicemapper
-    /// volume, of the same size when a size is given.
+    /// Checks a restore request against the backup: made by the driver of the new volume
+    /// (devicemapper or vfs), of the same size when a size is given (devicemapper).
     pub(crate) async fn plan_restore(
         &self,
         backup_url: &str,
@@ -102,20 +102,21 @@ impl VolumeManager {
         size: Option<u64>,
         store: &StoreOptions,
     ) -> Result<RestorePlan> {
-        if driver != crate::dm::DEVICEMAPPER {
+        if driver != crate::dm::DEVICEMAPPER && driver != crate::vfs::VFS {
             return Err(Error::Unsupported {
                 what: format!("restoring {backup_url} into a {driver} volume"),
-                why: "only the devicemapper driver restores block backups".into(),
+                why: "only the devicemapper and vfs drivers restore backups".into(),
             });
         }
         let info = store::inspect_url(backup_url, target_options(store, None))
             .await
             .map_err(store_error(format!("inspect {backup_url}")))?;
-        if info.driver_name != crate::dm::DEVICEMAPPER {
+        if info.driver_name != driver {
             return Err(Error::invalid(
                 format!("backup {backup_url}"),
                 format!(
-                    "it was made by the {} driver; only devicemapper backups can be restored",
+                    "it was made by the {} driver; a {driver} volume restores only {driver} \
+                     backups",
                     info.driver_name
                 ),
             ));
@@ -126,7 +127,8 @@ impl VolumeManager {
                 format!("its volume size {:?} is not a number", info.volume_size),
             )
         })?;
-        if let Some(requested) = size {
+        // A vfs volume has no size (its backup's size is that of the tree's image).
+        if let Some(requested) = size.filter(|_| driver == crate::dm::DEVICEMAPPER) {
             if requested != backup_size {
                 return Err(Error::SizeMismatch {
                     backup_url: backup_url.to_owned(),
@@ -165,7 +167,9 @@ impl VolumeManager {
             "restore {} into volume {}",
             plan.url, rec.name
         )))?;
-        Ok(())
+        let driver = self.driver(&rec.driver)?;
+        let r = rec.clone();
+        blocking(move || driver.finish_restore(&r)).await
     }
 
     /// Backs a snapshot up to `dest_url` (`vfs:///path`, `s3://bucket@region/path`):
@@ -249,16 +253,20 @@ impl VolumeManager {
                     driver_name: vol.driver.clone(),
                     volume_name: vol.name.clone(),
                     volume_uuid: vol.uuid.clone(),
-                    volume_size: snap.size,
+                    volume_size: source.size.unwrap_or(snap.size),
                     volume_created_at: vol.created_time.clone(),
                     snapshot_name: snap.name.clone(),
                     snapshot_uuid: snap.uuid.clone(),
                     snapshot_created_at: snap.created_time.clone(),
                 };
-                let parent_name = parent.as_ref().map(|(b, _)| b.as_str());
+                // A full read (vfs images) must not carry chunks over from a parent.
+                let parent_name = parent
+                    .as_ref()
+                    .filter(|_| source.incremental)
+                    .map(|(b, _)| b.as_str());
                 target
                     .backup(
-                        Arc::new(source.file),
+                        source.source,
                         &source.ranges,
                         parent_name,
                         meta,
@@ -316,7 +324,7 @@ impl VolumeManager {
             } else {
                 BackupKind::Full
             },
-            parent_snapshot: parent.map(|(_, s)| s.name),
+            parent_snapshot: parent.filter(|_| incremental).map(|(_, s)| s.name),
             range_bytes,
             bytes_read: done.stats.bytes_read,
             blocks_uploaded: done.stats.blocks_uploaded,

@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use convoy_backupstore::BlockSource;
 
 use crate::error::{Error, Result};
 use crate::records::{SnapshotRecord, VolumeRecord};
 
 /// What a backup reads: an open snapshot and the byte ranges to read from it.
 pub(crate) struct BackupSource {
-    /// The snapshot's content (a block device opened read-only).
-    pub file: File,
+    /// The snapshot's content (a block device opened read-only, or a vfs tree image).
+    pub source: Arc<dyn BlockSource>,
+    /// The content's size when it is not the snapshot's recorded size (vfs images).
+    pub size: Option<u64>,
     /// Ranges to read, bytes, ascending, merged.
     pub ranges: Vec<Range<u64>>,
     /// Whether the ranges are a delta against the parent snapshot.
@@ -113,5 +118,11 @@ pub(crate) trait Driver: Send + Sync {
             what: format!("restore into volume {}", rec.name),
             why: format!("the {} driver has no block restores", self.name()),
         })
+    }
+
+    /// Completes a restore after the backup was written into [`Driver::restore_sink`]'s file
+    /// (vfs: builds the tree from the restored image). On error the manager removes the volume.
+    fn finish_restore(&self, _rec: &VolumeRecord) -> Result<()> {
+        Ok(())
     }
 }

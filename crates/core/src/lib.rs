@@ -53,6 +53,7 @@ mod snapshots;
 mod state;
 mod types;
 mod vfs;
+mod vfs_image;
 
 pub use dm::DEVICEMAPPER;
 pub use error::{Error, ErrorKind, Result};

@@ -1,24 +1,38 @@
 //! The vfs driver: a volume is a directory under `vfs.path` (a local or NFS path); mounting
 //! returns that directory; a snapshot is a copy of the tree under `<vfs.path>/.snapshots/`.
 //!
+//! Backups serialize a snapshot's tree into an image (`vfs_image`) read through the block
+//! store like a devicemapper snapshot; a restore writes the image into
+//! `<vfs.path>/.images/<volume>.restore`, builds the tree in `<volume>.partial` and renames it
+//! into place.
+//!
 //! Limits (also in `docs/core.md`): a snapshot is a full copy (time and space grow with the
 //! data), and it is not crash-consistent while something writes to the volume; no size limit
-//! is enforced; block backups are not available.
+//! is enforced; backups hold directories, regular files and symlinks with modes and times
+//! (no owners, hard links, xattrs, ACLs or special files).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::driver::Driver;
+use crate::driver::{BackupSource, Driver};
 use crate::error::{Error, Result};
 use crate::records::{SnapshotRecord, VolumeRecord};
+use crate::vfs_image::{materialize, TreeImage};
 
 /// Name of the driver.
 pub const VFS: &str = "vfs";
 
 /// Directory (under `vfs.path`) holding snapshot copies; a name cannot start with `.`.
 const SNAPSHOT_DIR: &str = ".snapshots";
+
+/// Directory (under `vfs.path`) holding restore images while a restore runs.
+const IMAGE_DIR: &str = ".images";
+
+/// Backup chunk size, and the alignment of every file in a backup image.
+const CHUNK_SIZE: u32 = 256 << 10;
 
 /// The vfs driver.
 #[derive(Debug)]
@@ -42,8 +56,10 @@ impl VfsDriver {
                 format!("{} is not an absolute path", path.display()),
             ));
         }
-        fs::create_dir_all(path.join(SNAPSHOT_DIR))
-            .map_err(|e| Error::io("create directory", &path, e))?;
+        for sub in [SNAPSHOT_DIR, IMAGE_DIR] {
+            fs::create_dir_all(path.join(sub))
+                .map_err(|e| Error::io("create directory", &path, e))?;
+        }
         Ok(VfsDriver { path })
     }
 
@@ -51,6 +67,12 @@ impl VfsDriver {
         rec.path
             .clone()
             .unwrap_or_else(|| self.path.join(&rec.name))
+    }
+
+    fn restore_image(&self, rec: &VolumeRecord) -> PathBuf {
+        self.path
+            .join(IMAGE_DIR)
+            .join(format!("{}.restore", rec.name))
     }
 
     fn snapshot_dir(&self, snap: &SnapshotRecord) -> PathBuf {
@@ -64,6 +86,14 @@ fn partial(dir: &Path) -> PathBuf {
     let mut s = dir.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
 }
 
 fn remove_tree(path: &Path) -> Result<()> {
@@ -136,9 +166,20 @@ impl Driver for VfsDriver {
         Ok(())
     }
 
-    fn create_volume(&self, rec: &VolumeRecord, _format: bool) -> Result<()> {
-        // An existing directory (left by a reference-only delete) is taken over as it is.
+    fn create_volume(&self, rec: &VolumeRecord, format: bool) -> Result<()> {
+        // An existing directory (left by a reference-only delete) is taken over as it is,
+        // except by a restore, which would replace (and on failure remove) it.
         let dir = self.volume_dir(rec);
+        let occupied = fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+        if !format && occupied {
+            return Err(Error::busy(
+                &rec.name,
+                format!(
+                    "directory {} exists and is not empty; a restore needs a new directory",
+                    dir.display()
+                ),
+            ));
+        }
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         crate::records::sync_dir(&self.path)
     }
@@ -150,6 +191,8 @@ impl Driver for VfsDriver {
         for snap in rec.snapshots.values() {
             self.remove_snapshot(rec, snap)?;
         }
+        remove_file(&self.restore_image(rec))?;
+        remove_tree(&partial(&self.volume_dir(rec)))?;
         remove_tree(&self.volume_dir(rec))
     }
 
@@ -225,8 +268,71 @@ impl Driver for VfsDriver {
         remove_tree(&dir)
     }
 
+    fn backup_chunk_size(&self) -> Option<u32> {
+        Some(CHUNK_SIZE)
+    }
+
+    fn backup_source(
+        &self,
+        _vol: &VolumeRecord,
+        snap: &SnapshotRecord,
+        _parent: Option<&SnapshotRecord>,
+    ) -> Result<BackupSource> {
+        // Always a full read of the image; the store deduplicates unchanged files' chunks.
+        let image = TreeImage::scan(&self.snapshot_dir(snap), u64::from(CHUNK_SIZE))?;
+        Ok(BackupSource {
+            ranges: image.ranges(),
+            size: Some(image.size()),
+            source: Arc::new(image),
+            incremental: false,
+        })
+    }
+
+    fn restore_sink(&self, rec: &VolumeRecord) -> Result<fs::File> {
+        let path = self.restore_image(rec);
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("create restore image", &path, e))
+    }
+
+    fn finish_restore(&self, rec: &VolumeRecord) -> Result<()> {
+        let image = self.restore_image(rec);
+        let dir = self.volume_dir(rec);
+        let tmp = partial(&dir);
+        remove_tree(&tmp)?;
+        let what = format!(
+            "backup {}",
+            rec.restored_from.as_deref().unwrap_or(&rec.name)
+        );
+        let built = materialize(&image, &tmp, &what)
+            .and_then(|()| {
+                // The directory create_volume made is empty (checked there); replace it.
+                fs::remove_dir(&dir).map_err(|e| Error::io("remove", &dir, e))
+            })
+            .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| Error::io("rename", &tmp, e)))
+            .and_then(|()| crate::records::sync_dir(&self.path));
+        if built.is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        let removed = remove_file(&image);
+        built.and(removed)
+    }
+
     fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>> {
         let mut report = Vec::new();
+        let images = self.path.join(IMAGE_DIR);
+        for entry in fs::read_dir(&images).map_err(|e| Error::io("read", &images, e))? {
+            let entry = entry.map_err(|e| Error::io("read", &images, e))?;
+            remove_file(&entry.path())?;
+            report.push(format!(
+                "vfs: removed restore image {}",
+                entry.path().display()
+            ));
+        }
         let dir = self.path.join(SNAPSHOT_DIR);
         let known: std::collections::BTreeSet<PathBuf> = records
             .iter()

@@ -386,7 +386,8 @@ impl Driver for DmDriver {
             )))?;
         let file = File::open(&dev.path).map_err(|e| Error::io("open", &dev.path, e))?;
         Ok(BackupSource {
-            file,
+            source: std::sync::Arc::new(file),
+            size: None,
             ranges,
             incremental: parent_id.is_some(),
         })
