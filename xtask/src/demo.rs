@@ -106,7 +106,8 @@ pub fn guest() -> Result<bool> {
         "demo-guest runs only inside the VM; use `cargo xtask demo`"
     );
     let convoy = PathBuf::from(std::env::var("CONVOY_DEMO_BIN").context("CONVOY_DEMO_BIN unset")?);
-    let dir = Path::new("/tmp/convoy-demo");
+    let dir_buf = std::env::temp_dir().join("convoy-demo");
+    let dir = dir_buf.as_path();
     fs::create_dir_all(dir.join("root"))?;
     let mut steps: Vec<(String, Duration)> = Vec::new();
     let mut timed = |name: &str, started: Instant| {

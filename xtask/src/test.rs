@@ -4,7 +4,7 @@
 //!    reason) are listed there as ignored, never counted as passing.
 //! 2. VM tier: the workspace's test binaries are built on the host; those that hold `dm_` tests
 //!    run inside **one** guest boot with `--ignored dm_`, on a real dm-thin kernel. The guest's
-//!    `/tmp` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
+//!    `TMPDIR` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
 //!    back loop devices with sparse files; a blank 4 GiB virtio disk (`/dev/vdb`, named in
 //!    `CONVOY_VM_SPARE_DISK`) serves the tests that need a real disk (partitioning).
 //!

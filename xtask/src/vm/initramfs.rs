@@ -41,9 +41,9 @@ mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t proc proc /host/proc || fatal "cannot mount /proc in the host root"
 mount -t sysfs sysfs /host/sys || fatal "cannot mount /sys in the host root"
-mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fatal "cannot mount /tmp"
 mount -t tmpfs -o mode=755 tmpfs /host/run || fatal "cannot mount /run"
-mkdir -p /host/run/lock
+mkdir -p /host/run/lock /host/run/tmp
+chmod 1777 /host/run/tmp
 ip link set lo up 2>/dev/null
 hostname convoy-vm
 script=""; mode=run

@@ -46,12 +46,13 @@ pub struct VmArgs {
 /// Size of the sparse scratch disk that `test`, `demo` and `bench` attach as `/dev/vda`.
 pub const SCRATCH_DISK_BYTES: u64 = 64 << 30;
 
-/// Guest script lines that make `/tmp` a fresh ext4 filesystem on the scratch disk `/dev/vda`, so
-/// sparse files there (loop devices, images) cost host disk only for what is written.
+/// Guest script lines that make the guest's `TMPDIR` (`/run/tmp`) a fresh ext4 filesystem on the
+/// scratch disk `/dev/vda`, so sparse files there (loop devices, images) cost host disk only for
+/// what is written.
 pub const SCRATCH_TMP_SCRIPT: &str =
     "mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 /dev/vda >/dev/null \
-    && mount /dev/vda /tmp && chmod 1777 /tmp \
-    || { echo 'cannot prepare the scratch /tmp on /dev/vda'; exit 125; }\n";
+    && mount /dev/vda \"$TMPDIR\" && chmod 1777 \"$TMPDIR\" \
+    || { echo \"cannot prepare the scratch TMPDIR ($TMPDIR) on /dev/vda\"; exit 125; }\n";
 
 /// One guest run, as the `test` task also uses it.
 pub struct GuestRun {
@@ -106,6 +107,15 @@ pub fn run(args: &VmArgs) -> Result<i32> {
 /// Boots a guest for `run`, passing every line the command prints to `on_line`.
 pub fn boot(run: &GuestRun, on_line: &mut dyn FnMut(&str)) -> Result<GuestOutcome> {
     let repo = repo_root();
+    if ["/run", "/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| repo.starts_with(p))
+    {
+        bail!(
+            "the checkout is under {}, which the guest replaces with its own; move it elsewhere",
+            repo.display()
+        );
+    }
     let cache = repo.join("target").join("vm");
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     let kernel = kernel::ensure(&cache)?;

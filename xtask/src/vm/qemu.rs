@@ -28,6 +28,9 @@ pub struct GuestOutcome {
     pub exit_status: i32,
 }
 
+/// The guest command's `TMPDIR`: a tmpfs private to the guest (see the initramfs's `/init`).
+pub const GUEST_TMPDIR: &str = "/run/tmp";
+
 /// Environment variables forwarded from the host into the guest command.
 const FORWARDED_ENV: &[&str] = &[
     "RUST_BACKTRACE",
@@ -40,7 +43,11 @@ const FORWARDED_ENV: &[&str] = &[
 fn script(repo: &Path, body: &str) -> String {
     let mut s = String::from("# written by cargo xtask vm\n");
     s.push_str("export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
-    s.push_str("export HOME=/root LANG=C.UTF-8 TMPDIR=/tmp\n");
+    // The guest's own temporary directory lives under its private /run (a tmpfs): the host's
+    // /tmp stays visible, since the checkout itself may live there.
+    s.push_str(&format!(
+        "export HOME=/root LANG=C.UTF-8 TMPDIR={GUEST_TMPDIR}\n"
+    ));
     // No udev in the guest: libdevmapper (dmsetup) must make /dev/mapper nodes itself.
     s.push_str("export DM_DISABLE_UDEV=1 CONVOY_VM=1\n");
     for (key, value) in std::env::vars() {
