@@ -105,7 +105,7 @@ fn remove_tree(path: &Path) -> Result<()> {
 }
 
 /// Copies the tree at `from` to `to` (which must not exist): directories, regular files
-/// (permissions kept), symlinks. Other file types are refused.
+/// (permissions and modification times kept), symlinks. Other file types are refused.
 pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(from).map_err(|e| Error::io("stat", from, e))?;
     let ft = meta.file_type();
@@ -122,6 +122,14 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         symlink(target, to).map_err(|e| Error::io("create symlink", to, e))
     } else if ft.is_file() {
         fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
+        // Keep the modification time (backups of the snapshot record it).
+        if let Ok(mtime) = meta.modified() {
+            fs::File::options()
+                .write(true)
+                .open(to)
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(|e| Error::io("set time", to, e))?;
+        }
         Ok(())
     } else {
         Err(Error::Unsupported {

@@ -41,6 +41,8 @@ const PREFIX: u64 = 16;
 const VERSION: u32 = 1;
 /// Largest index accepted on restore (a hostile image cannot make us allocate more).
 const MAX_INDEX: u64 = 1 << 30;
+/// Restored files get a hole for every all-zero piece of this size.
+const HOLE_GRAIN: usize = 64 << 10;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,7 +235,8 @@ impl TreeImage {
 
     /// The ranges holding data: the head, then each non-empty file.
     pub(crate) fn ranges(&self) -> Vec<Range<u64>> {
-        let mut out: Vec<Range<u64>> = vec![0..self.head.len() as u64];
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(self.files.len() + 1);
+        out.push(0..self.head.len() as u64);
         for (off, size, _) in &self.files {
             if *size == 0 {
                 continue;
@@ -400,9 +403,11 @@ fn copy_out(image: &File, offset: u64, size: u64, to: &Path) -> Result<File> {
         image
             .read_exact_at(&mut buf[..n], offset + done)
             .map_err(|e| Error::io("read restored image", to, e))?;
-        if buf[..n].iter().any(|b| *b != 0) {
-            out.write_all_at(&buf[..n], done)
-                .map_err(|e| Error::io("write", to, e))?;
+        for (i, piece) in buf[..n].chunks(HOLE_GRAIN).enumerate() {
+            if piece.iter().any(|b| *b != 0) {
+                out.write_all_at(piece, done + (i * HOLE_GRAIN) as u64)
+                    .map_err(|e| Error::io("write", to, e))?;
+            }
         }
         done += n as u64;
     }
