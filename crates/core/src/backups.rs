@@ -169,7 +169,8 @@ impl VolumeManager {
         )))?;
         let driver = self.driver(&rec.driver)?;
         let r = rec.clone();
-        blocking(move || driver.finish_restore(&r)).await
+        let size = plan.size;
+        blocking(move || driver.finish_restore(&r, size)).await
     }
 
     /// Backs a snapshot up to `dest_url` (`vfs:///path`, `s3://bucket@region/path`):
@@ -177,8 +178,8 @@ impl VolumeManager {
     /// exists locally, full otherwise. Returns the backup URL.
     ///
     /// # Errors
-    /// [`Error::NotFound`] for the snapshot; [`Error::Unsupported`] for a vfs volume; store
-    /// and device errors.
+    /// [`Error::NotFound`] for the snapshot; [`Error::Unsupported`] for a vfs tree holding
+    /// special files or non-UTF-8 names; store and device errors.
     pub async fn create_backup(
         &self,
         snapshot: &str,

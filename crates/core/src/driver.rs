@@ -121,8 +121,9 @@ pub(crate) trait Driver: Send + Sync {
     }
 
     /// Completes a restore after the backup was written into [`Driver::restore_sink`]'s file
-    /// (vfs: builds the tree from the restored image). On error the manager removes the volume.
-    fn finish_restore(&self, _rec: &VolumeRecord) -> Result<()> {
+    /// (vfs: builds the tree from the restored image). `size` is the backup's volume size. On
+    /// error the manager removes the volume.
+    fn finish_restore(&self, _rec: &VolumeRecord, _size: u64) -> Result<()> {
         Ok(())
     }
 }

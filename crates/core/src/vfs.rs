@@ -307,8 +307,14 @@ impl Driver for VfsDriver {
             .map_err(|e| Error::io("create restore image", &path, e))
     }
 
-    fn finish_restore(&self, rec: &VolumeRecord) -> Result<()> {
+    fn finish_restore(&self, rec: &VolumeRecord, size: u64) -> Result<()> {
         let image = self.restore_image(rec);
+        // Holes at the end of the image are not written by the store: give it its full size.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .and_then(|f| f.set_len(size))
+            .map_err(|e| Error::io("extend restore image", &image, e))?;
         let dir = self.volume_dir(rec);
         let tmp = partial(&dir);
         remove_tree(&tmp)?;

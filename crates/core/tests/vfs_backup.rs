@@ -99,6 +99,11 @@ async fn vfs_backup_restores_an_identical_tree() {
     std::os::unix::fs::FileExt::write_all_at(&sparse, b"end", (3 << 20) - 3).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&sparse, b"start", 0).unwrap();
     drop(sparse);
+    // A file ending in a hole, last in the image: the restored image is short of it.
+    let tail = fs::File::create(at.join("zz_tail_hole")).unwrap();
+    tail.set_len(2 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&tail, b"head", 0).unwrap();
+    drop(tail);
     fs::set_permissions(at.join("a/small.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::set_permissions(at.join("a/b"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::set_permissions(at.join("empty_file"), fs::Permissions::from_mode(0o4755)).unwrap();
@@ -189,6 +194,7 @@ async fn vfs_second_backup_uploads_only_the_changed_file() {
         .unwrap();
     assert_eq!(second.kind, BackupKind::Full);
     // The changed file's two chunks and the index chunk; everything else deduplicates.
+    eprintln!("first: {first:?}\nsecond: {second:?}");
     assert!(second.blocks_uploaded <= 3, "{second:?}");
     assert!(second.blocks_deduplicated >= 58, "{second:?}");
 
@@ -383,4 +389,33 @@ async fn vfs_restore_refuses_a_nonempty_existing_directory() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     assert_eq!(fs::read(left.join("keep")).unwrap(), b"data");
+}
+
+#[tokio::test]
+async fn vfs_backup_refuses_non_utf8_names_and_startup_removes_leftover_images() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let m = VolumeManager::open(config(dir.path())).await.unwrap();
+    m.create_volume(named("vol1"), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let at = m.mount_volume("vol1", None).await.unwrap();
+    fs::write(at.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+    m.create_snapshot("vol1", Some("s1".into())).await.unwrap();
+    let dest = format!("vfs://{}", dir.path().join("backups").display());
+    let e = m
+        .create_backup("s1", &dest, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("UTF-8"), "{e}");
+    // The snapshot is not left busy.
+    m.delete_snapshot("s1").await.unwrap();
+
+    // A restore image left by a crash is removed at start-up.
+    drop(m);
+    let leftover = dir.path().join("vols/.images/gone.restore");
+    fs::write(&leftover, b"half").unwrap();
+    let _m = VolumeManager::open(config(dir.path())).await.unwrap();
+    assert!(!leftover.exists());
 }
