@@ -74,24 +74,6 @@ impl store::Progress for ProgressAdapter {
     }
 }
 
-impl From<store::BackupInfo> for BackupInfo {
-    fn from(b: store::BackupInfo) -> Self {
-        BackupInfo {
-            backup_url: b.backup_url,
-            backup_uuid: b.backup_uuid,
-            driver_name: b.driver_name,
-            volume_uuid: b.volume_uuid,
-            volume_name: b.volume_name,
-            volume_size: b.volume_size,
-            volume_created_at: b.volume_created_at,
-            snapshot_uuid: b.snapshot_uuid,
-            snapshot_name: b.snapshot_name,
-            snapshot_created_at: b.snapshot_created_at,
-            created_time: b.created_time,
-        }
-    }
-}
-
 impl VolumeManager {
     /// Checks a restore request against the backup: made by the driver of the new volume
     /// (devicemapper or vfs), of the same size when a size is given (devicemapper).
@@ -357,7 +339,7 @@ impl VolumeManager {
         let all = store::list_url(dest_url, volume_name, target_options(store, None))
             .await
             .map_err(store_error(format!("list {dest_url}")))?;
-        Ok(all.into_values().map(BackupInfo::from).collect())
+        Ok(all.into_values().collect())
     }
 
     /// One backup's details.
@@ -371,7 +353,6 @@ impl VolumeManager {
     ) -> Result<BackupInfo> {
         store::inspect_url(backup_url, target_options(store, None))
             .await
-            .map(BackupInfo::from)
             .map_err(store_error(format!("inspect {backup_url}")))
     }
 }

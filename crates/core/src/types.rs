@@ -85,38 +85,9 @@ pub struct Snapshot {
     pub driver_info: BTreeMap<String, String>,
 }
 
-/// A backup as `backup inspect` / `backup list` show it; serializes with the original's field
-/// names (`BackupURL`, `BackupUUID`, `DriverName`, ...).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BackupInfo {
-    /// `<dest>?backup=<name>&volume=<name>`.
-    #[serde(rename = "BackupURL")]
-    pub backup_url: String,
-    /// The backup's UUID.
-    #[serde(rename = "BackupUUID")]
-    pub backup_uuid: String,
-    /// The driver that made it.
-    pub driver_name: String,
-    /// Volume UUID.
-    #[serde(rename = "VolumeUUID")]
-    pub volume_uuid: String,
-    /// Volume name.
-    pub volume_name: String,
-    /// Volume size in bytes, decimal.
-    pub volume_size: String,
-    /// When the volume was created.
-    pub volume_created_at: String,
-    /// Snapshot UUID.
-    #[serde(rename = "SnapshotUUID")]
-    pub snapshot_uuid: String,
-    /// Snapshot name.
-    pub snapshot_name: String,
-    /// When the snapshot was created.
-    pub snapshot_created_at: String,
-    /// When the backup was made.
-    pub created_time: String,
-}
+/// A backup as `backup inspect` / `backup list` show it: convoy-backupstore's record, which
+/// serializes with the original's field names (`BackupURL`, `BackupUUID`, `DriverName`, ...).
+pub use convoy_backupstore::BackupInfo;
 
 /// `info` output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
