@@ -308,16 +308,9 @@ impl<R: Read + Seek> Iterator for Delta<'_, R> {
         if self.done {
             return None;
         }
-        match self.step() {
-            Ok(Some(run)) => Some(Ok(run)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        // Fused: nothing more after the end or after the first error.
+        let item = self.step().transpose();
+        self.done = !matches!(item, Some(Ok(_)));
+        item
     }
 }
