@@ -5,6 +5,8 @@
 //! * `test` — the one test command: the host tier, then the device tests in one guest boot;
 //! * `bench` — every benchmark beside its peer (thin_delta, restic);
 //! * `demo` — the main job on an embedded default, in the VM;
+//! * `reliability` — the reliability and security suite, with figures (`--full` for the
+//!   published ones);
 //! * `fuzz` — every libFuzzer target for a bounded time;
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
@@ -12,6 +14,7 @@ mod bench;
 mod demo;
 mod dev_pool;
 mod fuzz;
+mod reliability;
 mod test;
 mod vm;
 
@@ -40,6 +43,9 @@ enum Command {
     /// The demo's steps, run inside the guest by `demo`.
     #[command(hide = true)]
     DemoGuest,
+    /// The reliability and security suite: crashes, power cuts, device and store faults, space,
+    /// concurrency, hostile input, security; prints and writes the figures.
+    Reliability(reliability::RelArgs),
     /// Every libFuzzer target (crates/*/fuzz), each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
@@ -76,6 +82,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Command::DemoGuest => Ok(if demo::guest()? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Reliability(args) => Ok(if reliability::run(&args, None)?.0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -12,6 +12,8 @@
 //!    when `dockerd` is installed; otherwise the tier is reported as skipped (never as passed),
 //!    and with `CONVOY_REQUIRE_DOCKER=1` (as CI sets) a missing `dockerd` fails the run.
 //!
+//! 4. Reliability tier: the quick scale of `cargo xtask reliability` (see `reliability.rs`).
+//!
 //! The task prints a `N passed, N failed` line per tier, then one for all tiers, and fails if any
 //! tier failed or if the VM tier found no device test to run.
 
@@ -31,6 +33,9 @@ pub struct TestArgs {
     /// Run only the VM tier.
     #[arg(long)]
     pub vm_only: bool,
+    /// Leave out the quick reliability suite that otherwise ends the run.
+    #[arg(long)]
+    pub no_reliability: bool,
     /// Kill the test guest after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
@@ -40,9 +45,9 @@ pub struct TestArgs {
 }
 
 /// Size of the spare virtio disk (`/dev/vdb`) for tests that need a real disk, not a loop device.
-const SPARE_DISK_BYTES: u64 = 4 << 30;
+pub const SPARE_DISK_BYTES: u64 = 4 << 30;
 /// The spare disk's node in the guest, given to tests as `CONVOY_VM_SPARE_DISK`.
-const SPARE_DISK: &str = "/dev/vdb";
+pub const SPARE_DISK: &str = "/dev/vdb";
 
 /// Marker of the device tests.
 pub const DEVICE_TEST_PREFIX: &str = "dm_";
@@ -50,10 +55,24 @@ pub const DEVICE_TEST_PREFIX: &str = "dm_";
 pub const DOCKER_TEST_PREFIX: &str = "docker_";
 
 /// A test binary and how many of the selected ignored tests it holds.
-struct TestBinary {
-    path: PathBuf,
-    package_dir: PathBuf,
-    tests: usize,
+pub struct TestBinary {
+    /// The test executable.
+    pub path: PathBuf,
+    /// Its package's directory (libtest's working directory under cargo).
+    pub package_dir: PathBuf,
+    /// How many selected tests it holds.
+    pub tests: usize,
+}
+
+impl TestBinary {
+    /// The executable's file name.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// Runs `cargo xtask test`.
@@ -71,7 +90,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         totals.add(counts);
     }
     println!("== building test binaries for the docker and VM tiers");
-    let built = build_test_binaries()?;
+    let built = build_test_binaries(None)?;
     if !args.vm_only {
         let (docker_ok, counts) = docker_tier(&built)?;
         ok &= docker_ok;
@@ -80,6 +99,17 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     if !args.host_only {
         let (vm_ok, counts) = vm_tier(args, &built)?;
         ok &= vm_ok;
+        totals.add(counts);
+    }
+    if !(args.no_reliability || args.host_only || args.vm_only || args.filter.is_some()) {
+        println!("== reliability tier: cargo xtask reliability (quick scale)");
+        let (rel_ok, counts) =
+            crate::reliability::run(&crate::reliability::RelArgs::quick(), Some(&built))?;
+        println!(
+            "reliability-tier: {} passed, {} failed",
+            counts.passed, counts.failed
+        );
+        ok &= rel_ok;
         totals.add(counts);
     }
     println!(
@@ -91,19 +121,21 @@ pub fn run(args: &TestArgs) -> Result<bool> {
 
 /// Tests passed and failed, summed from libtest's `test result:` lines.
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    passed: u64,
-    failed: u64,
+pub struct Counts {
+    /// Tests passed.
+    pub passed: u64,
+    /// Tests failed.
+    pub failed: u64,
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
+    pub fn add(&mut self, other: Counts) {
         self.passed += other.passed;
         self.failed += other.failed;
     }
 
     /// Adds the counts of a `test result:` line, if `line` is one.
-    fn observe(&mut self, line: &str) {
+    pub fn observe(&mut self, line: &str) {
         if let Some((passed, failed)) = parse_result_line(line) {
             self.passed += passed;
             self.failed += failed;
@@ -137,11 +169,7 @@ fn docker_tier(built: &[(PathBuf, PathBuf)]) -> Result<(bool, Counts)> {
     let required = std::env::var("CONVOY_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
     let binaries = select_ignored(built, DOCKER_TEST_PREFIX, None)?;
     let total: usize = binaries.iter().map(|b| b.tests).sum();
-    let have_dockerd = Command::new("dockerd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_dockerd {
+    if !have_dockerd() {
         if required {
             println!("docker-tier: dockerd is not installed (apt-get install docker.io)");
             return Ok((
@@ -243,6 +271,14 @@ fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Count
     Ok((ok, counts))
 }
 
+/// Whether `dockerd` is installed.
+pub fn have_dockerd() -> bool {
+    Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// `test result: ok. 3 passed; 0 failed; ...` → (3, 0).
 fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     let rest = line.trim().strip_prefix("test result: ")?;
@@ -256,7 +292,7 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 
 /// Builds the workspace's binaries and test binaries; returns each test binary with its package
 /// directory.
-fn build_test_binaries() -> Result<Vec<(PathBuf, PathBuf)>> {
+pub fn build_test_binaries(package: Option<&str>) -> Result<Vec<(PathBuf, PathBuf)>> {
     // Device tests run the workspace's binaries (convoy, convoy-partition, ...) in the guest,
     // where cargo is not run: build them all first.
     let status = Command::new(cargo())
@@ -270,10 +306,17 @@ fn build_test_binaries() -> Result<Vec<(PathBuf, PathBuf)>> {
     let mut child = Command::new(cargo())
         .args([
             "test",
-            "--workspace",
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
+        .args(
+            match package {
+                Some(p) => ["--package", p],
+                None => ["--workspace", ""],
+            }
+            .iter()
+            .filter(|a| !a.is_empty()),
+        )
         .current_dir(vm::repo_root())
         .stdout(Stdio::piped())
         .spawn()
@@ -306,7 +349,7 @@ fn build_test_binaries() -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 /// The test binaries holding ignored tests named `prefix...` (and containing `filter`).
-fn select_ignored(
+pub fn select_ignored(
     built: &[(PathBuf, PathBuf)],
     prefix: &str,
     filter: Option<&str>,
