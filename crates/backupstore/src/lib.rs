@@ -78,6 +78,8 @@ mod aws_files;
 mod backup;
 mod delete;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod list;
 mod lock;
