@@ -160,7 +160,11 @@ pub enum Error {
     },
 
     /// The kernel reports the device as failed (`Fail` or `Error` status).
-    #[error("{device} has failed (the kernel reports its status as Fail/Error); check dmesg")]
+    #[error(
+        "{device} has failed (the kernel reports its status as Fail/Error: I/O errors on its \
+         devices, see dmesg); fix the device, then unmount its volumes, deactivate the pool and \
+         its thin devices, run thin_check on the metadata device and start convoy again"
+    )]
     Failed {
         /// The device involved.
         device: String,

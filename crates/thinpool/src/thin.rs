@@ -360,10 +360,32 @@ impl ThinPool {
     }
 
     /// The thin device `name` if its table is `thin <this pool> <id>`.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] naming this pool when `name` is a thin device of this pool and the
+    /// pool has failed: the kernel then prints `Fail` instead of the thin table.
     fn thin_table(&self, name: &str) -> Result<Option<ThinDevice>> {
         let raw = dmio::table(&self.dm, name)?;
         if raw.len() != 1 || raw[0].2 != "thin" {
             return Ok(None);
+        }
+        if raw[0].3.trim() == "Fail" {
+            // Which pool it belongs to is only in its dependencies now.
+            let id = DevId::Name(dm_name(name)?);
+            let deps = self
+                .dm
+                .table_deps(&id, DmOptions::default())
+                .map_err(|e| dm_error("read dependencies", name, e))?;
+            return if deps.contains(&self.device) {
+                Err(Error::Failed {
+                    device: format!(
+                        "thin pool {} (its thin device {name} reports Fail)",
+                        self.name()
+                    ),
+                })
+            } else {
+                Ok(None)
+            };
         }
         let table = ThinDevTargetTable::from_raw_table(&raw).map_err(|_| Error::StatusParse {
             device: name.to_owned(),
