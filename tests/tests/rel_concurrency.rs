@@ -40,7 +40,7 @@ fn rel_vm_parallel_sequences() {
     // Each sequence's plan, drawn up front so the run repeats: size, whether it mounts and
     // writes, which other volume it inspects.
     let plans: Vec<(u64, bool, usize)> = (0..n)
-        .map(|_| (rng.u64(1..=4) * 16 << 20, rng.bool(), rng.usize(..n)))
+        .map(|_| ((rng.u64(1..=4) * 16) << 20, rng.bool(), rng.usize(..n)))
         .collect();
     let tag = dm.tag.clone();
     let socket = dm.d.socket.clone();
@@ -152,8 +152,8 @@ fn rel_vm_parallel_sequences() {
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_backup_latency() {
-    let data_mib: usize = by_scale(96, 512);
-    let baseline_rounds = by_scale(3, 10);
+    let data_mib: usize = by_scale(64, 384);
+    let baseline_rounds = by_scale(2, 8);
     let mut rng = rng("backup-latency");
     let dm = DmDaemon::start("bl", 8 << 30, "32M");
     let mut figure = Figure::new(
@@ -448,8 +448,8 @@ fn rel_host_backup_delete_one_store() {
     );
 }
 
-fn storm_scenario(d: &mut TestDaemon, figure: &mut Figure, prefix: &str) {
-    let (threads, ops) = by_scale((8, 30), (16, 200));
+fn storm_scenario(d: &mut TestDaemon, figure: &mut Figure, prefix: &str, counts: (usize, usize)) {
+    let (threads, ops) = counts;
     let volumes: Vec<String> = (0..3).map(|i| format!("{prefix}{i}")).collect();
     for v in &volumes {
         d.ok(&["create", v]);
@@ -480,7 +480,7 @@ fn storm_scenario(d: &mut TestDaemon, figure: &mut Figure, prefix: &str) {
 fn rel_host_plugin_mount_storm() {
     let mut d = TestDaemon::start(&[]);
     let mut figure = Figure::new(SUITE, "plugin Mount/Unmount storm, random IDs (vfs)");
-    storm_scenario(&mut d, &mut figure, "storm");
+    storm_scenario(&mut d, &mut figure, "storm", by_scale((8, 30), (16, 200)));
 }
 
 #[test]
@@ -492,6 +492,6 @@ fn rel_vm_plugin_mount_storm() {
         "plugin Mount/Unmount storm, random IDs (devicemapper)",
     );
     let prefix = format!("{}-m", dm.tag);
-    storm_scenario(&mut dm.d, &mut figure, &prefix);
+    storm_scenario(&mut dm.d, &mut figure, &prefix, by_scale((4, 15), (8, 60)));
     dm.assert_empty(&mut figure, "after the storm");
 }
