@@ -39,6 +39,11 @@ struct Run {
     op: &'static str,
     points: &'static [&'static str],
     trials: usize,
+    /// Trials run so far.
+    done: usize,
+    /// `CONVOY_REL_DEADLINE` (Unix seconds): no new trial starts after it (the figure says
+    /// how many ran).
+    deadline: Option<u64>,
     counts: BTreeMap<&'static str, u64>,
 }
 
@@ -57,8 +62,20 @@ impl Run {
             op,
             points,
             trials: by_scale(3, 50),
+            done: 0,
+            deadline: std::env::var("CONVOY_REL_DEADLINE")
+                .ok()
+                .and_then(|s| s.parse().ok()),
             counts: BTreeMap::new(),
         }
+    }
+
+    /// Whether trial `t` runs (not past the trial count or the deadline).
+    fn more(&self, t: usize) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        t < self.trials && self.deadline.is_none_or(|d| now < d)
     }
 
     fn count(&mut self, what: &'static str) {
@@ -186,6 +203,17 @@ impl Run {
         }
         self.fig.0.faults += 1;
         let acked = out.status.success();
+        eprintln!(
+            "crash {} trial {trial}/{}: {} {}",
+            self.op,
+            self.trials,
+            point.map_or_else(|| "SIGKILL".to_string(), |p| format!("abort at {p}")),
+            if acked {
+                "after completion"
+            } else {
+                "in flight"
+            }
+        );
         self.count(if acked {
             "after_completion"
         } else {
@@ -207,6 +235,7 @@ impl Run {
             self.fail(trial, &format!("daemon did not come back: {e}"));
         }
         self.count("restarts");
+        self.done = trial + 1;
         match self.rig.check_no_orphans() {
             Ok(n) => self.fig.0.checks += n,
             Err(e) => self.fail(trial, &e),
@@ -226,7 +255,7 @@ impl Run {
 
     /// The figure's totals; a last reboot, `thin_check` and restart.
     fn finish(mut self, started: Instant) {
-        let last = self.trials;
+        let last = self.done;
         self.reboot(last);
         if let Err(e) = self.rig.start(None) {
             self.fail(last, &format!("daemon did not come back: {e}"));
@@ -235,7 +264,7 @@ impl Run {
             Ok(n) => self.fig.0.checks += n,
             Err(e) => self.fail(last, &e),
         }
-        self.fig.0.trials = self.trials as u64;
+        self.fig.0.trials = self.done as u64;
         for (k, v) in std::mem::take(&mut self.counts) {
             self.fig.0.set(k, v);
         }
@@ -258,7 +287,8 @@ fn rel_vm_crash_create() {
     let d = r.measure(&["create", &m, "--size", VOLUME_SIZE]);
     r.ok(0, &["delete", &m]);
     r.fig.0.set("measured_ms", d.as_millis() as u64);
-    for t in 0..r.trials {
+    let mut t = 0;
+    while r.more(t) {
         let name = format!("{tag}c{t}");
         let o = r.crash(t, &["create", &name, "--size", VOLUME_SIZE], d);
         r.recover(t);
@@ -278,6 +308,7 @@ fn rel_vm_crash_create() {
         }
         let gone = !r.volume_listed(t, &name);
         r.check(t, gone, &format!("{name} still listed after delete"));
+        t += 1;
     }
     r.finish(started);
 }
@@ -302,7 +333,8 @@ fn rel_vm_crash_snapshot() {
     let d = r.measure(&["snapshot", "create", &base, "--name", &m]);
     r.ok(0, &["snapshot", "delete", &m]);
     r.fig.0.set("measured_ms", d.as_millis() as u64);
-    for t in 0..r.trials {
+    let mut t = 0;
+    while r.more(t) {
         // Written while mounted: the snapshot freezes the filesystem; a kill inside must not
         // leave it frozen (the write of the next trial would hang, then fail).
         let data = r.write(t, &base);
@@ -317,7 +349,7 @@ fn rel_vm_crash_snapshot() {
                 &format!("snapshot {snap} was reported created and is gone"),
             );
         }
-        if listed && (r.rng.u8(..4) == 0 || t + 1 == r.trials) {
+        if listed && (r.rng.u8(..4) == 0 || t + 1 == r.trials || !r.more(t + 1)) {
             // Its content: back it up and restore it.
             let url = r.ok(
                 t,
@@ -335,6 +367,7 @@ fn rel_vm_crash_snapshot() {
         }
         let gone = !r.snapshot_listed(t, &base, &snap);
         r.check(t, gone, &format!("{snap} still listed after delete"));
+        t += 1;
     }
     r.finish(started);
 }
@@ -358,7 +391,8 @@ fn rel_vm_crash_backup() {
     ledger.insert(url, data);
     r.ok(0, &["snapshot", "delete", &m]);
     r.fig.0.set("measured_ms", d.as_millis() as u64);
-    for t in 0..r.trials {
+    let mut t = 0;
+    while r.more(t) {
         let data = r.write(t, &base);
         let snap = format!("{tag}s{t}");
         r.ok(t, &["snapshot", "create", &base, "--name", &snap]);
@@ -402,9 +436,10 @@ fn rel_vm_crash_backup() {
             ledger.insert(url, data.clone());
         }
         r.ok(t, &["snapshot", "delete", &snap]);
+        t += 1;
     }
     // Every backup made still restores (a later crashed backup must not damage shared blocks).
-    let last = r.trials;
+    let last = r.done;
     for (i, (url, data)) in ledger.clone().iter().enumerate() {
         let v = format!("{tag}f{i}");
         if let Err(e) = r.rig.try_ok(&["create", &v, "--backup", url]) {
@@ -445,7 +480,8 @@ fn rel_vm_crash_restore() {
     r.ok(0, &["umount", &m]);
     r.ok(0, &["delete", &m]);
     r.fig.0.set("measured_ms", d.as_millis() as u64);
-    for t in 0..r.trials {
+    let mut t = 0;
+    while r.more(t) {
         let name = format!("{tag}r{t}");
         let o = r.crash(t, &["create", &name, "--backup", &url], d);
         r.recover(t);
@@ -464,8 +500,9 @@ fn rel_vm_crash_restore() {
         }
         let gone = !r.volume_listed(t, &name);
         r.check(t, gone, &format!("{name} still listed after delete"));
+        t += 1;
     }
-    r.verify(r.trials, &base, &data, "origin at the end");
+    r.verify(r.done, &base, &data, "origin at the end");
     r.finish(started);
 }
 
@@ -498,10 +535,12 @@ fn rel_vm_crash_delete() {
     r.fig
         .0
         .set("measured_snapshot_ms", d_snap.as_millis() as u64);
-    for t in 0..r.trials {
+    let mut t = 0;
+    while r.more(t) {
         let (v, s) = (format!("{tag}v{t}"), format!("{tag}v{t}s"));
         let data = make(&mut r, t, &v, &s);
-        let whole_volume = r.rng.bool();
+        // The named crash points are on the volume-delete path.
+        let whole_volume = t % 4 == 1 || r.rng.bool();
         if whole_volume {
             let o = r.crash(t, &["delete", &v], d_vol);
             r.recover(t);
@@ -537,6 +576,7 @@ fn rel_vm_crash_delete() {
         }
         let gone = !r.volume_listed(t, &v);
         r.check(t, gone, &format!("{v} still listed after delete"));
+        t += 1;
     }
     r.finish(started);
 }
