@@ -112,6 +112,22 @@ pub enum Error {
         mode: String,
     },
 
+    /// The pool ran out of metadata space; the kernel switched it to read-only.
+    #[error(
+        "thin pool {pool} is out of metadata space ({used} of {total} metadata blocks used) and \
+         the kernel made it read-only: deleting volumes or snapshots is refused too; grow the \
+         metadata device and reload the pool's table (or deactivate the pool and start convoy \
+         again)"
+    )]
+    MetadataFull {
+        /// The pool's device-mapper name.
+        pool: String,
+        /// Metadata blocks in use (the kernel counts its reserve as used).
+        used: u64,
+        /// Metadata blocks in total.
+        total: u64,
+    },
+
     /// A metadata snapshot is already held on the pool (only one may exist).
     #[error(
         "thin pool {pool} already holds a metadata snapshot (kernel allows one; \

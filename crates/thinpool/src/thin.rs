@@ -52,7 +52,7 @@ impl ThinPool {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] when the id exists; [`Error::PoolFull`] when the pool is out of
-    /// data space; [`Error::PoolReadOnly`].
+    /// data space; [`Error::PoolReadOnly`]; [`Error::MetadataFull`]; [`Error::Failed`].
     pub fn create_thin(&self, id: ThinId) -> Result<()> {
         let _guard = self.lock();
         self.ensure_writable()?;
@@ -312,14 +312,25 @@ impl ThinPool {
                 reason: "the kernel reports it busy (open, or a metadata snapshot is held)"
                     .to_owned(),
             },
-            Some(Errno::EOPNOTSUPP) | Some(Errno::EROFS) => Error::PoolReadOnly {
-                pool: self.name().to_owned(),
-                mode: self
-                    .status()
-                    .map(|s| s.mode.as_str().to_owned())
-                    .unwrap_or_else(|_| "failed".to_owned()),
-            },
+            Some(Errno::EOPNOTSUPP) | Some(Errno::EROFS) => self.read_only_error(),
             _ => dm_error(format!("message {msg:?}"), self.name(), e),
+        }
+    }
+
+    /// Why the pool refuses changes, from its status now: out of metadata space (the kernel
+    /// reports every metadata block used, its reserve counted), read-only, or failed.
+    pub(crate) fn read_only_error(&self) -> Error {
+        match self.status() {
+            Ok(s) if s.metadata.used >= s.metadata.total => Error::MetadataFull {
+                pool: self.name().to_owned(),
+                used: s.metadata.used.0,
+                total: s.metadata.total.0,
+            },
+            Ok(s) => Error::PoolReadOnly {
+                pool: self.name().to_owned(),
+                mode: s.mode.as_str().to_owned(),
+            },
+            Err(e) => e,
         }
     }
 
@@ -338,10 +349,7 @@ impl ThinPool {
                 used: status.data.used,
                 total: status.data.total,
             }),
-            PoolMode::ReadOnly => Err(Error::PoolReadOnly {
-                pool: self.name().to_owned(),
-                mode: status.mode.as_str().to_owned(),
-            }),
+            PoolMode::ReadOnly => Err(self.read_only_error()),
         }
     }
 
