@@ -109,7 +109,11 @@ fn rel_vm_device_faults_data() {
         c.faults += 1;
 
         // A backup reading the snapshot hits the error: a clear failure, nothing listed.
-        let err = c.must_fail(&rig, &["backup", "create", &snap, "--dest", &rig.dest], "backup");
+        let err = c.must_fail(
+            &rig,
+            &["backup", "create", &snap, "--dest", &rig.dest],
+            "backup",
+        );
         messages.insert(format!("backup/{}", fault.label()), err.clone());
         assert!(
             err.contains(&snap) || err.contains("Input/output"),
@@ -182,7 +186,10 @@ fn rel_vm_device_faults_metadata() {
     let trials = by_scale(2, 20);
     let mut rig = Rig::start("m", 512 << 20, 16 << 20, &[]);
     let mut c = Count::default();
-    let mut fig = Figure::new("device-faults", "I/O errors under the pool's metadata device");
+    let mut fig = Figure::new(
+        "device-faults",
+        "I/O errors under the pool's metadata device",
+    );
     let vol = rig.name("a");
     rig.ok(&["create", &vol]);
     let mut files = BTreeMap::new();
@@ -234,7 +241,10 @@ fn rel_vm_device_faults_metadata() {
         // The daemon keeps serving.
         let list = rig.json(&["list"]);
         c.checks += 1;
-        assert!(list.get(&vol).is_some(), "trial {trial}: {vol} not listed: {list}");
+        assert!(
+            list.get(&vol).is_some(),
+            "trial {trial}: {vol} not listed: {list}"
+        );
         vfs_serves(&mut c, &rig, trial);
         let mode = rig.pool_mode();
         notes.entry(format!("pool_mode/{label}")).or_insert(mode);
@@ -285,7 +295,12 @@ fn rel_vm_device_faults_metadata() {
         if let Err(e) = rig.start_again() {
             panic!("trial {trial}: daemon does not start after recovery: {e}");
         }
-        assert_eq!(rig.pool_mode(), "rw", "trial {trial}: {}", rig.pool_status());
+        assert_eq!(
+            rig.pool_mode(),
+            "rw",
+            "trial {trial}: {}",
+            rig.pool_status()
+        );
     }
     // Everything reported done is there: data, snapshots, backups.
     let at = rig.ok(&["mount", &vol]);

@@ -343,7 +343,11 @@ impl Rig {
                 .args(["-TERM", &child.id().to_string()])
                 .status();
             let status = child.wait().expect("wait on daemon");
-            assert!(status.success(), "daemon exit: {status}\n{}", self.d().log());
+            assert!(
+                status.success(),
+                "daemon exit: {status}\n{}",
+                self.d().log()
+            );
         } else if let Some(d) = self.daemon.as_mut() {
             d.stop();
         }
@@ -356,15 +360,19 @@ impl Rig {
         let mut child = d
             .daemon_command(&[])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(d.dir.path().join("start.out")).expect("start.out"))
             .stderr(std::fs::File::create(d.dir.path().join("start.err")).expect("start.err"))
             .spawn()
             .expect("cannot start convoy daemon");
         let deadline = Instant::now() + HANG_LIMIT;
         loop {
             if let Some(status) = child.try_wait().expect("wait on daemon") {
-                let err =
-                    std::fs::read_to_string(d.dir.path().join("start.err")).unwrap_or_default();
+                let read = |f: &str| std::fs::read_to_string(d.dir.path().join(f));
+                let err = format!(
+                    "{}{}",
+                    read("start.out").unwrap_or_default(),
+                    read("start.err").unwrap_or_default()
+                );
                 let log = d.log();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 return Err(format!("exit {status}: {err} {}", tail.join(" | ")));
@@ -396,7 +404,10 @@ impl Rig {
         for m in self.our_mounts().into_iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
-        let out = Command::new("dmsetup").arg("ls").output().expect("dmsetup ls");
+        let out = Command::new("dmsetup")
+            .arg("ls")
+            .output()
+            .expect("dmsetup ls");
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
@@ -462,7 +473,8 @@ impl Drop for Rig {
 /// Writes `bytes` to `path` and makes it durable (`fsync`); the error as text.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("write {}: {e}", path.display()))
@@ -478,4 +490,9 @@ pub fn random_bytes(rng: &mut fastrand::Rng, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rng.fill(&mut v);
     v
+}
+
+/// The active table of device-mapper device `name` (`dmsetup table`), one line per target.
+pub fn dm_table(name: &str) -> String {
+    run("dmsetup", &["table", name]).trim().to_string()
 }
