@@ -27,11 +27,11 @@
 //! | [`BackupTarget::open`]`(dest_url, TargetOptions)` | parse `vfs://` / `s3://` and set up the store (no network I/O) | — |
 //! | [`BackupTarget::open_backup`]`(backup_url, opts)` | same, for `<dest>?backup=..&volume=..`; returns the [`BackupRef`] | — |
 //! | [`BackupTarget::backup`]`(source, ranges, parent, meta, progress)` | full (`parent = None`) or incremental backup; returns [`BackupOutcome`] (info, ref, [`BackupStats`]) | shared |
-//! | [`BackupTarget::restore`]`(backup, sink, options, progress)` | verified parallel restore, holes left sparse | shared |
+//! | [`BackupTarget::restore`]`(backup, sink, options, progress)` | verified parallel restore, holes left sparse | shared (none on a read-only or full `vfs://` filesystem) |
 //! | [`BackupTarget::delete`]`(backup)` | delete and collect blocks no other backup uses | exclusive |
 //! | [`BackupTarget::list`]`(volume)` | backups (of one volume or all) keyed by backup URL | — |
 //! | [`BackupTarget::inspect`]`(backup)` | the `backup inspect` record ([`BackupInfo`]) | — |
-//! | [`BackupTarget::verify`]`(backup, progress)` | manifest checksum + every block's hash | shared |
+//! | [`BackupTarget::verify`]`(backup, progress)` | manifest checksum + every block's hash | shared (as restore) |
 //! | [`BackupTarget::repair`]`()` | remove leftovers of crashed backups (whole-store scan) | exclusive |
 //! | [`restore_url`], [`delete_url`], [`inspect_url`], [`verify_url`], [`list_url`] | the same by URL, for the CLI and daemon | |
 //!
@@ -139,6 +139,43 @@ where
     let value = out?;
     released?;
     Ok(value)
+}
+
+/// Whether `e` comes from a local filesystem that refuses writes (mounted read-only, or full).
+fn refuses_writes(e: &BackupError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+            if matches!(io.kind(), ReadOnlyFilesystem | StorageFull | QuotaExceeded) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Runs a read-only operation (restore, verify) under a shared lock; on a `vfs://` store
+/// whose filesystem refuses the lock record (a read-only mount, a full disk) runs it without
+/// one, so that backups stay restorable from such a store. Without the lock a delete made
+/// elsewhere could remove blocks as they are read; the read then fails with a missing block
+/// (every block is verified), never returns wrong data.
+async fn locked_read<T, F>(t: &BackupTarget, op: &str, f: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    match LockGuard::acquire(t.store.clone(), LockKind::Shared, op, &t.opts.lock).await {
+        Ok(guard) => {
+            let out = f.await;
+            let released = guard.release().await;
+            let value = out?;
+            released?;
+            Ok(value)
+        }
+        Err(e) if t.store.local_root.is_some() && refuses_writes(&e) => f.await,
+        Err(e) => Err(e),
+    }
 }
 
 impl BackupTarget {
@@ -275,7 +312,7 @@ impl BackupTarget {
         options: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<RestoreStats> {
-        locked(self, LockKind::Shared, "restore", async {
+        locked_read(self, "restore", async {
             restore::restore(
                 &self.store,
                 r,
@@ -313,7 +350,7 @@ impl BackupTarget {
 
     /// Checks that backup `r` is complete and every block it references hashes right.
     pub async fn verify(&self, r: &BackupRef, progress: &dyn Progress) -> Result<RestoreStats> {
-        locked(self, LockKind::Shared, "verify", async {
+        locked_read(self, "verify", async {
             restore::verify(&self.store, r, self.opts.parallelism, progress).await
         })
         .await
