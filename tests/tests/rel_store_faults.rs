@@ -254,6 +254,7 @@ struct Ledger {
     violations: Vec<String>,
     max_op_ms: u128,
     restores: u64,
+    started: Instant,
 }
 
 impl Ledger {
@@ -265,6 +266,7 @@ impl Ledger {
             violations: Vec::new(),
             max_op_ms: 0,
             restores: 0,
+            started: Instant::now(),
         }
     }
 
@@ -290,6 +292,7 @@ impl Ledger {
         let names_store = msg.contains(&self.dest);
         let has_cause = cause.is_empty() || cause.iter().any(|c| msg.contains(c));
         let no_panic = !msg.contains("panick");
+        eprintln!("[store-faults] trial {}: failed: {msg}", self.fig.trials);
         let dest = self.dest.clone();
         self.check(names_store && has_cause && no_panic, || {
             format!("unclear store error (want {dest} and one of {cause:?}): {msg}")
@@ -381,6 +384,7 @@ impl Ledger {
         self.fig
             .set("max_op_ms", self.max_op_ms as u64)
             .set("restores", self.restores)
+            .set("scenario_s", self.started.elapsed().as_secs())
             .set("backups_completed", self.complete.len() as u64)
             .set("repair_refs_removed", repaired[0])
             .set("repair_blocks_removed", repaired[1])
@@ -668,6 +672,12 @@ fn vfs_fault_trial(
     faulted_restores: &mut (u64, u64),
 ) -> bool {
     let t = l.fig.trials;
+    for volume in ["small", "big"] {
+        let dir = PathBuf::from(d.ok(&["mount", volume]));
+        for e in std::fs::read_dir(&dir).expect("volume dir").flatten() {
+            std::fs::remove_dir_all(e.path()).expect("clear volume");
+        }
+    }
     scribble(d, "small", rng, 2, (64 << 10, 512 << 10));
     let tree = snapshot(d, "small", &format!("small{t}"));
     let Some(first) = clean_backup(d, l, &format!("small{t}"), tree) else {
@@ -713,7 +723,8 @@ fn vfs_fault_trial(
                 faulted_restores.0 += 1;
             }
             Err(msg) => {
-                l.clean_failure(&msg, &[]);
+                // Backups must stay restorable from a full or read-only store.
+                l.check(false, || format!("restore from the faulted store failed: {msg}"));
                 check_no_volume(d, l, &name);
                 faulted_restores.1 += 1;
             }
@@ -749,6 +760,7 @@ fn vfs_fault_scenario(
     cause: &[&str],
 ) {
     let _serial = serial();
+    let started = Instant::now();
     let mut rng = rng(seed_name);
     let mut d = TestDaemon::start(&[]);
     d.ok(&["create", "small"]);
@@ -791,7 +803,7 @@ fn vfs_fault_scenario(
     fig.trials = trials;
     fig.set("backups_completed_all_trials", completed)
         .set("restores_while_faulted_ok", faulted_restores.0)
-        .set("restores_while_faulted_failed_cleanly", faulted_restores.1);
+        .set("restores_while_faulted_failed", faulted_restores.1);
     let l = Ledger {
         dest: String::new(),
         complete: BTreeMap::new(),
@@ -799,6 +811,7 @@ fn vfs_fault_scenario(
         violations,
         max_op_ms,
         restores,
+        started,
     };
     l.emit_and_assert(repaired);
 }
@@ -945,7 +958,8 @@ fn rel_host_s3_slow_proxy() {
     d.ok(&["create", "vol"]);
     let (mut failed, mut restores_failed) = (0u64, 0u64);
     let target = by_scale(3, 20);
-    while state.faults() < target && l.fig.trials < target * 4 {
+    let min_trials = by_scale(2, 10);
+    while (state.faults() < target || l.fig.trials < min_trials) && l.fig.trials < target * 4 {
         l.fig.trials += 1;
         let t = l.fig.trials;
         scribble(&d, "vol", &mut rng, 8, (256 << 10, 1 << 20));
