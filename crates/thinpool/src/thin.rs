@@ -148,7 +148,9 @@ impl ThinPool {
             ));
         }
         let _guard = self.lock();
-        if dmio::exists(&self.dm, name)? {
+        // A crash between creating the device and loading its table leaves a table-less
+        // device of that name: removed here, or the name could never be activated again.
+        if dmio::exists(&self.dm, name)? && !self.remove_half_made_locked(name)? {
             return match self.thin_table(name)? {
                 Some(t) if t.id == id && t.size == size && !t.suspended => {
                     let path = ensure_node(name, t.device)?;
@@ -228,6 +230,29 @@ impl ThinPool {
             }
         }
         first_error.map_or(Ok(resumed), Err)
+    }
+
+    /// Remove the device `name` if a crash left it half-made: it exists, has no live table
+    /// (the process creating it died before loading or resuming its table) and is not open.
+    /// Returns whether it removed one.
+    ///
+    /// # Errors
+    /// Device-mapper failures reading or removing it.
+    pub fn remove_half_made(&self, name: &str) -> Result<bool> {
+        let _guard = self.lock();
+        self.remove_half_made_locked(name)
+    }
+
+    fn remove_half_made_locked(&self, name: &str) -> Result<bool> {
+        if !dmio::exists(&self.dm, name)? || !dmio::table(&self.dm, name)?.is_empty() {
+            return Ok(false);
+        }
+        let info = dmio::info(&self.dm, name)?;
+        if info.open_count() > 0 {
+            return Ok(false);
+        }
+        self.remove_thin_device(name, info.device())?;
+        Ok(true)
     }
 
     /// Deactivate the thin device `name` (the id and its data stay in the pool).
