@@ -126,6 +126,14 @@ impl DmDriver {
         }
         Ok(out)
     }
+
+    /// Removes a table-less device of `name` a crash left between creating and loading it.
+    fn remove_half_made(&self, name: &str) -> Result<()> {
+        self.pool
+            .remove_half_made(name)
+            .map(drop)
+            .map_err(Error::dm(format!("remove the half-made device {name}")))
+    }
 }
 
 impl Driver for DmDriver {
@@ -219,7 +227,8 @@ impl Driver for DmDriver {
         for snap in rec.snapshots.values() {
             self.remove_snapshot(rec, snap)?;
         }
-        self.destroy_id(id, &format!("volume {}", rec.name))
+        self.destroy_id(id, &format!("volume {}", rec.name))?;
+        self.remove_half_made(&rec.name)
     }
 
     fn release(&self, rec: &VolumeRecord) {
@@ -331,10 +340,13 @@ impl Driver for DmDriver {
     fn remove_snapshot(&self, _vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()> {
         match snap.dev_id {
             None => Ok(()),
-            Some(id) => self.destroy_id(
-                thin_id(Some(id), &snap.name)?,
-                &format!("snapshot {}", snap.name),
-            ),
+            Some(id) => {
+                self.destroy_id(
+                    thin_id(Some(id), &snap.name)?,
+                    &format!("snapshot {}", snap.name),
+                )?;
+                self.remove_half_made(&snap.name)
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! already settled: no `Creating`/`Deleting` objects remain):
 //!
 //! 1. resume thin devices a crash left suspended (inside a snapshot), release a metadata
-//!    snapshot a crash left held;
+//!    snapshot a crash left held, remove table-less devices of snapshots a crash left between
+//!    creating a device and loading its table (volumes' are removed when activated);
 //! 2. activate every volume, re-mount those recorded mounted, thaw a filesystem a crash left
 //!    frozen;
 //! 3. deactivate active thin devices of the pool that are not volumes (a snapshot a crashed
@@ -32,6 +33,21 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
     }
     if d.pool.release_metadata_snap().is_ok() {
         report.push("devicemapper: released a metadata snapshot left held by a crash".into());
+    }
+
+    // A crash between creating a snapshot's device (for a backup) and loading its table
+    // leaves a table-less device that no listing of the pool's devices shows.
+    for snap in records.iter().flat_map(|r| r.snapshots.values()) {
+        if d
+            .pool
+            .remove_half_made(&snap.name)
+            .map_err(Error::dm(format!("remove the half-made device {}", snap.name)))?
+        {
+            report.push(format!(
+                "devicemapper: removed the table-less device {}, left half-made by a crash",
+                snap.name
+            ));
+        }
     }
 
     let mut volume_names = BTreeSet::new();
