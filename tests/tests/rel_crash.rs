@@ -22,18 +22,10 @@ use std::time::{Duration, Instant};
 use crash_rig::{Rig, VOLUME_SIZE};
 use rel_support::{by_scale, rng, seed, Figure};
 
-/// Prints the figure when the test ends, also when it panics.
-struct Emit(Figure);
-
-impl Drop for Emit {
-    fn drop(&mut self) {
-        self.0.emit();
-    }
-}
-
 /// One operation's trials: the rig, the seeded choices and the figure.
 struct Run {
-    fig: Emit,
+    fig: Figure,
+    started: Instant,
     rig: Rig,
     rng: fastrand::Rng,
     op: &'static str,
@@ -56,7 +48,8 @@ struct Outcome {
 impl Run {
     fn new(op: &'static str, letter: char, points: &'static [&'static str]) -> Run {
         Run {
-            fig: Emit(Figure::new("crash", format!("kill -9 during {op}"))),
+            fig: Figure::new("crash", format!("kill -9 during {op}")),
+            started: Instant::now(),
             rig: Rig::new(letter),
             rng: rng(&format!("crash-{op}")),
             op,
@@ -93,7 +86,7 @@ impl Run {
 
     /// Acknowledged data not read back: counted as lost, then the test fails.
     fn lose(&mut self, trial: usize, msg: &str) -> ! {
-        self.fig.0.lost += 1;
+        self.fig.lost += 1;
         self.fail(trial, &format!("DATA LOST: {msg}"));
     }
 
@@ -101,13 +94,13 @@ impl Run {
         if !ok {
             self.fail(trial, msg);
         }
-        self.fig.0.checks += 1;
+        self.fig.checks += 1;
     }
 
     fn ok(&mut self, trial: usize, args: &[&str]) -> String {
         match self.rig.try_ok(args) {
             Ok(out) => {
-                self.fig.0.checks += 1;
+                self.fig.checks += 1;
                 out
             }
             Err(e) => self.fail(trial, &format!("call after restart: {e}")),
@@ -132,7 +125,7 @@ impl Run {
     /// `volume`'s marker must equal `want` (counted lost otherwise).
     fn verify(&mut self, trial: usize, volume: &str, want: &[u8], what: &str) {
         match self.rig.read_marker(volume) {
-            Ok(got) if got == want => self.fig.0.checks += 1,
+            Ok(got) if got == want => self.fig.checks += 1,
             Ok(got) => self.lose(
                 trial,
                 &format!(
@@ -201,7 +194,7 @@ impl Run {
                 &format!("{args:?} failed ({status}) before any fault: {out:?}"),
             );
         }
-        self.fig.0.faults += 1;
+        self.fig.faults += 1;
         let acked = out.status.success();
         eprintln!(
             "crash {} trial {trial}/{}: {} {}",
@@ -237,7 +230,7 @@ impl Run {
         self.count("restarts");
         self.done = trial + 1;
         match self.rig.check_no_orphans() {
-            Ok(n) => self.fig.0.checks += n,
+            Ok(n) => self.fig.checks += n,
             Err(e) => self.fail(trial, &e),
         }
     }
@@ -246,37 +239,43 @@ impl Run {
         self.rig.kill9();
         match self.rig.teardown() {
             Ok(()) => {
-                self.fig.0.checks += 1;
+                self.fig.checks += 1;
                 self.count("thin_checks");
             }
             Err(e) => self.fail(trial, &format!("tear-down / thin_check: {e}")),
         }
     }
 
-    /// The figure's totals; a last reboot, `thin_check` and restart.
-    fn finish(mut self, started: Instant) {
+    /// A last reboot, `thin_check`, restart and check; the figure is printed on drop.
+    fn finish(mut self) {
         let last = self.done;
         self.reboot(last);
         if let Err(e) = self.rig.start(None) {
             self.fail(last, &format!("daemon did not come back: {e}"));
         }
         match self.rig.check_no_orphans() {
-            Ok(n) => self.fig.0.checks += n,
+            Ok(n) => self.fig.checks += n,
             Err(e) => self.fail(last, &e),
         }
-        self.fig.0.trials = self.done as u64;
-        for (k, v) in std::mem::take(&mut self.counts) {
-            self.fig.0.set(k, v);
-        }
-        self.fig.0.set("seconds", started.elapsed().as_secs());
         self.rig.stop();
+    }
+}
+
+/// Prints the figure when the test ends, also when it fails (trials run until then).
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.fig.trials = self.done as u64;
+        for (k, v) in std::mem::take(&mut self.counts) {
+            self.fig.set(k, v);
+        }
+        self.fig.set("seconds", self.started.elapsed().as_secs());
+        self.fig.emit();
     }
 }
 
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_crash_create() {
-    let started = Instant::now();
     let mut r = Run::new(
         "create",
         'c',
@@ -286,7 +285,7 @@ fn rel_vm_crash_create() {
     let m = format!("{tag}m");
     let d = r.measure(&["create", &m, "--size", VOLUME_SIZE]);
     r.ok(0, &["delete", &m]);
-    r.fig.0.set("measured_ms", d.as_millis() as u64);
+    r.fig.set("measured_ms", d.as_millis() as u64);
     let mut t = 0;
     while r.more(t) {
         let name = format!("{tag}c{t}");
@@ -310,13 +309,12 @@ fn rel_vm_crash_create() {
         r.check(t, gone, &format!("{name} still listed after delete"));
         t += 1;
     }
-    r.finish(started);
+    r.finish();
 }
 
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_crash_snapshot() {
-    let started = Instant::now();
     let mut r = Run::new(
         "snapshot",
         's',
@@ -332,7 +330,7 @@ fn rel_vm_crash_snapshot() {
     let m = format!("{tag}m");
     let d = r.measure(&["snapshot", "create", &base, "--name", &m]);
     r.ok(0, &["snapshot", "delete", &m]);
-    r.fig.0.set("measured_ms", d.as_millis() as u64);
+    r.fig.set("measured_ms", d.as_millis() as u64);
     let mut t = 0;
     while r.more(t) {
         // Written while mounted: the snapshot freezes the filesystem; a kill inside must not
@@ -369,13 +367,12 @@ fn rel_vm_crash_snapshot() {
         r.check(t, gone, &format!("{snap} still listed after delete"));
         t += 1;
     }
-    r.finish(started);
+    r.finish();
 }
 
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_crash_backup() {
-    let started = Instant::now();
     let mut r = Run::new("backup", 'b', &["backup-after-activate"]);
     let tag = r.rig.tag.clone();
     let dest = r.rig.dest.clone();
@@ -390,7 +387,7 @@ fn rel_vm_crash_backup() {
     let d = start.elapsed();
     ledger.insert(url, data);
     r.ok(0, &["snapshot", "delete", &m]);
-    r.fig.0.set("measured_ms", d.as_millis() as u64);
+    r.fig.set("measured_ms", d.as_millis() as u64);
     let mut t = 0;
     while r.more(t) {
         let data = r.write(t, &base);
@@ -449,14 +446,13 @@ fn rel_vm_crash_backup() {
         r.ok(last, &["umount", &v]);
         r.ok(last, &["delete", &v]);
     }
-    r.fig.0.set("backups_restored_at_end", ledger.len());
-    r.finish(started);
+    r.fig.set("backups_restored_at_end", ledger.len());
+    r.finish();
 }
 
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_crash_restore() {
-    let started = Instant::now();
     let mut r = Run::new(
         "restore",
         'r',
@@ -479,7 +475,7 @@ fn rel_vm_crash_restore() {
     r.verify(0, &m, &data, "restore before the trials");
     r.ok(0, &["umount", &m]);
     r.ok(0, &["delete", &m]);
-    r.fig.0.set("measured_ms", d.as_millis() as u64);
+    r.fig.set("measured_ms", d.as_millis() as u64);
     let mut t = 0;
     while r.more(t) {
         let name = format!("{tag}r{t}");
@@ -503,13 +499,12 @@ fn rel_vm_crash_restore() {
         t += 1;
     }
     r.verify(r.done, &base, &data, "origin at the end");
-    r.finish(started);
+    r.finish();
 }
 
 #[test]
 #[ignore = "reliability suite: run by cargo xtask reliability"]
 fn rel_vm_crash_delete() {
-    let started = Instant::now();
     let mut r = Run::new(
         "delete",
         'd',
@@ -531,10 +526,8 @@ fn rel_vm_crash_delete() {
     make(&mut r, 0, &mv, &ms);
     let d_snap = r.measure(&["snapshot", "delete", &ms]);
     let d_vol = r.measure(&["delete", &mv]);
-    r.fig.0.set("measured_ms", d_vol.as_millis() as u64);
-    r.fig
-        .0
-        .set("measured_snapshot_ms", d_snap.as_millis() as u64);
+    r.fig.set("measured_ms", d_vol.as_millis() as u64);
+    r.fig.set("measured_snapshot_ms", d_snap.as_millis() as u64);
     let mut t = 0;
     while r.more(t) {
         let (v, s) = (format!("{tag}v{t}"), format!("{tag}v{t}s"));
@@ -578,5 +571,5 @@ fn rel_vm_crash_delete() {
         r.check(t, gone, &format!("{v} still listed after delete"));
         t += 1;
     }
-    r.finish(started);
+    r.finish();
 }

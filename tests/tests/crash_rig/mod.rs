@@ -64,6 +64,26 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Processes whose parent is `pid` (from `/proc/<pid>/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces, so parse after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
 impl Rig {
     /// A 4 GiB sparse data device, a 32 MiB metadata device, a pool with 64 KiB blocks and a
     /// running daemon. `op` goes into the tag (names stay unique per test and process).
@@ -178,11 +198,20 @@ impl Rig {
         self.spawn(&[], crash_at)
     }
 
-    /// SIGKILL to the daemon (its children, e.g. a running mkfs, are not killed).
+    /// SIGKILL to the daemon, then to the processes it started (a running mkfs), as a
+    /// service manager's kill of the daemon's control group does: left running, they would
+    /// hold the devices the restarted daemon must settle.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let children = children_of(child.id());
             let _ = child.kill();
             let _ = child.wait();
+            for pid in children {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
     }
 
