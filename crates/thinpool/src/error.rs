@@ -128,6 +128,23 @@ pub enum Error {
         total: u64,
     },
 
+    /// The kernel answered a pool message with an I/O error: a device under the pool (data or
+    /// metadata) fails.
+    #[error(
+        "thin pool {pool}: {operation} failed with an I/O error (EIO): a device under the pool \
+         (data {data_device} or metadata {metadata_device}) has I/O errors; see dmesg"
+    )]
+    PoolIo {
+        /// The pool's device-mapper name.
+        pool: String,
+        /// What was attempted, e.g. `message "reserve_metadata_snap"`.
+        operation: String,
+        /// The pool's data device.
+        data_device: String,
+        /// The pool's metadata device.
+        metadata_device: String,
+    },
+
     /// A metadata snapshot is already held on the pool (only one may exist).
     #[error(
         "thin pool {pool} already holds a metadata snapshot (kernel allows one; \

@@ -338,6 +338,12 @@ impl ThinPool {
                     .to_owned(),
             },
             Some(Errno::EOPNOTSUPP) | Some(Errno::EROFS) => self.read_only_error(),
+            Some(Errno::EIO) => Error::PoolIo {
+                pool: self.name().to_owned(),
+                operation: format!("message {msg:?}"),
+                data_device: self.config.data_device.display().to_string(),
+                metadata_device: self.config.metadata_device.display().to_string(),
+            },
             _ => dm_error(format!("message {msg:?}"), self.name(), e),
         }
     }
