@@ -64,7 +64,11 @@ fn walk(img: &[u8]) -> Result<(), convoy_thinmeta::ThinMetaError> {
         }
         for &l in &ids {
             for &r in &ids {
-                for mode in [DeltaMode::Full, DeltaMode::FullByKey, DeltaMode::ChangesOnly] {
+                for mode in [
+                    DeltaMode::Full,
+                    DeltaMode::FullByKey,
+                    DeltaMode::ChangesOnly,
+                ] {
                     for run in md.delta(l, r, mode)? {
                         run?;
                     }

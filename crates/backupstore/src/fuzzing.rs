@@ -21,7 +21,8 @@ pub fn decode_manifest(bytes: &[u8], piece: usize) -> Result<u64> {
             .collect()
     };
     futures::executor::block_on(async move {
-        let mut reader = ManifestReader::open("fuzz", futures::stream::iter(pieces).boxed()).await?;
+        let mut reader =
+            ManifestReader::open("fuzz", futures::stream::iter(pieces).boxed()).await?;
         let mut count = 0;
         while reader.next_entry().await?.is_some() {
             count += 1;
@@ -54,7 +55,9 @@ pub fn encode_manifest(volume_size: u64, chunk_size: u32, chunks: &[u64]) -> Res
     let mut enc = ManifestEncoder::new(header)?;
     for &c in chunks {
         let offset = c * u64::from(chunk_size);
-        let len = volume_size.saturating_sub(offset).min(u64::from(chunk_size)) as u32;
+        let len = volume_size
+            .saturating_sub(offset)
+            .min(u64::from(chunk_size)) as u32;
         let id = convoy_blockstore::BlockId::of(&c.to_le_bytes());
         enc.push(&Entry { offset, len, id })?;
     }
