@@ -38,10 +38,12 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
     // A crash between creating a snapshot's device (for a backup) and loading its table
     // leaves a table-less device that no listing of the pool's devices shows.
     for snap in records.iter().flat_map(|r| r.snapshots.values()) {
-        if d
-            .pool
+        if d.pool
             .remove_half_made(&snap.name)
-            .map_err(Error::dm(format!("remove the half-made device {}", snap.name)))?
+            .map_err(Error::dm(format!(
+                "remove the half-made device {}",
+                snap.name
+            )))?
         {
             report.push(format!(
                 "devicemapper: removed the table-less device {}, left half-made by a crash",
