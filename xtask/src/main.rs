@@ -7,6 +7,7 @@
 //! * `demo` — the main job on an embedded default, in the VM;
 //! * `reliability` — the reliability and security suite, with figures (`--full` for the
 //!   published ones);
+//! * `powercut` — power cuts of the whole guest during writes and backups, then verify;
 //! * `fuzz` — every libFuzzer target for a bounded time;
 //! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
 
@@ -14,6 +15,7 @@ mod bench;
 mod demo;
 mod dev_pool;
 mod fuzz;
+mod powercut;
 mod reliability;
 mod test;
 mod vm;
@@ -46,6 +48,9 @@ enum Command {
     /// The reliability and security suite: crashes, power cuts, device and store faults, space,
     /// concurrency, hostile input, security; prints and writes the figures.
     Reliability(reliability::RelArgs),
+    /// Power cuts of the whole guest (QEMU killed) during writes and backups, each followed
+    /// by a boot that verifies nothing acknowledged was lost.
+    Powercut(powercut::PowercutArgs),
     /// Every libFuzzer target (crates/*/fuzz), each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
@@ -87,6 +92,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Command::Reliability(args) => Ok(if reliability::run(&args, None)?.0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::Powercut(args) => Ok(if powercut::main(&args)? {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -57,6 +57,12 @@ impl Default for TargetOptions {
 
 /// Retry with exponential backoff of transient store errors (5xx, throttling, connection
 /// failures); given to `object_store`'s HTTP client for S3 targets.
+///
+/// `object_store` draws each delay at random between `initial_backoff` and twice the previous
+/// one ("decorrelated jitter"), so delays grow by about `initial_backoff / 2` per retry on
+/// average, not by doubling: 8 retries from 100 ms gave up after about 2 s. The defaults (16
+/// retries from 500 ms) ride out an outage of about 13 s in 99 % of requests and 26 s in half
+/// of them, and give up on a dead endpoint after about half a minute.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
@@ -74,8 +80,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_retries: 8,
-            initial_backoff: Duration::from_millis(100),
+            max_retries: 16,
+            initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(15),
             timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(10),

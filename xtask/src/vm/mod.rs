@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use qemu::{GuestOutcome, Mode};
+pub use qemu::{GuestOutcome, Mode, PowerCut};
 
 /// Arguments of `cargo xtask vm`.
 #[derive(Debug, clap::Args)]
@@ -106,6 +106,16 @@ pub fn run(args: &VmArgs) -> Result<i32> {
 
 /// Boots a guest for `run`, passing every line the command prints to `on_line`.
 pub fn boot(run: &GuestRun, on_line: &mut dyn FnMut(&str)) -> Result<GuestOutcome> {
+    boot_with_cut(run, None, on_line)
+}
+
+/// [`boot`], and with `cut` kill the guest (QEMU, SIGKILL) a delay after a marker line: a power
+/// cut. The outcome says whether the cut happened before the command finished.
+pub fn boot_with_cut(
+    run: &GuestRun,
+    cut: Option<&PowerCut>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<GuestOutcome> {
     let repo = repo_root();
     if ["/run", "/proc", "/sys", "/dev"]
         .iter()
@@ -122,7 +132,7 @@ pub fn boot(run: &GuestRun, on_line: &mut dyn FnMut(&str)) -> Result<GuestOutcom
     let initrd = cache.join("initrd.cpio");
     initramfs::build(&kernel, &initrd)?;
     let work = tempfile_dir(&cache)?;
-    let result = qemu::boot(&kernel, &initrd, &work, &repo, run, on_line);
+    let result = qemu::boot(&kernel, &initrd, &work, &repo, run, cut, on_line);
     let _ = std::fs::remove_dir_all(&work);
     result
 }

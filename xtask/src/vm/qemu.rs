@@ -24,9 +24,26 @@ pub enum Mode {
 /// What a finished guest reported.
 #[derive(Debug)]
 pub struct GuestOutcome {
-    /// Exit status of the guest command.
+    /// Exit status of the guest command (137, as for SIGKILL, when the guest was power-cut).
     pub exit_status: i32,
+    /// The guest was killed by a [`PowerCut`] before its command finished.
+    pub power_cut: bool,
 }
+
+/// A power cut of the whole guest: QEMU is killed (SIGKILL) `delay` after the guest command
+/// printed a line containing `marker`. Writes the guest had completed are in the host's page
+/// cache (the disks use `cache=unsafe`), so this models losing the guest's power, not the
+/// host's: whatever the guest kernel had not yet submitted to its disks is lost.
+#[derive(Debug, Clone)]
+pub struct PowerCut {
+    /// Text of the guest's line that arms the cut.
+    pub marker: String,
+    /// Time from that line to the kill.
+    pub delay: Duration,
+}
+
+/// Exit status reported for a power-cut guest.
+pub const POWER_CUT_STATUS: i32 = 137;
 
 /// The guest command's `TMPDIR`: a tmpfs private to the guest (see the initramfs's `/init`).
 pub const GUEST_TMPDIR: &str = "/run/tmp";
@@ -70,6 +87,7 @@ pub fn boot(
     work: &Path,
     repo: &Path,
     run: &GuestRun,
+    cut: Option<&PowerCut>,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<GuestOutcome> {
     let script_path = work.join("run.sh");
@@ -133,6 +151,7 @@ pub fn boot(
             .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
         return Ok(GuestOutcome {
             exit_status: status.code().unwrap_or(1),
+            power_cut: false,
         });
     }
     cmd.args(["-serial", "stdio", "-monitor", "none"])
@@ -173,11 +192,30 @@ pub fn boot(
     let mut console = Console::new(run.verbose);
     let deadline = started + run.timeout;
     let mut timed_out = false;
+    let mut cut_at: Option<Instant> = None;
+    let mut power_cut = false;
     loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => console.feed(&line, on_line),
+        let wait = cut_at.map_or(Duration::from_millis(100), |at| {
+            at.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        });
+        match rx.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(cut) = cut {
+                    if cut_at.is_none() && console.started && line.contains(&cut.marker) {
+                        cut_at = Some(Instant::now() + cut.delay);
+                    }
+                }
+                console.feed(&line, on_line)
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if cut_at.is_some_and(|at| Instant::now() >= at) && console.exit_status.is_none() {
+            // SIGKILL: QEMU gets no chance to flush anything of the guest's.
+            let _ = child.kill();
+            power_cut = true;
+            break;
         }
         if Instant::now() >= deadline {
             timed_out = true;
@@ -207,7 +245,14 @@ pub fn boot(
         bail!("the guest kernel panicked.\n{}", console.log_tail());
     }
     match console.exit_status {
-        Some(exit_status) => Ok(GuestOutcome { exit_status }),
+        Some(exit_status) => Ok(GuestOutcome {
+            exit_status,
+            power_cut: false,
+        }),
+        None if power_cut => Ok(GuestOutcome {
+            exit_status: POWER_CUT_STATUS,
+            power_cut: true,
+        }),
         None => bail!(
             "the guest stopped without reporting an exit status (qemu: {qemu_status}).\n{}{}",
             console.log_tail(),
