@@ -661,14 +661,19 @@ impl Drop for Tmpfs {
 
 /// One trial of a vfs target fault: a small backup completes; with `fault` applied a larger
 /// backup must fail naming `cause`; with `clear` applied it must succeed; both restore.
+/// A fault of a vfs target: how to apply and clear it, and what its error must say.
+struct VfsFault<'a> {
+    fault: &'a dyn Fn(&Tmpfs),
+    clear: &'a dyn Fn(&Tmpfs),
+    cause: &'a [&'a str],
+}
+
 fn vfs_fault_trial(
     d: &mut TestDaemon,
     l: &mut Ledger,
     rng: &mut fastrand::Rng,
     fs: &Tmpfs,
-    fault: &dyn Fn(&Tmpfs),
-    clear: &dyn Fn(&Tmpfs),
-    cause: &[&str],
+    f: &VfsFault<'_>,
     faulted_restores: &mut (u64, u64),
 ) -> bool {
     let t = l.fig.trials;
@@ -686,7 +691,7 @@ fn vfs_fault_trial(
     scribble(d, "big", rng, 12, (1 << 20, 2 << 20));
     let big = format!("big{t}");
     let tree = snapshot(d, "big", &big);
-    fault(fs);
+    (f.fault)(fs);
     let (res, took) = spawn_op(d, &["backup", "create", &big, "--dest", &l.dest]).finish("backup");
     l.took(took);
     let injected = match res {
@@ -697,7 +702,7 @@ fn vfs_fault_trial(
         }
         Err(msg) => {
             l.fig.faults += 1;
-            l.clean_failure(&msg, cause);
+            l.clean_failure(&msg, f.cause);
             true
         }
     };
@@ -724,13 +729,15 @@ fn vfs_fault_trial(
             }
             Err(msg) => {
                 // Backups must stay restorable from a full or read-only store.
-                l.check(false, || format!("restore from the faulted store failed: {msg}"));
+                l.check(false, || {
+                    format!("restore from the faulted store failed: {msg}")
+                });
                 check_no_volume(d, l, &name);
                 faulted_restores.1 += 1;
             }
         }
     }
-    clear(fs);
+    (f.clear)(fs);
     if injected {
         clean_backup(d, l, &big, tree);
     }
@@ -754,10 +761,8 @@ fn vfs_fault_trial(
 fn vfs_fault_scenario(
     scenario: &str,
     seed_name: &str,
-    fault: &dyn Fn(&Tmpfs),
-    clear: &dyn Fn(&Tmpfs),
+    f: VfsFault<'_>,
     initial_size: &dyn Fn(&mut fastrand::Rng) -> String,
-    cause: &[&str],
 ) {
     let _serial = serial();
     let started = Instant::now();
@@ -777,16 +782,7 @@ fn vfs_fault_scenario(
         let fs = Tmpfs::mount(&initial_size(&mut rng));
         let mut l = Ledger::new(scenario, fs.dest());
         l.fig.trials = trials;
-        vfs_fault_trial(
-            &mut d,
-            &mut l,
-            &mut rng,
-            &fs,
-            fault,
-            clear,
-            cause,
-            &mut faulted_restores,
-        );
+        vfs_fault_trial(&mut d, &mut l, &mut rng, &fs, &f, &mut faulted_restores);
         let r = l.finish_store(&mut d, &lib_opts(None));
         for (a, b) in repaired.iter_mut().zip(r) {
             *a += b;
@@ -822,10 +818,12 @@ fn rel_host_vfs_target_full() {
     vfs_fault_scenario(
         "vfs target on a full tmpfs",
         "vfs-target-full",
-        &|_| {},
-        &|fs| fs.remount("size=256m"),
+        VfsFault {
+            fault: &|_| {},
+            clear: &|fs| fs.remount("size=256m"),
+            cause: &["No space left"],
+        },
         &|rng| format!("{}k", rng.u64(3 << 10..10 << 10)),
-        &["No space left", "space"],
     );
 }
 
@@ -835,10 +833,12 @@ fn rel_host_vfs_target_read_only() {
     vfs_fault_scenario(
         "vfs target remounted read-only",
         "vfs-target-read-only",
-        &|fs| fs.remount("ro"),
-        &|fs| fs.remount("rw"),
+        VfsFault {
+            fault: &|fs| fs.remount("ro"),
+            clear: &|fs| fs.remount("rw"),
+            cause: &["Read-only file system"],
+        },
         &|_| "256m".to_string(),
-        &["Read-only", "read-only"],
     );
 }
 
