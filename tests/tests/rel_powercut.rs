@@ -47,6 +47,9 @@ const VOLUMES: [&str; 2] = ["pcv-a", "pcv-b"];
 const VOLUME_SIZE: &str = "64M";
 /// Printed when the load runs; the host cuts the power a seeded delay after it.
 const READY: &str = "@@POWERCUT-READY@@";
+/// Starts each load progress line (`snapshot`, `backup`, `delete`): the host reads the last one
+/// before the cut to count cuts during backups.
+const LOAD_MARK: &str = "@@POWERCUT-LOAD ";
 /// Record size and the number of record slots in a volume's `records.dat` (ids wrap around).
 const RECORD: usize = 4096;
 const SLOTS: u64 = 2048;
@@ -776,11 +779,14 @@ fn backups(d: &Daemon, boot: u64, stop: &AtomicBool) {
         }
         let vol = VOLUMES[r.usize(..VOLUMES.len())];
         let snap = format!("pcs-{boot}-{n}");
+        println!("{LOAD_MARK}snapshot {snap}");
         d.ok(&["snapshot", "create", vol, "--name", &snap]);
         events.record(&format!("snap {snap} {vol}"));
         let sha = snapshot_sha(d, &snap);
+        println!("{LOAD_MARK}backup {snap}");
         let url = d.ok(&["backup", "create", &snap, "--dest", &dest()]);
         events.record(&format!("backup {url} {vol} {snap} {sha}"));
+        println!("{LOAD_MARK}delete old");
         let snaps = events.live_snaps(vol);
         for old in &snaps[..snaps.len().saturating_sub(KEEP_SNAPSHOTS)] {
             events.record(&format!("snap-deleting {old}"));

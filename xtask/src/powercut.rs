@@ -48,6 +48,8 @@ pub const FULL_TRIALS: u64 = 10;
 const GUEST_TEST: &str = "rel_powercut_guest_boot";
 /// The guest's line that arms the cut.
 const READY: &str = "@@POWERCUT-READY@@";
+/// The load's progress lines (`snapshot NAME`, `backup NAME`, `delete old`).
+const LOAD_MARK: &str = "@@POWERCUT-LOAD ";
 /// Each boot's verify result.
 const VERIFY_MARK: &str = "@@POWERCUT-VERIFY ";
 /// The cut comes this long after the ready line: seeded, between these bounds.
@@ -97,6 +99,7 @@ pub fn run(
     let mut delays = SplitMix(seed ^ 0x706f_7765_7263_7574);
     let mut sum = Sum::default();
     let mut cuts = 0u64;
+    let mut during_backup = 0u64;
     let mut failure = None;
     for boot in 0..=trials {
         let load = boot < trials;
@@ -123,8 +126,13 @@ pub fn run(
             mode: Mode::Batch,
             verbose: false,
         };
+        let boot_started = Instant::now();
+        let mut last_load = String::new();
         let outcome = vm::boot_with_cut(&run, cut.as_ref(), &mut |line| {
             on_line(line);
+            if let Some(what) = line.find(LOAD_MARK).map(|i| &line[i + LOAD_MARK.len()..]) {
+                last_load = what.to_string();
+            }
             if let Some(json) = line
                 .find(VERIFY_MARK)
                 .map(|i| &line[i + VERIFY_MARK.len()..])
@@ -139,8 +147,25 @@ pub fn run(
                 break;
             }
         };
+        if !outcome.power_cut {
+            on_line(&format!(
+                "== powercut boot {boot}: guest exited ({}) after {:.1} s",
+                outcome.exit_status,
+                boot_started.elapsed().as_secs_f64()
+            ));
+        }
         if outcome.power_cut {
             cuts += 1;
+            during_backup += u64::from(last_load.starts_with("backup "));
+            on_line(&format!(
+                "== powercut boot {boot}: power cut after {:.1} s of boot, during {}",
+                boot_started.elapsed().as_secs_f64(),
+                if last_load.is_empty() {
+                    "writes (before the first snapshot)".to_string()
+                } else {
+                    format!("writes and `{last_load}`")
+                }
+            ));
         } else if load {
             failure = Some(format!(
                 "boot {boot}: the guest stopped before the cut (exit status {})",
@@ -170,6 +195,7 @@ pub fn run(
         "lost": sum.lost,
         "extra": {
             "verified_boots": sum.boots,
+            "cuts_during_backup": during_backup,
             "acked_records": sum.acked_records,
             "acked_file_replacements": sum.acked_files,
             "backups_restored": sum.backups_restored,
