@@ -90,6 +90,7 @@ fn rel_vm_device_faults_data() {
     let mut files = BTreeMap::new();
     let mut messages = BTreeMap::new();
     let mut restored = 0u64;
+    let mut read_only = 0u64;
     for trial in 0..trials {
         // Healthy: new data, synced, and a snapshot of it.
         // The volume is unmounted while the fault is on: a mounted ext4 aborts its journal at
@@ -141,6 +142,28 @@ fn rel_vm_device_faults_data() {
         vfs_serves(&mut c, &rig, trial);
 
         rig.data.set(Fault::Healthy);
+        // A commit during the fault (the pool flushes the data device before committing its
+        // metadata) leaves the pool read-only with needs_check: only the offline recovery
+        // brings it back.
+        let mode = rig.pool_mode();
+        if mode != "rw" {
+            read_only += 1;
+            if let Answer::Err(e) = c.call(&rig, &["create", &newvol]) {
+                messages.insert("create, pool read-only after a data fault".into(), e);
+            }
+            messages.insert(
+                "pool after a data fault".into(),
+                format!("{mode}: {}", rig.pool_status()),
+            );
+            messages.insert("offline recovery".into(), rig.recover_offline());
+            c.checks += 1;
+            assert_eq!(
+                rig.pool_mode(),
+                "rw",
+                "trial {trial}: {}",
+                rig.pool_status()
+            );
+        }
         // The same backup now completes and is listed.
         let url = rig.ok(&["backup", "create", &snap, "--dest", &rig.dest]);
         c.checks += 1;
@@ -171,6 +194,7 @@ fn rel_vm_device_faults_data() {
     fig.set("calls", c.calls)
         .set("clear_errors", c.clear_errors)
         .set("restores_compared", restored)
+        .set("pool_read_only_after_fault", read_only)
         .set("pool_mode_after", mode.clone())
         .set("errors", serde_json::to_value(&messages).unwrap());
     fig.emit();
@@ -276,25 +300,11 @@ fn rel_vm_device_faults_metadata() {
             }
         }
         // Recovery: deactivate the pool, check (and clear the needs_check flag), restart.
-        rig.deactivate_pool();
-        let check = rig.thin_check(&[]);
+        let check = rig.recover_offline();
         notes
             .entry(format!("thin_check after {label}"))
-            .or_insert_with(|| format!("{check:?}"));
-        if check.is_err() {
-            let cleared = rig.thin_check(&["--clear-needs-check-flag"]);
-            notes
-                .entry("thin_check --clear-needs-check-flag".into())
-                .or_insert_with(|| format!("{cleared:?}"));
-            assert!(
-                cleared.is_ok(),
-                "trial {trial}: metadata damaged after a {label} fault: {cleared:?}"
-            );
-        }
+            .or_insert(check);
         c.checks += 1;
-        if let Err(e) = rig.start_again() {
-            panic!("trial {trial}: daemon does not start after recovery: {e}");
-        }
         assert_eq!(
             rig.pool_mode(),
             "rw",

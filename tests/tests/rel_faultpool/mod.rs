@@ -452,6 +452,28 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// The offline recovery of a pool the kernel left read-only or failed: stop the daemon,
+    /// unmount, deactivate the pool, `thin_check` (then again with `--clear-needs-check-flag`:
+    /// the kernel keeps a flagged pool read-only), start the daemon. Panics if the metadata
+    /// does not pass or the daemon does not start; returns what `thin_check` said.
+    pub fn recover_offline(&mut self) -> String {
+        self.stop();
+        self.deactivate_pool();
+        let check = self.thin_check(&[]);
+        let cleared = self.thin_check(&["--clear-needs-check-flag"]);
+        assert!(
+            cleared.is_ok(),
+            "metadata of {} damaged: {check:?} / {cleared:?}",
+            self.pool
+        );
+        if let Err(e) = self.start_again() {
+            panic!("daemon does not start after the offline recovery: {e}");
+        }
+        format!("thin_check: {check:?}")
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
