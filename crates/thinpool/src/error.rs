@@ -102,8 +102,11 @@ pub enum Error {
 
     /// The pool is in read-only or failed mode and refuses changes.
     #[error(
-        "thin pool {pool} is {mode} and refuses changes; check its metadata \
-         (thin_check) and repair it before use"
+        "thin pool {pool} is {mode} and refuses changes (a metadata commit failed, e.g. after \
+         I/O errors on its data or metadata device; see dmesg): fix the device, stop convoy, \
+         unmount its volumes, deactivate the pool and its thin devices, run thin_check \
+         --clear-needs-check-flag on the metadata device (thin_repair if it reports damage) and \
+         start convoy again"
     )]
     PoolReadOnly {
         /// The pool's device-mapper name.
