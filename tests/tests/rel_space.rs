@@ -71,6 +71,8 @@ fn rel_vm_space_data_full() {
     rig.ok(&["create", &vol]);
     let mut files = BTreeMap::new();
     let mut acked_total = 0u64;
+    // Calls refused with a clear error while the pool was full.
+    let mut refused = 0u64;
     for trial in 0..trials {
         let at = rig.ok(&["mount", &vol]);
         let name = format!("f{trial}");
@@ -146,7 +148,7 @@ fn rel_vm_space_data_full() {
             );
             notes.entry("restore".into()).or_insert(e);
         }
-        fig.inputs += 3;
+        refused += 3;
         let list = rig.json(&["list"]);
         assert!(
             list.get(&newvol).is_none(),
@@ -210,6 +212,7 @@ fn rel_vm_space_data_full() {
     let check = rig.thin_check(&[]);
     fig.checks += 2;
     fig.set("acked_mib", acked_total)
+        .set("clear_errors", refused)
         .set("thin_check", format!("{check:?}"))
         .set("notes", serde_json::to_value(&notes).unwrap());
     fig.emit();
@@ -297,7 +300,7 @@ fn rel_vm_space_metadata_full() {
     if matches!(del, Answer::Ok(_)) {
         snaps.pop();
     }
-    fig.inputs += 4;
+    let refused = 4;
     rig.ok(&["info"]);
     let v = rig.name("vfs");
     rig.ok(&["create", &v, "--driver", "vfs"]);
@@ -359,6 +362,7 @@ fn rel_vm_space_metadata_full() {
     fig.checks += 4;
     fig.trials = 1;
     fig.set("snapshots_before_full", cycles)
+        .set("clear_errors", refused)
         .set("writes_failed", writes_failed)
         .set("metadata_bytes", meta_bytes)
         .set("pool_mode_after_recovery", mode.clone())
