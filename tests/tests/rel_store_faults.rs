@@ -364,11 +364,14 @@ impl Ledger {
     /// was left behind, then verifies every backup again: repair must not take live blocks.
     fn repair(&mut self, opts: &TargetOptions, totals: &mut [u64; 3]) {
         let dest = self.dest.clone();
-        match block_on(async {
-            convoy_backupstore::BackupTarget::open(&dest, opts.clone())?
-                .repair()
-                .await
-        }) {
+        let run = || {
+            block_on(async {
+                convoy_backupstore::BackupTarget::open(&dest, opts.clone())?
+                    .repair()
+                    .await
+            })
+        };
+        match run() {
             Ok(s) => {
                 totals[0] += s.refs_removed;
                 totals[1] += s.blocks_removed;
@@ -377,6 +380,10 @@ impl Ledger {
             }
             Err(e) => self.check(false, || format!("repair {dest}: {e}")),
         }
+        // Repaired, the store holds nothing dangling: a second repair finds nothing.
+        let again = run();
+        let clean = matches!(&again, Ok(s) if *s == Default::default());
+        self.check(clean, || format!("second repair of {dest}: {again:?}"));
         self.verify_all(opts);
     }
 
