@@ -157,7 +157,19 @@ pub fn run(args: &RelArgs, built: Option<&[(PathBuf, PathBuf)]>) -> Result<(bool
     if args.wants("vm") {
         vm_part(args, built, filter, &mut out)?;
     }
-    // POWERCUT-PART (wired in when xtask/src/powercut.rs lands)
+    if args.wants("powercut") && filter.is_none_or(|f| "powercut".contains(f)) {
+        println!("== power cuts: the guest is killed mid-work, then booted again on its disks");
+        let trials = if args.full {
+            crate::powercut::FULL_TRIALS
+        } else {
+            crate::powercut::QUICK_TRIALS
+        };
+        let ok = crate::powercut::run(built, trials, args.seed, &mut |line| out.line(line))?;
+        if !ok {
+            out.failures
+                .push("power cuts: a boot failed or an invariant was violated".into());
+        }
+    }
     let complete = args.only.is_empty() && filter.is_none() && !args.no_powercut;
     let ok = report(args, &mut out, complete, started.elapsed())?;
     Ok((ok, out.counts))
