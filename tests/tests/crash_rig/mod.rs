@@ -162,7 +162,7 @@ impl Rig {
             .args(flags)
             .arg("--log")
             .arg(self.dir.path().join("daemon.log"))
-            .stdout(Stdio::null())
+            .stdout(stderr.try_clone().expect("daemon output file"))
             .stderr(stderr);
         match crash_at {
             Some(point) => command.env("CONVOY_CORE_CRASH_AT", point),
