@@ -186,8 +186,8 @@ impl VolumeManager {
         store: &StoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<BackupReport> {
-        let volume = self.volume_of_snapshot(snapshot)?;
-        let (guard, vol) = self.lock_volume(&volume).await?;
+        let (guard, vol) = self.lock_snapshot_owner(snapshot).await?;
+        let volume = vol.name.clone();
         let snap = vol
             .snapshots
             .get(snapshot)

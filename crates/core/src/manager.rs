@@ -270,14 +270,36 @@ impl VolumeManager {
         &self,
         name: &str,
     ) -> Result<(tokio::sync::OwnedMutexGuard<()>, VolumeRecord)> {
-        let lock = {
-            let mut st = self.state();
-            st.ready_volume(name)?;
-            st.lock_of(name)
-        };
-        let guard = lock.lock_owned().await;
-        let rec = self.state().ready_volume(name)?.clone();
-        Ok((guard, rec))
+        loop {
+            let lock = {
+                let mut st = self.state();
+                st.ready_volume(name)?;
+                st.lock_of(name)
+            };
+            let guard = lock.clone().lock_owned().await;
+            let st = self.state();
+            // A delete drops the volume's lock; a volume made again under the name has a new
+            // one. Holding the old one would let two operations run on the new volume at once.
+            if !st.locks.get(name).is_some_and(|l| Arc::ptr_eq(l, &lock)) {
+                continue;
+            }
+            return Ok((guard, st.ready_volume(name)?.clone()));
+        }
+    }
+
+    /// Takes the lock of the volume holding snapshot `name`; a volume deleted meanwhile is the
+    /// snapshot not found (it went with its volume), not the volume.
+    pub(crate) async fn lock_snapshot_owner(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, VolumeRecord)> {
+        let volume = self.volume_of_snapshot(name)?;
+        match self.lock_volume(&volume).await {
+            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+                Err(Error::not_found("snapshot", name))
+            }
+            other => other,
+        }
     }
 
     /// Saves a record and publishes it in memory.

@@ -83,8 +83,7 @@ impl VolumeManager {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Busy`] while a backup reads it.
     pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
-        let volume = self.volume_of_snapshot(name)?;
-        let (_guard, mut vol) = self.lock_volume(&volume).await?;
+        let (_guard, mut vol) = self.lock_snapshot_owner(name).await?;
         let mut snap = vol
             .snapshots
             .get(name)
