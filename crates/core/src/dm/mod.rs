@@ -127,7 +127,8 @@ impl DmDriver {
         Ok(out)
     }
 
-    /// Removes a table-less device of `name` a crash left between creating and loading it.
+    /// Removes a device of `name` with no live table, which a crash left between creating it
+    /// and resuming its table.
     fn remove_half_made(&self, name: &str) -> Result<()> {
         self.pool
             .remove_half_made(name)
@@ -227,8 +228,10 @@ impl Driver for DmDriver {
         for snap in rec.snapshots.values() {
             self.remove_snapshot(rec, snap)?;
         }
-        self.destroy_id(id, &format!("volume {}", rec.name))?;
-        self.remove_half_made(&rec.name)
+        // First: a device with only an inactive table (a crash between loading and resuming
+        // it) holds the thin id open, and the pool refuses to delete it (busy).
+        self.remove_half_made(&rec.name)?;
+        self.destroy_id(id, &format!("volume {}", rec.name))
     }
 
     fn release(&self, rec: &VolumeRecord) {
@@ -341,11 +344,11 @@ impl Driver for DmDriver {
         match snap.dev_id {
             None => Ok(()),
             Some(id) => {
+                self.remove_half_made(&snap.name)?;
                 self.destroy_id(
                     thin_id(Some(id), &snap.name)?,
                     &format!("snapshot {}", snap.name),
-                )?;
-                self.remove_half_made(&snap.name)
+                )
             }
         }
     }
