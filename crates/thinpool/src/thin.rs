@@ -233,7 +233,9 @@ impl ThinPool {
     }
 
     /// Remove the device `name` if a crash left it half-made: it exists, has no live table
-    /// (the process creating it died before loading or resuming its table) and is not open.
+    /// (the process creating it died before loading or resuming its table; an inactive thin
+    /// table still holds its thin id open, so the pool refuses to delete the id) and is not
+    /// open.
     /// Returns whether it removed one.
     ///
     /// # Errors
