@@ -782,9 +782,10 @@ fn backups(d: &Daemon, boot: u64, stop: &AtomicBool) {
         println!("{LOAD_MARK}snapshot {snap}");
         d.ok(&["snapshot", "create", vol, "--name", &snap]);
         events.record(&format!("snap {snap} {vol}"));
-        let sha = snapshot_sha(d, &snap);
         println!("{LOAD_MARK}backup {snap}");
         let url = d.ok(&["backup", "create", &snap, "--dest", &dest()]);
+        // Checksummed after the backup so that cuts land in uploads sooner; logged only now.
+        let sha = snapshot_sha(d, &snap);
         events.record(&format!("backup {url} {vol} {snap} {sha}"));
         println!("{LOAD_MARK}delete old");
         let snaps = events.live_snaps(vol);

@@ -128,18 +128,33 @@ pub fn run(
         };
         let boot_started = Instant::now();
         let mut last_load = String::new();
-        let outcome = vm::boot_with_cut(&run, cut.as_ref(), &mut |line| {
-            on_line(line);
-            if let Some(what) = line.find(LOAD_MARK).map(|i| &line[i + LOAD_MARK.len()..]) {
-                last_load = what.to_string();
+        let mut outcome;
+        let mut attempt = 0;
+        loop {
+            let mut command_lines = 0u64;
+            outcome = vm::boot_with_cut(&run, cut.as_ref(), &mut |line| {
+                on_line(line);
+                command_lines += 1;
+                if let Some(what) = line.find(LOAD_MARK).map(|i| &line[i + LOAD_MARK.len()..]) {
+                    last_load = what.to_string();
+                }
+                if let Some(json) = line
+                    .find(VERIFY_MARK)
+                    .map(|i| &line[i + VERIFY_MARK.len()..])
+                {
+                    sum.add(json);
+                }
+            });
+            // A guest that failed before its command printed anything (TCG on a loaded host can
+            // panic in the kernel's timer check) never touched the disks: boot it again.
+            attempt += 1;
+            match &outcome {
+                Err(e) if command_lines == 0 && attempt < 3 => on_line(&format!(
+                    "== powercut boot {boot}: the guest failed to start ({e:#}); booting it again"
+                )),
+                _ => break,
             }
-            if let Some(json) = line
-                .find(VERIFY_MARK)
-                .map(|i| &line[i + VERIFY_MARK.len()..])
-            {
-                sum.add(json);
-            }
-        });
+        }
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
