@@ -106,6 +106,14 @@ pub fn parse_destination(url: &str) -> Result<Destination> {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
         };
+        if authority.contains(':') {
+            // `s3://KEY:SECRET@bucket`: never echo it (errors are printed and logged).
+            return Err(invalid(
+                &format!("s3://<redacted>/{path}"),
+                "credentials do not belong in the URL (give them in AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY); bucket names and regions have no ':'",
+            ));
+        }
         let (bucket, region) = match authority.split_once('@') {
             Some((b, r)) => {
                 if r.is_empty() {
@@ -143,10 +151,13 @@ pub fn parse_destination(url: &str) -> Result<Destination> {
 
 /// Splits a backup URL into its destination URL and backup reference.
 pub fn parse_backup_url(url: &str) -> Result<(String, BackupRef)> {
-    let (dest, query) = url
-        .split_once('?')
-        .ok_or_else(|| invalid(url, "missing ?backup=<name>&volume=<name>"))?;
+    // The destination is checked first so that its errors (which never echo credentials)
+    // come before any that quote the whole URL.
+    let (dest, query) = url.split_once('?').unwrap_or((url, ""));
     parse_destination(dest)?;
+    if !url.contains('?') {
+        return Err(invalid(url, "missing ?backup=<name>&volume=<name>"));
+    }
     let mut backup = None;
     let mut volume = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -214,6 +225,23 @@ mod tests {
         ] {
             let err = parse_destination(bad).unwrap_err().to_string();
             assert!(err.contains("expected vfs:///path"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_echo() {
+        for bad in [
+            "s3://AKIAX:s3cr3t-value@bucket/p",
+            "s3://AKIAX:s3cr3t-value@bucket@us-east-1/p",
+            "s3://bucket:s3cr3t-value/p",
+        ] {
+            let err = parse_destination(bad).unwrap_err().to_string();
+            assert!(!err.contains("s3cr3t-value"), "{bad}: {err}");
+            assert!(err.contains("credentials"), "{bad}: {err}");
+            for url in [format!("{bad}?backup=b1&volume=v1"), bad.to_string()] {
+                let err = parse_backup_url(&url).unwrap_err().to_string();
+                assert!(!err.contains("s3cr3t-value"), "{url}: {err}");
+            }
         }
     }
 
