@@ -59,7 +59,20 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             size,
             backup,
         } => {
-            let size = size.as_deref().map(parse_size).transpose()?;
+            let size = match size.as_deref() {
+                // The API reads a size of 0 as "the driver's default"; asked for explicitly it
+                // is a mistake.
+                Some(text) => match parse_size(text)? {
+                    0 => return Err(convoy_api::ApiError::InvalidSize {
+                        input: text.to_string(),
+                        why:
+                            "a volume cannot be 0 bytes; leave --size out for the driver's default",
+                    }
+                    .into()),
+                    n => Some(n),
+                },
+                None => None,
+            };
             let request = VolumeCreateRequest {
                 name: name.unwrap_or_default(),
                 driver_name: driver.unwrap_or_default(),
