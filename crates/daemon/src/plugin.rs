@@ -99,9 +99,14 @@ fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewV
         let value = value.trim().to_string();
         match key.to_ascii_lowercase().as_str() {
             "size" => {
-                volume.size =
-                    Some(parse_size(&value).map_err(|e| bad(format!("option size: {e}")))?)
-                        .filter(|&n| n > 0);
+                let size = parse_size(&value).map_err(|e| bad(format!("option size: {e}")))?;
+                if size == 0 {
+                    return Err(bad(format!(
+                        "option size: a volume cannot be 0 bytes ({value:?}); leave the option \
+                         out for the driver's default"
+                    )));
+                }
+                volume.size = Some(size);
             }
             "backup" => volume.backup_url = Some(value).filter(|v| !v.is_empty()),
             "driver" => volume.driver = Some(value).filter(|v| !v.is_empty()),
