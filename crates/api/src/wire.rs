@@ -266,7 +266,10 @@ fn size_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>,
         Some(Size::Number(n)) => Ok(Some(n)),
         Some(Size::Text(t)) if t.trim().is_empty() => Ok(None),
         Some(Size::Text(t)) => match crate::size::parse_size(&t) {
-            Ok(0) => Ok(None),
+            // A number 0 is Go's "unset"; a size written out as "0" is a mistake.
+            Ok(0) => Err(serde::de::Error::custom(format!(
+                "invalid size {t:?}: a volume cannot be 0 bytes; leave Size out for the driver's default"
+            ))),
             Ok(n) => Ok(Some(n)),
             Err(e) => Err(serde::de::Error::custom(e)),
         },
