@@ -150,7 +150,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
         } => (offset, len, parent),
     };
     let source = ctx.source.clone();
-    let (data, id) = tokio::task::spawn_blocking(move || {
+    let (data, id) = crate::worker::run(move || {
         let mut buf = vec![0u8; len];
         source
             .read_at(offset, &mut buf)
@@ -162,8 +162,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
         let id = (!is_zero(&buf)).then(|| BlockId::of(&buf));
         Ok::<_, BackupError>((buf, id))
     })
-    .await
-    .map_err(|e| BackupError::Task(e.to_string()))??;
+    .await??;
     let Some(id) = id else {
         return Ok((Outcome::Hole, len as u64));
     };
@@ -184,9 +183,8 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
         return Ok((Outcome::Deduplicated(entry), len as u64));
     }
     let level = ctx.level;
-    let encoded = tokio::task::spawn_blocking(move || encode_block(&data, level))
-        .await
-        .map_err(|e| BackupError::Task(e.to_string()))?
+    let encoded = crate::worker::run(move || encode_block(&data, level))
+        .await?
         .map_err(|source| BackupError::Encode {
             offset,
             source: Box::new(source),

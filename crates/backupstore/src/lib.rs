@@ -91,6 +91,7 @@ mod restore;
 mod store;
 mod types;
 mod url;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -38,9 +38,8 @@ pub(crate) async fn fetch(store: &Store, r: &BackupRef, e: Entry) -> Result<Vec<
                 id: e.id,
             })?;
     let backup = r.backup.clone();
-    let data = tokio::task::spawn_blocking(move || decode_block(&stored, &e.id))
-        .await
-        .map_err(|err| BackupError::Task(err.to_string()))?
+    let data = crate::worker::run(move || decode_block(&stored, &e.id))
+        .await?
         .map_err(|source| BackupError::CorruptBlock {
             backup,
             offset: e.offset,
@@ -146,18 +145,17 @@ async fn run(
                 match item? {
                     Item::Hole { offset, len } => {
                         let sink = sink.expect("holes only when writing");
-                        tokio::task::spawn_blocking(move || {
+                        crate::worker::run(move || {
                             sink.write_at(offset, &zero[..len as usize])
                                 .map_err(|source| BackupError::SinkWrite { offset, source })
                         })
-                        .await
-                        .map_err(|e| BackupError::Task(e.to_string()))??;
+                        .await??;
                         Ok((0u64, 0u64))
                     }
                     Item::Block(e) => {
                         let data = fetch(&store, r, e).await?;
                         if let Some(sink) = sink {
-                            tokio::task::spawn_blocking(move || {
+                            crate::worker::run(move || {
                                 sink.write_at(e.offset, &data).map_err(|source| {
                                     BackupError::SinkWrite {
                                         offset: e.offset,
@@ -165,8 +163,7 @@ async fn run(
                                     }
                                 })
                             })
-                            .await
-                            .map_err(|e| BackupError::Task(e.to_string()))??;
+                            .await??;
                         }
                         Ok((1u64, u64::from(e.len)))
                     }
@@ -186,9 +183,8 @@ async fn run(
         progress.advance(bytes);
     }
     if let Some(sink) = finisher {
-        tokio::task::spawn_blocking(move || sink.finish())
-            .await
-            .map_err(|e| BackupError::Task(e.to_string()))?
+        crate::worker::run(move || sink.finish())
+            .await?
             .map_err(|source| BackupError::SinkWrite {
                 offset: size,
                 source,
