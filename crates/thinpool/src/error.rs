@@ -135,17 +135,16 @@ pub enum Error {
     /// metadata) fails.
     #[error(
         "thin pool {pool}: {operation} failed with an I/O error (EIO): a device under the pool \
-         (data {data_device} or metadata {metadata_device}) has I/O errors; see dmesg"
+         ({devices}) has I/O errors; see dmesg"
     )]
     PoolIo {
         /// The pool's device-mapper name.
         pool: String,
         /// What was attempted, e.g. `message "reserve_metadata_snap"`.
         operation: String,
-        /// The pool's data device.
-        data_device: String,
-        /// The pool's metadata device.
-        metadata_device: String,
+        /// The pool's devices, as `data /dev/X or metadata /dev/Y` (one field keeps the error
+        /// type small).
+        devices: String,
     },
 
     /// A metadata snapshot is already held on the pool (only one may exist).

@@ -343,8 +343,11 @@ impl ThinPool {
             Some(Errno::EIO) => Error::PoolIo {
                 pool: self.name().to_owned(),
                 operation: format!("message {msg:?}"),
-                data_device: self.config.data_device.display().to_string(),
-                metadata_device: self.config.metadata_device.display().to_string(),
+                devices: format!(
+                    "data {} or metadata {}",
+                    self.config.data_device.display(),
+                    self.config.metadata_device.display()
+                ),
             },
             _ => dm_error(format!("message {msg:?}"), self.name(), e),
         }
