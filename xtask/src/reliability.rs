@@ -362,6 +362,19 @@ fn report(args: &RelArgs, out: &mut Outcome, complete: bool, took: Duration) -> 
             extra.replace('|', "/")
         );
     }
+    // Targets an issue names as figures (`target_..._met`), reported, never asserted.
+    for f in &out.figures {
+        for (key, value) in f["extra"].as_object().into_iter().flatten() {
+            if key.starts_with("target_") && key.ends_with("_met") && value == &Value::Bool(false) {
+                let _ = writeln!(
+                    md,
+                    "\ntarget not met: {} / {}: {key} = false",
+                    f["suite"].as_str().unwrap_or("?"),
+                    f["scenario"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
     let command = format!(
         "cargo xtask reliability{} --seed {}",
         if args.full { " --full" } else { "" },
