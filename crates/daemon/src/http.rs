@@ -24,7 +24,24 @@ pub(crate) fn parse<T: DeserializeOwned + Default>(
     let text = std::str::from_utf8(body)
         .map_err(|e| bad(format!("the request body is not UTF-8 text: {e}")))?;
     if !text.trim().is_empty() {
-        return serde_json::from_str(text)
+        // Requests are JSON objects. serde would also read a struct from an array (`[]` gives
+        // every field its default), so anything else is refused first.
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| bad(format!("invalid JSON request body: {e}")))?;
+        if !value.is_object() {
+            return Err(bad(format!(
+                "the request body must be a JSON object, not {}",
+                match value {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::Array(_) => "an array",
+                    Value::Object(_) => "an object",
+                }
+            )));
+        }
+        return serde_json::from_value(value)
             .map_err(|e| bad(format!("invalid JSON request body: {e}")));
     }
     match query.filter(|q| !q.is_empty()) {
@@ -112,7 +129,15 @@ mod tests {
 
     #[test]
     fn malformed_input_names_the_route() {
-        for body in [&b"{"[..], b"[1,2]", b"\xff\xfe", b"{\"ReferenceOnly\": 3}"] {
+        for body in [
+            &b"{"[..],
+            b"[1,2]",
+            b"[]",
+            b"null",
+            b"\"x\"",
+            b"\xff\xfe",
+            b"{\"ReferenceOnly\": 3}",
+        ] {
             let err = parse::<VolumeDeleteRequest>("/v1/volumes/", None, body).unwrap_err();
             let text = err.to_string();
             assert!(text.contains("/v1/volumes/"), "{text}");
