@@ -160,6 +160,9 @@ pub(crate) async fn remove<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: NameRequest| async move {
         let name = required(&route, "Name", &r.name)?;
+        // A volume that is gone is removed already (dockerd retries); a name that can never be
+        // a volume is a bad request, not a success.
+        convoy_core::validate_name(name).map_err(crate::core_manager::map_err)?;
         if d.settings.ignore_docker_delete {
             tracing::info!(
                 volume = name,
@@ -226,6 +229,7 @@ pub(crate) async fn unmount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byt
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
+        convoy_core::validate_name(name).map_err(crate::core_manager::map_err)?;
         let mut mounts = d.docker_mounts.lock().await;
         if !mounts.remove(name, &r.id)? {
             // Not ours to undo: the ID never mounted (or was already unmounted).
