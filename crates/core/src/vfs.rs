@@ -43,6 +43,15 @@ pub(crate) struct VfsDriver {
 impl VfsDriver {
     /// Sets up the driver from `vfs.path`.
     pub(crate) fn new(opts: &BTreeMap<String, String>) -> Result<Self> {
+        if let Some(key) = opts
+            .keys()
+            .find(|k| k.starts_with("vfs.") && k.as_str() != "vfs.path")
+        {
+            return Err(Error::invalid(
+                "vfs driver options",
+                format!("unknown option {key} (the vfs driver takes vfs.path)"),
+            ));
+        }
         let path = opts.get("vfs.path").ok_or_else(|| {
             Error::invalid(
                 "vfs driver options",
