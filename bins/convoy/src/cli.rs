@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(long)]
         driver: Option<String>,
         /// Size, e.g. 10G (k/m/g/t are powers of 1024); default: the driver's default.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         size: Option<String>,
         /// Restore this backup URL into the new volume.
         #[arg(long, value_name = "URL")]

@@ -73,6 +73,13 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 },
                 None => None,
             };
+            if backup.as_deref().is_some_and(|b| b.trim().is_empty()) {
+                // Left empty (an unset shell variable?) it would make an empty volume where a
+                // restore was asked for.
+                anyhow::bail!(
+                    "--backup needs a backup URL; leave it out to create an empty volume"
+                );
+            }
             let request = VolumeCreateRequest {
                 name: name.unwrap_or_default(),
                 driver_name: driver.unwrap_or_default(),
