@@ -54,7 +54,7 @@ impl Run {
             rng: rng(&format!("crash-{op}")),
             op,
             points,
-            trials: by_scale(3, 50),
+            trials: by_scale(2, 50),
             done: 0,
             deadline: std::env::var("CONVOY_REL_DEADLINE")
                 .ok()

@@ -40,7 +40,7 @@ pub struct PowercutArgs {
 }
 
 /// Cuts at the quick (CI) scale.
-pub const QUICK_TRIALS: u64 = 2;
+pub const QUICK_TRIALS: u64 = 1;
 /// Cuts at the full scale (the published figures).
 pub const FULL_TRIALS: u64 = 10;
 
