@@ -187,6 +187,17 @@ impl Driver for VfsDriver {
         // An existing directory (left by a reference-only delete) is taken over as it is,
         // except by a restore, which would replace (and on failure remove) it.
         let dir = self.volume_dir(rec);
+        // A symlink planted where the volume's directory goes would make the volume (and its
+        // delete) act on whatever it points to, outside vfs.path.
+        if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::busy(
+                &rec.name,
+                format!(
+                    "{} exists and is not a directory (a symlink or file); remove it first",
+                    dir.display()
+                ),
+            ));
+        }
         let occupied = fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
         if !format && occupied {
             return Err(Error::busy(
