@@ -61,6 +61,13 @@ const CONFIG_FILE: &str = "convoy.cfg";
 
 fn lock_root(root: &Path) -> Result<Flock<File>> {
     fs::create_dir_all(root).map_err(|e| Error::io("create root directory", root, e))?;
+    // Records, configuration and the lock are the daemon's alone (other users reach volumes
+    // through their mount points, never through the root's listing).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("restrict the root directory to its owner", root, e))?;
+    }
     let path = root.join("lock");
     let file = OpenOptions::new()
         .create(true)
