@@ -27,8 +27,33 @@ pub(crate) struct RestorePlan {
     pub store: StoreOptions,
 }
 
+/// `text` with the authority of every URL in it that carries a `:` (`s3://KEY:SECRET@bucket`)
+/// replaced by `<redacted>`: errors name the store they failed on, never credentials typed
+/// into its URL (bucket names and regions have no `:`).
+pub(crate) fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        out.push_str(if authority.contains(':') {
+            "<redacted>"
+        } else {
+            authority
+        });
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn store_error(context: String) -> impl FnOnce(BackupError) -> Error {
     move |e| {
+        let context = redact_urls(&context);
         let kind = match &e {
             BackupError::InvalidUrl { .. }
             | BackupError::InvalidName { .. }
@@ -42,7 +67,7 @@ fn store_error(context: String) -> impl FnOnce(BackupError) -> Error {
         };
         Error::Store {
             context,
-            message: e.to_string(),
+            message: redact_urls(&e.to_string()),
             kind,
         }
     }
@@ -86,7 +111,10 @@ impl VolumeManager {
     ) -> Result<RestorePlan> {
         if driver != crate::dm::DEVICEMAPPER && driver != crate::vfs::VFS {
             return Err(Error::Unsupported {
-                what: format!("restoring {backup_url} into a {driver} volume"),
+                what: format!(
+                    "restoring {} into a {driver} volume",
+                    redact_urls(backup_url)
+                ),
                 why: "only the devicemapper and vfs drivers restore backups".into(),
             });
         }
@@ -354,5 +382,30 @@ impl VolumeManager {
         store::inspect_url(backup_url, target_options(store, None))
             .await
             .map_err(store_error(format!("inspect {backup_url}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_urls;
+
+    #[test]
+    fn credentials_in_urls_are_redacted_and_nothing_else_is() {
+        assert_eq!(
+            redact_urls("list s3://AKIA:SeCrEt@bkt/p: failed"),
+            "list s3://<redacted>/p: failed"
+        );
+        assert_eq!(
+            redact_urls("a s3://k:s@b@us-east-1/x?backup=b and vfs:///srv/b \"s3://u:p@h\""),
+            "a s3://<redacted>/x?backup=b and vfs:///srv/b \"s3://<redacted>\""
+        );
+        for plain in [
+            "s3://bkt@us-east-1/p",
+            "vfs:///mnt/b?backup=x",
+            "no url here",
+            "",
+        ] {
+            assert_eq!(redact_urls(plain), plain);
+        }
     }
 }
