@@ -130,7 +130,8 @@ fn rel_host_security_socket_refuses_other_users() {
                 "--clear-groups",
                 "--",
             ])
-            .args(["python3", "-c", &py])
+            // The system interpreter: a user-installed one (pyenv) may not be readable by uid 65534.
+            .args(["/usr/bin/python3", "-c", &py])
             .output()
             .unwrap();
         assert_eq!(
