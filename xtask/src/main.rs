@@ -51,7 +51,7 @@ enum Command {
     /// Power cuts of the whole guest (QEMU killed) during writes and backups, each followed
     /// by a boot that verifies nothing acknowledged was lost.
     Powercut(powercut::PowercutArgs),
-    /// Every libFuzzer target (crates/*/fuzz), each for a bounded time.
+    /// Every libFuzzer target (the root `fuzz/` crate), each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
