@@ -30,7 +30,7 @@ pub(crate) fn parse<T: DeserializeOwned + Default>(
             .map_err(|e| bad(format!("invalid JSON request body: {e}")))?;
         if !value.is_object() {
             return Err(bad(format!(
-                "the request body must be a JSON object, not {}",
+                "invalid JSON request body: expected a JSON object, not {}",
                 match value {
                     Value::Null => "null",
                     Value::Bool(_) => "a boolean",
