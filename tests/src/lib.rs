@@ -88,3 +88,38 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Removes every device-mapper device whose name contains the tag when dropped: each is
+/// lazily unmounted first, thin devices go before pools.
+#[derive(Debug)]
+pub struct DmCleanup(pub String);
+
+impl Drop for DmCleanup {
+    fn drop(&mut self) {
+        let mut names = dm_names(&self.0);
+        names.sort_by_key(|n| n.ends_with("pool"));
+        for name in names {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(format!("/dev/mapper/{name}"))
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = Command::new("dmsetup")
+                .args(["remove", "--force", &name])
+                .status();
+        }
+    }
+}
+
+/// The device-mapper devices whose name contains `tag` (none when `dmsetup` cannot run).
+pub fn dm_names(tag: &str) -> Vec<String> {
+    let Ok(out) = Command::new("dmsetup").arg("ls").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.contains(tag))
+        .map(str::to_string)
+        .collect()
+}

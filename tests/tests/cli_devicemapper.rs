@@ -6,38 +6,9 @@
 mod cli_support;
 
 use std::path::Path;
-use std::process::Command;
 
 use cli_support::{docker_id, TestDaemon};
-use convoy_e2e::LoopDevice;
-
-/// Removes every device-mapper device whose name contains `tag` (thin devices before the pool).
-struct DmCleanup(String);
-
-impl Drop for DmCleanup {
-    fn drop(&mut self) {
-        let out = Command::new("dmsetup").args(["ls"]).output();
-        let Ok(out) = out else { return };
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.contains(&self.0))
-            .map(str::to_string)
-            .collect();
-        // The pool goes last.
-        names.sort_by_key(|n| n.ends_with("pool"));
-        for name in names {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(format!("/dev/mapper/{name}"))
-                .stderr(std::process::Stdio::null())
-                .status();
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--force", &name])
-                .status();
-        }
-    }
-}
+use convoy_e2e::{DmCleanup, LoopDevice};
 
 fn read(path: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(path).join(file))

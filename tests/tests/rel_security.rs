@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cli_support::{convoy_bin, TestDaemon};
+use convoy_e2e::DmCleanup;
 use rel_support::{by_scale, rng, Figure};
 
 /// Runs `body`, emits the figure whatever happened, then lets a failure through.
@@ -482,29 +483,6 @@ fn rel_host_security_tampered_block_detected() {
             d.ok(&["delete", &vol]);
         }
     });
-}
-
-/// Removes every device-mapper device whose name contains `tag` (thin devices before the pool).
-struct DmCleanup(String);
-
-impl Drop for DmCleanup {
-    fn drop(&mut self) {
-        let Ok(out) = Command::new("dmsetup").args(["ls"]).output() else {
-            return;
-        };
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.contains(&self.0))
-            .map(str::to_string)
-            .collect();
-        names.sort_by_key(|n| n.ends_with("pool"));
-        for name in names {
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--force", &name])
-                .status();
-        }
-    }
 }
 
 /// How many 512-byte sectors of `data` start with `marker`. The pattern was written sector by

@@ -116,37 +116,7 @@ pub fn assert_clear(e: &ApiError, object: &str, what: &str) {
     );
 }
 
-/// Removes every device-mapper device whose name contains the tag (thin devices, then pools).
-pub struct DmCleanup(String);
-
-impl Drop for DmCleanup {
-    fn drop(&mut self) {
-        let mut names = dm_names(&self.0);
-        names.sort_by_key(|n| n.ends_with("pool"));
-        for name in names {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(format!("/dev/mapper/{name}"))
-                .stderr(std::process::Stdio::null())
-                .status();
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--force", &name])
-                .status();
-        }
-    }
-}
-
-pub fn dm_names(tag: &str) -> Vec<String> {
-    let Ok(out) = Command::new("dmsetup").arg("ls").output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.contains(tag))
-        .map(str::to_string)
-        .collect()
-}
+pub use convoy_e2e::{dm_names, DmCleanup};
 
 /// A devicemapper daemon on a pool over loop devices. Drop order: daemon, devices, files.
 pub struct DmDaemon {
