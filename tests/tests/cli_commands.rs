@@ -11,7 +11,11 @@ fn cli_volume_commands_print_what_the_original_printed() {
 
     let info = d.json(&["info"]);
     assert_eq!(info["General"]["DefaultDriver"], "vfs", "{info}");
-    assert_eq!(info["General"]["DriverList"], "vfs", "{info}");
+    assert_eq!(
+        info["General"]["DriverList"],
+        serde_json::json!(["vfs"]),
+        "{info}"
+    );
     assert!(info["vfs"].is_object(), "{info}");
 
     // create prints the bare name; flags may follow the positional argument.
@@ -259,4 +263,66 @@ fn cli_help_and_completions() {
     }
     assert!(run(&["completion", "bash"]).contains("convoy"));
     assert!(run(&["completion", "zsh"]).contains("convoy"));
+}
+
+#[test]
+fn cli_backup_upload_limit_is_checked_and_passed_on() {
+    // A daemon-wide default, and a limit per backup that wins over it.
+    let d = TestDaemon::start(&["--backup-limit-upload", "64M"]);
+    d.ok(&["create", "vol1"]);
+    d.ok(&["snapshot", "create", "vol1", "--name", "s1"]);
+    let dest = format!("vfs://{}", d.dir.path().join("backups").display());
+    let url = d.ok(&[
+        "backup",
+        "create",
+        "s1",
+        "--dest",
+        &dest,
+        "--limit-upload",
+        "32M/s",
+    ]);
+    assert!(url.contains("backup="), "{url}");
+
+    // Zero and garbage are refused by the CLI, naming the option, before anything is sent.
+    for bad in ["0", "fast", "1.5M"] {
+        let out = d.convoy(&[
+            "backup",
+            "create",
+            "s1",
+            "--dest",
+            &dest,
+            "--limit-upload",
+            bad,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(err.contains("--limit-upload") && err.contains(bad), "{err}");
+    }
+    // So is the daemon's option.
+    let out = std::process::Command::new(cli_support::convoy_bin())
+        .arg("daemon")
+        .arg("--root")
+        .arg(d.dir.path().join("other-root"))
+        .args(["--drivers", "vfs", "--backup-limit-upload", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "daemon started with a zero limit");
+    assert!(
+        err.contains("--backup-limit-upload") && err.contains("more than 0"),
+        "{err}"
+    );
+
+    // Over the API the limit reaches the backup store, which refuses zero with its reason;
+    // nothing is left behind.
+    let (status, body) = d.raw(
+        "POST",
+        "/v1/backups/create",
+        &format!(r#"{{"SnapshotName":"s1","URL":"{dest}","LimitUpload":0}}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("more than 0 bytes/s"), "{body}");
+    let list = d.json(&["backup", "list", &dest]);
+    assert_eq!(list.as_object().unwrap().len(), 1, "{list}");
+    d.ok(&["snapshot", "delete", "s1"]);
 }

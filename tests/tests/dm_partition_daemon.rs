@@ -24,7 +24,16 @@ impl Drop for Cleanup {
         let quiet = |cmd: &mut Command| {
             let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
         };
-        for dev in ["partvol", "convoy-pool"] {
+        // convoy's thin devices of the pool (`partvol`'s), then the pool.
+        let listed = Command::new("dmsetup").arg("ls").output();
+        let listed = listed
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let thins = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("convoy-convoy-pool-thin-"));
+        for dev in thins.chain(["convoy-pool"]) {
             quiet(Command::new("dmsetup").args(["remove", "--retry", dev]));
         }
         let zero_target = format!("of={}", self.disk);

@@ -677,7 +677,8 @@ fn remove_dm_devices() {
     let mut names: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("pc"))
+        // The test's devices and convoy's thin devices of its pool.
+        .filter(|n| n.starts_with("pc") || n.starts_with(&format!("convoy-{POOL}-")))
         .collect();
     names.sort_by_key(|n| *n == POOL);
     for name in names {

@@ -256,7 +256,11 @@ fn rel_vm_space_metadata_full() {
     rig.ok(&["create", &filler, "--size", "128M"]);
     let dev = OpenOptions::new()
         .write(true)
-        .open(format!("/dev/mapper/{filler}"))
+        .open(
+            rig.json(&["inspect", &filler])["DriverInfo"]["Device"]
+                .as_str()
+                .unwrap(),
+        )
         .unwrap();
     for i in 0..128u64 {
         raw_write(&dev, &mut rng, i << 20, 1 << 20).unwrap();

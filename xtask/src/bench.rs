@@ -2,8 +2,10 @@
 //!
 //! The drivers live next to the code they measure, as release-built examples:
 //! * `delta` — convoy-thinmeta's delta vs Debian's `thin_delta` (host);
-//! * `backup` — convoy-backupstore vs `restic` on one image (host);
-//! * `snapshot` — snapshot latency of a mounted volume under a writer (VM, real kernel).
+//! * `backup` — convoy-backupstore (plain and encrypted store) vs `restic` on one image (host);
+//! * `snapshot` — snapshot latency of a mounted volume under a writer (VM, real kernel);
+//! * `lifecycle` — convoy-core's snapshot (against the earlier `sync -f` + snapshot sequence),
+//!   clone, revert and online expand latencies (VM, real kernel).
 //!
 //! Each driver prints its table and ratios; results go to `docs/benchmarks.md` with the command.
 
@@ -30,6 +32,8 @@ pub enum Bench {
     Backup,
     /// Snapshot latency under a writer, in the VM.
     Snapshot,
+    /// Snapshot, clone, revert and expand latency of convoy-core, in the VM.
+    Lifecycle,
 }
 
 struct Driver {
@@ -56,6 +60,12 @@ const DRIVERS: &[Driver] = &[
         bench: Bench::Snapshot,
         package: "convoy-thinpool",
         example: "bench_snapshot",
+        in_vm: true,
+    },
+    Driver {
+        bench: Bench::Lifecycle,
+        package: "convoy-core",
+        example: "bench_lifecycle",
         in_vm: true,
     },
 ];

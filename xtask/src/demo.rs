@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `cargo xtask demo` on the host.
 pub fn run() -> Result<bool> {
+    crate::prereq::ensure(crate::prereq::Level::Demo, true)?;
     println!("demo: building convoy");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "-p", "convoy"])

@@ -92,7 +92,8 @@ fn attached(file: &Path) -> Result<Vec<String>> {
     )
 }
 
-fn is_root() -> bool {
+/// Whether this process's effective user is root.
+pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()

@@ -6,8 +6,8 @@
 //! need for memory errors; panics, hangs (`-timeout`) and memory blow-ups (`-rss_limit_mb`) are
 //! still caught. Each target runs on its working corpus (`fuzz/corpus/<target>`, not committed)
 //! plus the committed seeds (`fuzz/seeds/<target>`: valid examples and every input that once
-//! failed). CI runs a short round bounded in total (`--total-seconds`); longer runs are
-//! documented in `docs/testing.md`.
+//! failed). CI does not fuzz: the host tier's `fuzz_seeds` test replays every committed seed
+//! through the same target bodies (`fuzz/bodies/`). Runs are documented in `docs/testing.md`.
 
 use crate::vm;
 use anyhow::{bail, Context, Result};
@@ -39,10 +39,7 @@ struct Stats {
 
 /// Runs every target; returns whether all of them ran without finding a failure.
 pub fn run(args: &FuzzArgs) -> Result<bool> {
-    let which = Command::new("cargo").args(["fuzz", "--version"]).output();
-    if !which.map(|o| o.status.success()).unwrap_or(false) {
-        bail!("cargo-fuzz is not installed: cargo install cargo-fuzz --locked");
-    }
+    crate::prereq::ensure(crate::prereq::Level::Fuzz, true)?;
     let fuzz_dir = vm::repo_root().join("fuzz");
     let mut targets = targets(&fuzz_dir)?;
     if targets.is_empty() {

@@ -9,13 +9,17 @@
 //!   published ones);
 //! * `powercut` — power cuts of the whole guest during writes and backups, then verify;
 //! * `fuzz` — every libFuzzer target for a bounded time;
-//! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper.
+//! * `dev-pool` — a loopback thin-pool setup on a host that has device-mapper;
+//! * `prerequisites` — check (and, as root, install) the packages and tools the tasks need;
+//! * `docker-plugin` — convoy as a Docker managed plugin (`docker plugin create`).
 
 mod bench;
 mod demo;
 mod dev_pool;
+mod docker_plugin;
 mod fuzz;
 mod powercut;
+mod prereq;
 mod reliability;
 mod test;
 mod vm;
@@ -55,6 +59,12 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Loopback development pool (data.vol + metadata.vol on loop devices).
     DevPool(dev_pool::DevPoolArgs),
+    /// Check the Debian packages and tools the demo, the tests or CI need, and install what is
+    /// missing (as root; otherwise print the command to run).
+    Prerequisites(prereq::PrereqArgs),
+    /// Build convoy as a Docker managed plugin (config.json + rootfs from local files) and
+    /// `docker plugin create` it.
+    DockerPlugin(docker_plugin::DockerPluginArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +117,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ExitCode::FAILURE
         }),
         Command::DevPool(args) => dev_pool::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Prerequisites(args) => prereq::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::DockerPlugin(args) => docker_plugin::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -77,6 +77,7 @@ impl TestBinary {
 
 /// Runs `cargo xtask test`.
 pub fn run(args: &TestArgs) -> Result<bool> {
+    crate::prereq::ensure(crate::prereq::Level::Test, true)?;
     let mut ok = true;
     let mut totals = Counts::default();
     if !args.vm_only {
@@ -294,9 +295,12 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 /// directory.
 pub fn build_test_binaries(package: Option<&str>) -> Result<Vec<(PathBuf, PathBuf)>> {
     // Device tests run the workspace's binaries (convoy, convoy-partition, ...) in the guest,
-    // where cargo is not run: build them all first.
+    // where cargo is not run: build them all first. `--tests` gives the build the features the
+    // host tier's `cargo test --workspace` resolved (dev-dependencies included), so after the
+    // host tier nothing is compiled again; without it cargo rebuilt core, daemon and the CLI
+    // with the smaller feature set, minutes on a fresh machine.
     let status = Command::new(cargo())
-        .args(["build", "--workspace", "--bins", "--quiet"])
+        .args(["build", "--workspace", "--bins", "--tests", "--quiet"])
         .current_dir(vm::repo_root())
         .status()
         .context("running cargo build --bins")?;

@@ -45,6 +45,25 @@ pub enum Command {
         /// Restore this backup URL into the new volume.
         #[arg(long, value_name = "URL")]
         backup: Option<String>,
+        /// With --backup: allow a --size larger than the backup's volume and grow the
+        /// restored filesystem to fill it.
+        #[arg(long, requires = "backup")]
+        grow: bool,
+        /// Clone this snapshot into the new volume (instant with devicemapper).
+        #[arg(long, value_name = "SNAP", conflicts_with_all = ["backup", "volume"])]
+        snapshot: Option<String>,
+        /// Clone this volume as it is now into the new volume (instant, crash-consistent
+        /// with devicemapper).
+        #[arg(long, value_name = "VOLUME", conflicts_with = "backup")]
+        volume: Option<String>,
+    },
+    /// Grow a volume and its filesystem (online when mounted); prints its name.
+    Expand {
+        /// The volume.
+        name: String,
+        /// The new size, e.g. 20G (k/m/g/t are powers of 1024); never smaller than now.
+        #[arg(long, required = true, allow_hyphen_values = true)]
+        size: String,
     },
     /// Delete volumes.
     Delete {
@@ -107,6 +126,12 @@ pub enum SnapshotCommand {
         /// The snapshot.
         snapshot: String,
     },
+    /// Point the snapshot's volume back at the snapshot's data (the volume must be
+    /// unmounted; the snapshot stays); prints the volume's name.
+    Revert {
+        /// The snapshot.
+        snapshot: String,
+    },
     /// Show a snapshot as JSON.
     Inspect {
         /// The snapshot.
@@ -120,9 +145,66 @@ pub struct BackupArgs {
     /// S3 endpoint to use instead of AWS's (e.g. http://minio:9000); default: $AWS_ENDPOINT.
     #[arg(long, global = true, value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// The secret of an encrypted store, for the commands that run in this process.
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: BackupCommand,
+}
+
+/// Where the secret of an encrypted store comes from, for `backup init`, `key`, `verify` and
+/// `repair` (which run in this process; the daemon has its own options for the others). At
+/// most one; none given: `$CONVOY_BACKUP_PASSPHRASE` when set. Never on the command line.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeyArgs {
+    /// File holding the store's passphrase (one trailing newline ignored).
+    #[arg(long, global = true, value_name = "PATH", conflicts_with_all = ["key_file", "backup_passcmd"])]
+    pub passphrase_file: Option<std::path::PathBuf>,
+    /// Key file of the store (at least 32 random bytes, e.g. `head -c 32 /dev/urandom`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "backup_passcmd"
+    )]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Command (run with `sh -c`) printing the store's passphrase on its standard output.
+    #[arg(long, global = true, value_name = "COMMAND")]
+    pub backup_passcmd: Option<String>,
+}
+
+/// `convoy backup key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the key slots of an encrypted store as JSON (no key needed).
+    List {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+    },
+    /// Add a key slot (opening the store with the current secret); prints its name. The data
+    /// is not re-encrypted: every slot wraps the same master key.
+    Add {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+        /// File holding the new passphrase.
+        #[arg(long, value_name = "PATH", required_unless_present_any = ["new_key_file", "new_passcmd"], conflicts_with_all = ["new_key_file", "new_passcmd"])]
+        new_passphrase_file: Option<std::path::PathBuf>,
+        /// New key file (at least 32 random bytes).
+        #[arg(long, value_name = "PATH", conflicts_with = "new_passcmd")]
+        new_key_file: Option<std::path::PathBuf>,
+        /// Command printing the new passphrase.
+        #[arg(long, value_name = "COMMAND")]
+        new_passcmd: Option<String>,
+    },
+    /// Remove a key slot (opening the store with the current secret); the last usable slot
+    /// cannot be removed.
+    Remove {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+        /// The slot's name, as `backup key list` shows it.
+        slot: String,
+    },
 }
 
 /// `convoy backup ...`.
@@ -135,6 +217,10 @@ pub enum BackupCommand {
         /// Destination: s3://bucket@region/path or vfs:///path.
         #[arg(long, value_name = "URL", required = true)]
         dest: String,
+        /// Upload at most RATE bytes per second (e.g. 10M = 10 MiB/s); default: the daemon's
+        /// --backup-limit-upload, else no limit.
+        #[arg(long, value_name = "RATE", value_parser = convoy_daemon::config::rate_arg)]
+        limit_upload: Option<u64>,
     },
     /// Delete a backup.
     Delete {
@@ -153,5 +239,41 @@ pub enum BackupCommand {
     Inspect {
         /// The backup URL.
         url: String,
+    },
+    /// Check that a backup is complete and every block of it reads back and hashes right;
+    /// prints the figures as JSON. Runs in this process, with this user's store credentials.
+    Verify {
+        /// The backup URL.
+        url: String,
+    },
+    /// Create a backup store at DEST (a backup creates an unencrypted one when missing); with
+    /// --encrypt an encrypted one, its first key slot from --passphrase-file, --key-file,
+    /// --backup-passcmd or $CONVOY_BACKUP_PASSPHRASE. Runs in this process.
+    Init {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+        /// Encrypt everything stored (XChaCha20-Poly1305, keyed chunk ids).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Key slots of an encrypted store. Runs in this process.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Remove what crashed backups and deletes left at a destination (a whole-store scan
+    /// under the exclusive lock); prints what was removed as JSON. Runs in this process.
+    Repair {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+    },
+    /// Convert the original Convoy's backups at OLD_DEST into convoy's format at NEW_DEST
+    /// (runs here, without the daemon; resumable; OLD_DEST is only read).
+    Import {
+        /// The original's store: s3://bucket@region/path or vfs:///path.
+        old_dest: String,
+        /// Where to write convoy backups: s3://bucket@region/path or vfs:///path.
+        new_dest: String,
     },
 }

@@ -4,10 +4,12 @@
 mod cli;
 mod output;
 mod progress;
+mod store_ops;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use convoy_api::client::Answer;
 use convoy_api::wire::*;
 use convoy_api::{size::parse_size, Client};
 
@@ -58,21 +60,11 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             driver,
             size,
             backup,
+            grow,
+            snapshot,
+            volume,
         } => {
-            let size = match size.as_deref() {
-                // The API reads a size of 0 as "the driver's default"; asked for explicitly it
-                // is a mistake.
-                Some(text) => match parse_size(text)? {
-                    0 => return Err(convoy_api::ApiError::InvalidSize {
-                        input: text.to_string(),
-                        why:
-                            "a volume cannot be 0 bytes; leave --size out for the driver's default",
-                    }
-                    .into()),
-                    n => Some(n),
-                },
-                None => None,
-            };
+            let size = size.as_deref().map(size_arg).transpose()?;
             if backup.as_deref().is_some_and(|b| b.trim().is_empty()) {
                 // Left empty (an unset shell variable?) it would make an empty volume where a
                 // restore was asked for.
@@ -86,6 +78,11 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 size,
                 backup_url: backup.clone().unwrap_or_default(),
                 s3_endpoint: String::new(),
+                snapshot_name: snapshot.unwrap_or_default(),
+                source_volume_name: volume.unwrap_or_default(),
+                grow,
+                // JSON from either daemon; printed bare below unless --verbose.
+                verbose: Some(true),
             };
             let volume: VolumeResponse = match &backup {
                 Some(url) => {
@@ -98,7 +95,11 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                         )
                         .await;
                     watcher.done(result.is_ok());
-                    result?
+                    let answer: Answer<VolumeResponse> = result?;
+                    answer.or_bare(|name| VolumeResponse {
+                        name,
+                        ..Default::default()
+                    })
                 }
                 None => client.create_volume(&request).await?,
             };
@@ -127,6 +128,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let request = VolumeMountRequest {
                 volume_name: name,
                 mount_point: mountpoint.unwrap_or_default(),
+                verbose: Some(true),
             };
             let volume = client.mount_volume(&request).await?;
             if verbose {
@@ -136,6 +138,18 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Umount { name } => client.umount_volume(&name).await?,
+        Command::Expand { name, size } => {
+            let request = convoy_api::wire::VolumeExpandRequest {
+                volume_name: name,
+                size: Some(size_arg(&size)?),
+            };
+            let volume = client.expand_volume(&request).await?;
+            if verbose {
+                print_json(&volume);
+            } else {
+                print_line(&volume.name);
+            }
+        }
         Command::List { driver } => {
             print_json(&client.list_volumes(driver.as_deref().unwrap_or("")).await?)
         }
@@ -143,7 +157,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(command) => snapshot(&client, command, verbose).await?,
         Command::Backup(args) => {
             let endpoint = args.s3_endpoint.unwrap_or_default();
-            backup(&client, args.command, endpoint, verbose).await?
+            backup(&client, args.command, endpoint, &args.key, verbose).await?
         }
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout())
@@ -158,6 +172,7 @@ async fn snapshot(client: &Client, command: SnapshotCommand, verbose: bool) -> a
             let request = SnapshotCreateRequest {
                 name: name.unwrap_or_default(),
                 volume_name: volume,
+                verbose: Some(true),
             };
             let snapshot = client.create_snapshot(&request).await?;
             if verbose {
@@ -167,6 +182,14 @@ async fn snapshot(client: &Client, command: SnapshotCommand, verbose: bool) -> a
             }
         }
         SnapshotCommand::Delete { snapshot } => client.delete_snapshot(&snapshot).await?,
+        SnapshotCommand::Revert { snapshot } => {
+            let volume = client.revert_snapshot(&snapshot).await?;
+            if verbose {
+                print_json(&volume);
+            } else {
+                print_line(&volume.name);
+            }
+        }
         SnapshotCommand::Inspect { snapshot } => {
             print_json(&client.inspect_snapshot(&snapshot).await?)
         }
@@ -178,23 +201,30 @@ async fn backup(
     client: &Client,
     command: BackupCommand,
     s3_endpoint: String,
+    key: &cli::KeyArgs,
     verbose: bool,
 ) -> anyhow::Result<()> {
     match command {
-        BackupCommand::Create { snapshot, dest } => {
+        BackupCommand::Create {
+            snapshot,
+            dest,
+            limit_upload,
+        } => {
             let mut watcher = Watcher::start(format!("backing up snapshot {snapshot} to {dest}"));
             let request = BackupCreateRequest {
                 url: dest,
                 snapshot_name: snapshot,
                 s3_endpoint,
+                limit_upload,
+                verbose: Some(true),
             };
-            let result: Result<BackupUrlResponse, _> = client
+            let result: Result<Answer<BackupUrlResponse>, _> = client
                 .call_with_progress(convoy_api::routes::BACKUPS_CREATE, &request, &mut |u| {
                     watcher.update(u)
                 })
                 .await;
             watcher.done(result.is_ok());
-            let answer = result?;
+            let answer = result?.or_bare(|url| BackupUrlResponse { url });
             if verbose {
                 print_json(&answer);
             } else {
@@ -214,13 +244,59 @@ async fn backup(
             };
             print_json(&client.list_backups(&request).await?)
         }
+        BackupCommand::Import { old_dest, new_dest } => {
+            let store = convoy_core::StoreOptions {
+                s3_endpoint: (!s3_endpoint.is_empty()).then_some(s3_endpoint),
+                ..Default::default()
+            };
+            let report = convoy_core::import_legacy_backups(
+                &old_dest,
+                &new_dest,
+                &store,
+                std::sync::Arc::new(ImportProgress),
+            )
+            .await?;
+            for url in &report.imported {
+                print_line(url);
+            }
+            for url in &report.already_there {
+                eprintln!("convoy: already imported: {url}");
+            }
+            for what in &report.refused {
+                eprintln!("convoy: not imported: {what}");
+            }
+        }
         BackupCommand::Inspect { url } => print_json(
             &client
                 .inspect_backup(&BackupUrlRequest { url, s3_endpoint })
                 .await?,
         ),
+        BackupCommand::Verify { url } => store_ops::verify(&url, &s3_endpoint, key).await?,
+        BackupCommand::Repair { dest } => store_ops::repair(&dest, &s3_endpoint, key).await?,
+        BackupCommand::Init { dest, encrypt } => {
+            store_ops::init(&dest, &s3_endpoint, key, encrypt).await?
+        }
+        BackupCommand::Key { command } => store_ops::key(command, &s3_endpoint, key).await?,
     }
     Ok(())
+}
+
+/// `backup import` reports nothing while it runs; its lines come at the end.
+struct ImportProgress;
+
+impl convoy_core::Progress for ImportProgress {}
+
+/// A `--size` value: the original's syntax (k/m/g/t, powers of 1024); 0 is refused (the API
+/// reads a size of 0 as "the driver's default"; asked for explicitly it is a mistake).
+fn size_arg(text: &str) -> anyhow::Result<u64> {
+    match parse_size(text)? {
+        0 => Err(convoy_api::ApiError::InvalidSize {
+            input: text.to_string(),
+            why: "a volume cannot be 0 bytes; leave --size out for the driver's default",
+        }
+        .into()),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +336,37 @@ mod tests {
             Command::Backup(args) => assert_eq!(args.s3_endpoint.as_deref(), Some("http://e")),
             other => panic!("{other:?}"),
         }
+        // The secret of an encrypted store: after the subcommand too, at most one source.
+        let cli = Cli::try_parse_from([
+            "convoy",
+            "backup",
+            "verify",
+            "vfs:///b?backup=x1&volume=v1",
+            "--passphrase-file",
+            "/etc/p",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Backup(args) => {
+                assert_eq!(
+                    args.key.passphrase_file.as_deref(),
+                    Some(std::path::Path::new("/etc/p"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from([
+            "convoy",
+            "backup",
+            "init",
+            "vfs:///b",
+            "--encrypt",
+            "--passphrase-file",
+            "/etc/p",
+            "--backup-passcmd",
+            "pass show x",
+        ])
+        .is_err());
         let cli = Cli::try_parse_from(["convoy", "delete", "a", "b", "-r"]).unwrap();
         assert!(
             matches!(cli.command, Command::Delete { reference: true, ref names } if names.len() == 2)

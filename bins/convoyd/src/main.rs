@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use convoy_daemon::{launch, DaemonArgs};
 
-/// The convoy daemon: serves the convoy CLI and Docker's volume plugin protocol on a unix socket.
+/// The convoy daemon: serves the convoy CLI and Docker's volume plugin protocol on a unix socket
+/// (and, with `--csi-endpoint`, the CSI services on another).
 #[derive(Debug, Parser)]
 #[command(name = "convoyd", version)]
 struct Cli {
@@ -18,6 +19,8 @@ struct Cli {
     debug: bool,
     #[command(flatten)]
     daemon: DaemonArgs,
+    #[command(flatten)]
+    csi: convoy_csi::launch::CsiArgs,
 }
 
 fn main() -> ExitCode {
@@ -30,9 +33,20 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 launch::init_logging(cli.daemon.log.as_deref(), cli.debug)
                     .map_err(|e| e.to_string())?;
-                launch::serve(&cli.daemon, &cli.socket, launch::shutdown_signal())
+                match cli.csi.options()? {
+                    // The CSI services in this process, on the same pool (docs/csi.md).
+                    Some(csi) => convoy_csi::launch::serve(
+                        &cli.daemon,
+                        &cli.socket,
+                        &csi,
+                        launch::shutdown_signal(),
+                    )
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string()),
+                    None => launch::serve(&cli.daemon, &cli.socket, launch::shutdown_signal())
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
             })
         });
     match outcome {

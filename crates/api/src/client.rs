@@ -1,8 +1,11 @@
 //! [`Client`]: HTTP/1.1 over the daemon's unix socket, one connection per call.
 //!
 //! Requests carry their parameters as a JSON body, also on `GET` and `DELETE`, as the original
-//! Convoy's client did. An error answer (`{"Error": "..."}`) becomes [`ApiError::Daemon`] with
-//! the daemon's message verbatim.
+//! Convoy's client did, with its `User-Agent: Convoy-Client/1` and `"Verbose": true` where the
+//! original knows the field, so that both daemons answer JSON. Answers are read in either
+//! daemon's form: JSON or a bare value (`text/plain`, the original daemon's non-verbose
+//! answers), errors as `{"Error": "..."}` or plain text; an error becomes [`ApiError::Daemon`]
+//! with the daemon's message verbatim.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +56,30 @@ impl Client {
         body: impl Into<Bytes>,
         json: bool,
     ) -> Result<RawResponse, ApiError> {
+        self.send(method, path, body.into(), json, None).await
+    }
+
+    /// Like [`Client::raw`], with a `User-Agent` header: tests replay the original client's
+    /// requests (`Convoy-Client/1`) with it.
+    pub async fn raw_as(
+        &self,
+        user_agent: &str,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<RawResponse, ApiError> {
+        self.send(method, path, body.into(), true, Some(user_agent))
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        json: bool,
+        user_agent: Option<&str>,
+    ) -> Result<RawResponse, ApiError> {
         let http = |message: String| ApiError::Http {
             route: path.to_string(),
             message,
@@ -77,8 +104,11 @@ impl Client {
         if json {
             request = request.header("Content-Type", "application/json");
         }
+        if let Some(agent) = user_agent {
+            request = request.header("User-Agent", agent);
+        }
         let request = request
-            .body(Full::new(body.into()))
+            .body(Full::new(body))
             .map_err(|e| http(e.to_string()))?;
         let response = sender
             .send_request(request)
@@ -99,7 +129,7 @@ impl Client {
     /// Sends `request` asking for a progress stream ([`PROGRESS_HEADER`]), calls `on_progress`
     /// for every update and decodes the final `Result` as `T`. A daemon that answers with a
     /// plain object (no stream) is handled too.
-    pub async fn call_with_progress<Q: Serialize, T: DeserializeOwned>(
+    pub async fn call_with_progress<Q: Serialize, T: DeserializeOwned + FromBare>(
         &self,
         route: &str,
         request: &Q,
@@ -130,6 +160,7 @@ impl Client {
             .uri(route)
             .header("Host", "convoy")
             .header("Content-Type", "application/json")
+            .header("User-Agent", USER_AGENT)
             .header(PROGRESS_HEADER, "1")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| http(e.to_string()))?;
@@ -174,17 +205,9 @@ impl Client {
         if !streamed {
             // A plain answer: an early error (bad request) or a daemon without streaming.
             if status >= 400 {
-                let message = match serde_json::from_slice::<ErrorResponse>(&buffer) {
-                    Ok(e) => e.error,
-                    Err(_) => format!(
-                        "HTTP {status} from {route}: {}",
-                        String::from_utf8_lossy(&buffer).trim()
-                    ),
-                };
-                return Err(ApiError::Daemon { status, message });
+                return Err(daemon_error(status, route, &buffer));
             }
-            return serde_json::from_slice(&buffer)
-                .map_err(|e| decode(format!("{e}: {}", String::from_utf8_lossy(&buffer))));
+            return decode_answer(route, &buffer);
         }
         match last {
             Some(StreamLine {
@@ -204,18 +227,16 @@ impl Client {
         }
     }
 
-    /// Sends `request` as JSON and decodes a JSON answer of type `T`.
-    pub async fn call<Q: Serialize, T: DeserializeOwned>(
+    /// Sends `request` as JSON and decodes the answer as `T`: a JSON answer, or a bare value
+    /// (the original daemon's non-verbose form) through [`FromBare`].
+    pub async fn call<Q: Serialize, T: DeserializeOwned + FromBare>(
         &self,
         method: &str,
         route: &str,
         request: &Q,
     ) -> Result<T, ApiError> {
         let body = self.exchange(method, route, request).await?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-            route: route.to_string(),
-            message: format!("{e}: {}", String::from_utf8_lossy(&body)),
-        })
+        decode_answer(route, &body)
     }
 
     /// Sends `request` and only checks that it succeeded.
@@ -238,20 +259,11 @@ impl Client {
             route: route.to_string(),
             message: e.to_string(),
         })?;
-        let answer = self.raw(method, route, body, true).await?;
+        let answer = self
+            .send(method, route, body.into(), true, Some(USER_AGENT))
+            .await?;
         if answer.status >= 400 {
-            let message = match serde_json::from_slice::<ErrorResponse>(&answer.body) {
-                Ok(e) => e.error,
-                Err(_) => format!(
-                    "HTTP {} from {route}: {}",
-                    answer.status,
-                    String::from_utf8_lossy(&answer.body).trim()
-                ),
-            };
-            return Err(ApiError::Daemon {
-                status: answer.status,
-                message,
-            });
+            return Err(daemon_error(answer.status, route, &answer.body));
         }
         Ok(answer.body)
     }
@@ -282,7 +294,41 @@ impl Client {
         &self,
         request: &VolumeCreateRequest,
     ) -> Result<VolumeResponse, ApiError> {
-        self.call("POST", routes::VOLUMES_CREATE, request).await
+        let mut request = request.clone();
+        request.verbose.get_or_insert(true);
+        let answer: Answer<VolumeResponse> =
+            self.call("POST", routes::VOLUMES_CREATE, &request).await?;
+        Ok(answer.or_bare(|name| VolumeResponse {
+            name,
+            ..Default::default()
+        }))
+    }
+
+    /// `POST /v1/volumes/expand`; answers the grown volume.
+    pub async fn expand_volume(
+        &self,
+        request: &VolumeExpandRequest,
+    ) -> Result<VolumeResponse, ApiError> {
+        let answer: Answer<VolumeResponse> =
+            self.call("POST", routes::VOLUMES_EXPAND, request).await?;
+        Ok(answer.or_bare(|name| VolumeResponse {
+            name,
+            ..Default::default()
+        }))
+    }
+
+    /// `POST /v1/snapshots/revert`; answers the reverted volume.
+    pub async fn revert_snapshot(&self, name: &str) -> Result<VolumeResponse, ApiError> {
+        let request = SnapshotNameRequest {
+            snapshot_name: name.to_owned(),
+        };
+        let answer: Answer<VolumeResponse> = self
+            .call("POST", routes::SNAPSHOTS_REVERT, &request)
+            .await?;
+        Ok(answer.or_bare(|name| VolumeResponse {
+            name,
+            ..Default::default()
+        }))
     }
 
     /// `DELETE /v1/volumes/`.
@@ -295,7 +341,18 @@ impl Client {
         &self,
         request: &VolumeMountRequest,
     ) -> Result<VolumeResponse, ApiError> {
-        self.call("POST", routes::VOLUMES_MOUNT, request).await
+        let mut request = request.clone();
+        request.verbose.get_or_insert(true);
+        let answer: Answer<VolumeResponse> =
+            self.call("POST", routes::VOLUMES_MOUNT, &request).await?;
+        let mut volume = answer.or_bare(|mount_point| VolumeResponse {
+            mount_point,
+            ..Default::default()
+        });
+        if volume.name.is_empty() {
+            volume.name.clone_from(&request.volume_name);
+        }
+        Ok(volume)
     }
 
     /// `POST /v1/volumes/umount`.
@@ -312,7 +369,19 @@ impl Client {
         &self,
         request: &SnapshotCreateRequest,
     ) -> Result<SnapshotResponse, ApiError> {
-        self.call("POST", routes::SNAPSHOTS_CREATE, request).await
+        let mut request = request.clone();
+        request.verbose.get_or_insert(true);
+        let answer: Answer<SnapshotResponse> = self
+            .call("POST", routes::SNAPSHOTS_CREATE, &request)
+            .await?;
+        let mut snapshot = answer.or_bare(|name| SnapshotResponse {
+            name,
+            ..Default::default()
+        });
+        if snapshot.volume_name.is_empty() {
+            snapshot.volume_name.clone_from(&request.volume_name);
+        }
+        Ok(snapshot)
     }
 
     /// `DELETE /v1/snapshots/`.
@@ -336,7 +405,11 @@ impl Client {
         &self,
         request: &BackupCreateRequest,
     ) -> Result<BackupUrlResponse, ApiError> {
-        self.call("POST", routes::BACKUPS_CREATE, request).await
+        let mut request = request.clone();
+        request.verbose.get_or_insert(true);
+        let answer: Answer<BackupUrlResponse> =
+            self.call("POST", routes::BACKUPS_CREATE, &request).await?;
+        Ok(answer.or_bare(|url| BackupUrlResponse { url }))
     }
 
     /// `DELETE /v1/backups`.
@@ -361,6 +434,95 @@ impl Client {
     }
 }
 
+/// The `User-Agent` the original client sent, and this one sends: the original daemon refuses
+/// any other `Convoy-Client/` version.
+pub const USER_AGENT: &str = "Convoy-Client/1";
+
+/// An answer that may be JSON or a bare value (`text/plain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<T> {
+    /// A JSON object.
+    Json(T),
+    /// A bare value: a name, a mount point, a URL.
+    Bare(String),
+}
+
+impl<T> Answer<T> {
+    /// The JSON object, or one made from the bare value by `make`.
+    pub fn or_bare(self, make: impl FnOnce(String) -> T) -> T {
+        match self {
+            Answer::Json(value) => value,
+            Answer::Bare(text) => make(text),
+        }
+    }
+}
+
+/// How a type is read from a non-JSON answer. Only [`Answer`] accepts one: every other type
+/// refuses it, so a daemon answering garbage is an [`ApiError::Decode`].
+pub trait FromBare: Sized {
+    /// `Some` when a bare answer is acceptable as `Self`.
+    fn from_bare(_text: &str) -> Option<Self> {
+        None
+    }
+}
+
+impl<T> FromBare for Answer<T> {
+    fn from_bare(text: &str) -> Option<Self> {
+        Some(Answer::Bare(text.to_string()))
+    }
+}
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Answer<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(Answer::Json)
+    }
+}
+
+impl FromBare for VolumeResponse {}
+impl FromBare for SnapshotResponse {}
+impl FromBare for BackupResponse {}
+impl FromBare for BackupUrlResponse {}
+impl FromBare for serde_json::Value {}
+impl<K, V> FromBare for std::collections::BTreeMap<K, V> {}
+
+/// Decodes an answer body: JSON as `T`; anything that is not JSON as a bare value, if `T`
+/// takes one.
+fn decode_answer<T: DeserializeOwned + FromBare>(route: &str, body: &[u8]) -> Result<T, ApiError> {
+    let decode = |message: String| ApiError::Decode {
+        route: route.to_string(),
+        message,
+    };
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => serde_json::from_value(value)
+            .map_err(|e| decode(format!("{e}: {}", String::from_utf8_lossy(body)))),
+        Err(e) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim_end_matches(['\n', '\r']);
+            match T::from_bare(text).filter(|_| !text.is_empty()) {
+                Some(value) => Ok(value),
+                None => Err(decode(format!("{e}: {text}"))),
+            }
+        }
+    }
+}
+
+/// The daemon's message from an error answer: `{"Error": "..."}` (this daemon) or plain text
+/// (the original's `http.Error`, ending with a newline).
+fn daemon_error(status: u16, route: &str, body: &[u8]) -> ApiError {
+    let message = match serde_json::from_slice::<ErrorResponse>(body) {
+        Ok(e) => e.error,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body).trim().to_string();
+            if text.is_empty() {
+                format!("HTTP {status} from {route} with an empty answer")
+            } else {
+                text
+            }
+        }
+    };
+    ApiError::Daemon { status, message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +534,33 @@ mod tests {
         let err = client.info().await.unwrap_err().to_string();
         assert!(err.contains("cannot connect to the convoy daemon"), "{err}");
         assert!(err.contains("nope.sock"), "{err}");
+        assert!(err.contains("start one with `convoy daemon"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_says_no_daemon_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stale.sock");
+        // Bound, then closed: the file stays, nobody listens.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let err = Client::new(&path).info().await.unwrap_err().to_string();
+        assert!(err.contains("no daemon listens on it"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn permission_denied_says_which_user_may_connect() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.sock");
+        let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = ApiError::Connect {
+            socket: path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        }
+        .to_string();
+        assert!(err.contains("may not use the daemon's socket"), "{err}");
+        assert!(err.contains("mode 0600"), "{err}");
+        assert!(err.contains("run convoy as that user"), "{err}");
     }
 }

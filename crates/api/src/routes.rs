@@ -12,6 +12,10 @@ pub const VOLUMES_CREATE: &str = "/v1/volumes/create";
 pub const VOLUMES_MOUNT: &str = "/v1/volumes/mount";
 /// `POST`: unmount a volume.
 pub const VOLUMES_UMOUNT: &str = "/v1/volumes/umount";
+/// `POST`: grow a volume and its filesystem (convoy's addition).
+pub const VOLUMES_EXPAND: &str = "/v1/volumes/expand";
+/// `POST`: revert a snapshot's volume to it (convoy's addition).
+pub const SNAPSHOTS_REVERT: &str = "/v1/snapshots/revert";
 /// `POST`: create a snapshot.
 pub const SNAPSHOTS_CREATE: &str = "/v1/snapshots/create";
 /// `GET`: inspect one snapshot; `DELETE`: delete it.

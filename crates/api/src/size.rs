@@ -36,9 +36,39 @@ pub fn parse_size(input: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| invalid("number too large"))
 }
 
+/// Parses a bandwidth limit in bytes per second: a size as [`parse_size`] reads it, with an
+/// optional `/s` (`"10M"`, `"10M/s"`, `"500k"`). Zero is refused: "no limit" is no option.
+pub fn parse_rate(input: &str) -> Result<u64, ApiError> {
+    let text = input.trim();
+    let text = text.strip_suffix("/s").unwrap_or(text);
+    match parse_size(text) {
+        Ok(0) => Err(ApiError::InvalidSize {
+            input: input.to_string(),
+            why: "a rate must be more than 0 bytes/s (leave the option out for no limit)",
+        }),
+        Ok(rate) => Ok(rate),
+        Err(ApiError::InvalidSize { why, .. }) => Err(ApiError::InvalidSize {
+            input: input.to_string(),
+            why,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_rate, parse_size};
+
+    #[test]
+    fn rates_are_sizes_per_second_and_never_zero() {
+        assert_eq!(parse_rate("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_rate("10M/s").unwrap(), 10 << 20);
+        assert_eq!(parse_rate(" 500k/s ").unwrap(), 500 << 10);
+        let zero = parse_rate("0").unwrap_err().to_string();
+        assert!(zero.contains("more than 0"), "{zero}");
+        let bad = parse_rate("fast").unwrap_err().to_string();
+        assert!(bad.contains("fast"), "{bad}");
+    }
 
     #[test]
     fn parses_units_case_insensitively() {

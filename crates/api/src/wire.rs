@@ -30,6 +30,39 @@ pub struct VolumeCreateRequest {
     /// S3 endpoint override for the restore (empty: `AWS_ENDPOINT` or AWS's own).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub s3_endpoint: String,
+    /// convoy's addition: clone this snapshot into the new volume (`create --snapshot`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub snapshot_name: String,
+    /// convoy's addition: clone this volume as it is now (`create --volume`).
+    #[serde(rename = "SourceVolumeName", skip_serializing_if = "String::is_empty")]
+    pub source_volume_name: String,
+    /// convoy's addition: restore into a larger `Size` and grow the filesystem
+    /// (`create --backup URL --size SIZE --grow`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grow: bool,
+    /// `false` asks for the bare answer (the original client's default: a name, mount point or
+    /// URL as plain text); `true` or absent for the JSON object.
+    #[serde(
+        rename = "Verbose",
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verbose: Option<bool>,
+}
+
+/// `POST /v1/volumes/expand` (convoy's addition): grow a volume and its filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeExpandRequest {
+    /// The volume.
+    pub volume_name: String,
+    /// The new size in bytes (also accepted as a string such as `"10G"`).
+    #[serde(
+        deserialize_with = "size_field",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub size: Option<u64>,
 }
 
 /// `DELETE /v1/volumes/`.
@@ -50,6 +83,15 @@ pub struct VolumeMountRequest {
     pub volume_name: String,
     /// Where to mount it; empty for the driver's default mount point.
     pub mount_point: String,
+    /// `false` asks for the bare answer (the original client's default: a name, mount point or
+    /// URL as plain text); `true` or absent for the JSON object.
+    #[serde(
+        rename = "Verbose",
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verbose: Option<bool>,
 }
 
 /// A request naming one volume: `POST /v1/volumes/umount`, `GET /v1/volumes/` (inspect).
@@ -76,6 +118,15 @@ pub struct SnapshotCreateRequest {
     pub name: String,
     /// The volume to snapshot.
     pub volume_name: String,
+    /// `false` asks for the bare answer (the original client's default: a name, mount point or
+    /// URL as plain text); `true` or absent for the JSON object.
+    #[serde(
+        rename = "Verbose",
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verbose: Option<bool>,
 }
 
 /// A request naming one snapshot: `GET /v1/snapshots/` (inspect), `DELETE /v1/snapshots/`.
@@ -98,6 +149,19 @@ pub struct BackupCreateRequest {
     /// S3 endpoint override (empty: `AWS_ENDPOINT` or AWS's own).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub s3_endpoint: String,
+    /// Upload bandwidth limit in bytes per second (convoy's addition; absent: the daemon's
+    /// `--backup-limit-upload`, else unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<u64>,
+    /// `false` asks for the bare answer (the original client's default: a name, mount point or
+    /// URL as plain text); `true` or absent for the JSON object.
+    #[serde(
+        rename = "Verbose",
+        default,
+        deserialize_with = "lenient_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub verbose: Option<bool>,
 }
 
 /// `GET /v1/backups/list`.
@@ -126,9 +190,10 @@ pub struct BackupUrlRequest {
     pub s3_endpoint: String,
 }
 
-/// A volume, as `inspect`, `list` and `create --verbose` print it.
+/// A volume, as `inspect`, `list` and `create --verbose` print it. Every field may be missing
+/// from an answer (the original daemon's verbose `mount` answer carries only some).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct VolumeResponse {
     /// Volume name.
     pub name: String,
@@ -148,7 +213,7 @@ pub struct VolumeResponse {
 
 /// A snapshot, as `snapshot inspect` prints it (and inside a volume's `Snapshots`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct SnapshotResponse {
     /// Snapshot name.
     pub name: String,
@@ -167,18 +232,26 @@ pub struct SnapshotResponse {
 
 /// A backup, as `backup inspect` prints it and `backup list` lists it. The original printed a
 /// string map, so every value is a string and keys come out sorted: the fields are declared in
-/// that order.
+/// that order. Every field may be missing from an answer (the original daemon has no
+/// `BackupUUID`, `SnapshotUUID` or `VolumeUUID`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(non_snake_case)]
+#[serde(default)]
 pub struct BackupResponse {
+    /// The backup's name (the original's key).
+    pub BackupName: String,
     /// The backup's URL, to restore from or delete.
     pub BackupURL: String,
-    /// The backup's name.
+    /// The backup's name (our older key, kept for scripts that read it).
     pub BackupUUID: String,
-    /// When the backup was made.
+    /// When the backup was made, Go `time.RubyDate` layout (`Tue Dec 01 22:08:32 +0000 2026`).
     pub CreatedTime: String,
     /// The driver the backed-up volume used.
     pub DriverName: String,
+    /// `"true"` for a backup in an encrypted store; empty and left out otherwise (the original
+    /// had no such key).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub Encrypted: String,
     /// When the snapshot was made.
     pub SnapshotCreatedAt: String,
     /// The snapshot's name.
@@ -195,8 +268,29 @@ pub struct BackupResponse {
     pub VolumeUUID: String,
 }
 
-/// `GET /v1/info`: `{"General": {...}, "<driver>": {...}}`.
-pub type InfoResponse = BTreeMap<String, BTreeMap<String, String>>;
+/// `GET /v1/info`: `{"General": {...}, "<driver>": {...}}`. Values are JSON values: the
+/// original's `General` holds a list (`DriverList`) and booleans (`IgnoreDockerDelete`,
+/// `CreateOnDockerMount`); driver sections hold strings. [`driver_list`] reads `DriverList` in
+/// either of the forms daemons have sent.
+pub type InfoResponse = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+/// The drivers named by an `info` answer's `General.DriverList`: a JSON list (the original
+/// daemon, and ours now) or a comma-separated string (this daemon before it matched the original).
+pub fn driver_list(info: &InfoResponse) -> Vec<String> {
+    match info.get("General").and_then(|g| g.get("DriverList")) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(serde_json::Value::String(text)) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// `GET /v1/volumes/list`: volume name → volume.
 pub type VolumeListResponse = BTreeMap<String, VolumeResponse>;
@@ -253,6 +347,28 @@ pub struct ProgressUpdate {
     pub done: u64,
 }
 
+/// Accepts a boolean as JSON `true`/`false`, `null`, or the strings `"true"`/`"false"` (a query
+/// string's form).
+fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<Flag>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Flag::Bool(b)) => Ok(Some(b)),
+        Some(Flag::Text(t)) => match t.as_str() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" | "" => Ok(Some(false)),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid Verbose {other:?}: expected true or false"
+            ))),
+        },
+    }
+}
+
 /// Accepts a size as a JSON number, a string with a unit (`"10G"`), `null` or `""`.
 fn size_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
@@ -279,6 +395,31 @@ fn size_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_fields_are_a_superset_of_the_original_create() {
+        // The original's request is read as before: no clone, no grow.
+        let r: VolumeCreateRequest =
+            serde_json::from_str(r#"{"Name":"v1","Size":"1G","BackupURL":""}"#).unwrap();
+        assert_eq!((r.snapshot_name.as_str(), r.grow), ("", false));
+        // And not written with the additions when they are unset.
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("SnapshotName") && !text.contains("Grow"),
+            "{text}"
+        );
+        let r: VolumeCreateRequest = serde_json::from_str(
+            r#"{"Name":"c1","SnapshotName":"s1","SourceVolumeName":"v1","Grow":true}"#,
+        )
+        .unwrap();
+        assert_eq!(r.snapshot_name, "s1");
+        assert_eq!(r.source_volume_name, "v1");
+        assert!(r.grow);
+        let e: VolumeExpandRequest =
+            serde_json::from_str(r#"{"VolumeName":"v1","Size":"20G"}"#).unwrap();
+        assert_eq!(e.size, Some(20 << 30));
+        assert!(serde_json::from_str::<VolumeExpandRequest>(r#"{"Size":"0"}"#).is_err());
+    }
 
     #[test]
     fn create_request_uses_original_field_names_and_accepts_string_sizes() {

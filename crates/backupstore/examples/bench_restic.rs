@@ -15,7 +15,10 @@
 //! 3. restore of the second backup to a new file (convoy) / directory (restic).
 //!
 //! Each convoy phase runs as a child process of this program (`--phase ...`) so that its peak
-//! RSS is measured the same way as restic's.
+//! RSS is measured the same way as restic's. Every convoy phase is run twice: on a plain store,
+//! then on an encrypted one (`init --encrypt`, passphrase in `CONVOY_BACKUP_PASSPHRASE`; each
+//! phase opens the store, paying one Argon2id run at the default cost); a second table compares
+//! the two (goal: encryption costs at most 15% of throughput) and the encrypted one to restic.
 
 // The API takes a list of byte ranges; a single whole-image range is the full backup.
 #![allow(clippy::single_range_in_vec_init)]
@@ -149,6 +152,8 @@ struct Measured {
     /// Wall time of the command alone.
     cmd_secs: f64,
     peak_rss_kib: u64,
+    /// CPU time (user + system) of the command.
+    cpu_secs: f64,
 }
 
 /// Runs `cmd` under GNU time, then `sync`; wall time includes the sync.
@@ -159,15 +164,16 @@ fn measure(cmd: Command, what: &str) -> Measured {
     let mut timed = Command::new("/usr/bin/time");
     timed
         .arg("-f")
-        .arg("%M")
+        .arg("%U %S %M")
         .arg("-o")
         .arg(&out)
         .arg(program)
         .args(args);
     for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            timed.env(k, v);
-        }
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
     }
     let start = Instant::now();
     let status = timed.status().expect("run /usr/bin/time");
@@ -176,11 +182,14 @@ fn measure(cmd: Command, what: &str) -> Measured {
     let secs = start.elapsed().as_secs_f64();
     assert!(status.success(), "{what} failed: {status}");
     let text = std::fs::read_to_string(&out).unwrap();
-    let peak_rss_kib = text.lines().last().unwrap().trim().parse().unwrap();
+    let fields: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+    let cpu_secs = fields[0].parse::<f64>().unwrap() + fields[1].parse::<f64>().unwrap();
+    let peak_rss_kib = fields[2].parse().unwrap();
     Measured {
         secs,
         cmd_secs,
         peak_rss_kib,
+        cpu_secs,
     }
 }
 
@@ -248,8 +257,16 @@ impl convoy_backupstore::BlockSink for NoFsync {
 fn phase(args: &[String]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let target = BackupTarget::open(&args[1], TargetOptions::default()).unwrap();
+        // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
+        let opts = TargetOptions {
+            secret: convoy_backupstore::SecretSource::choose(None, None, None),
+            ..Default::default()
+        };
+        let target = BackupTarget::open(&args[1], opts).unwrap();
         match args[0].as_str() {
+            "init-encrypted" => {
+                target.init(true).await.unwrap();
+            }
             "backup-full" => {
                 let img = std::fs::File::open(&args[2]).unwrap();
                 let size = img.metadata().unwrap().len();
@@ -349,13 +366,33 @@ fn main() {
     let convoy = |sub: &[&str]| {
         let mut c = Command::new(&exe);
         c.arg("--phase").args(sub);
+        c.env_remove(convoy_backupstore::PASSPHRASE_ENV);
         c
     };
+    // The same phases on an encrypted store (Argon2id at its defaults, once per phase: the
+    // cost a real run pays to open the store).
+    let enc_repo = work.join("convoy-enc-repo");
+    let enc_out = work.join("convoy-enc-restore.img");
+    let enc_dest = format!("vfs://{}", enc_repo.display());
+    let convoy_enc = |sub: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("--phase").args(sub);
+        c.env(convoy_backupstore::PASSPHRASE_ENV, "bench passphrase");
+        c
+    };
+    assert!(convoy_enc(&["init-encrypted", &enc_dest])
+        .status()
+        .unwrap()
+        .success());
     let img = image.to_str().unwrap();
 
     eprintln!("phase 1: full backup");
     let r1 = measure(restic(&["backup", img]), "restic backup");
     let c1 = measure(convoy(&["backup-full", &dest, img]), "convoy backup");
+    let e1 = measure(
+        convoy_enc(&["backup-full", &enc_dest, img]),
+        "convoy encrypted backup",
+    );
     let (ra1, _) = tree_bytes(&restic_repo);
     let (ca1, _) = tree_bytes(&convoy_repo);
 
@@ -371,6 +408,10 @@ fn main() {
     let c2 = measure(
         convoy(&["backup-inc", &dest, img, ranges_file.to_str().unwrap()]),
         "convoy backup 2",
+    );
+    let e2 = measure(
+        convoy_enc(&["backup-inc", &enc_dest, img, ranges_file.to_str().unwrap()]),
+        "convoy encrypted backup 2",
     );
 
     eprintln!("phase 3: restore");
@@ -393,6 +434,20 @@ fn main() {
         ]),
         "convoy restore",
     );
+    let e3 = measure(
+        convoy_enc(&[
+            "restore",
+            &enc_dest,
+            enc_out.to_str().unwrap(),
+            &size.to_string(),
+        ]),
+        "convoy encrypted restore",
+    );
+    assert!(
+        same_content(&image, &enc_out),
+        "convoy encrypted restore differs"
+    );
+    let (ea, _) = tree_bytes(&enc_repo);
     let restic_file = restic_out.join(image.strip_prefix("/").unwrap());
     assert!(same_content(&image, &restic_file), "restic restore differs");
     assert!(same_content(&image, &convoy_out), "convoy restore differs");
@@ -477,5 +532,57 @@ fn main() {
         c1.peak_rss_kib / 1024,
         c2.peak_rss_kib / 1024,
         c3.peak_rss_kib / 1024
+    );
+    println!();
+    println!(
+        "| phase | convoy | convoy encrypted | encrypted vs plain (goal) | encrypted vs restic |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| 1. full backup | {:.1} s, {:.0} MiB/s | {:.1} s, {:.0} MiB/s | {:.2}x throughput (>= 0.85) | {:.2}x throughput |",
+        c1.secs, mbps(&c1), e1.secs, mbps(&e1), c1.secs / e1.secs, r1.secs / e1.secs
+    );
+    println!(
+        "| 2. backup after 1% change | {:.2} s | {:.2} s | {:.2}x | {:.1}x faster |",
+        c2.secs,
+        e2.secs,
+        c2.secs / e2.secs,
+        r2.secs / e2.secs
+    );
+    println!(
+        "| 3. restore (until the tool exits) | {:.1} s, {:.0} MiB/s | {:.1} s, {:.0} MiB/s | {:.2}x throughput (>= 0.85) | {:.2}x throughput |",
+        c3.cmd_secs,
+        mbps_cmd(&c3),
+        e3.cmd_secs,
+        mbps_cmd(&e3),
+        c3.cmd_secs / e3.cmd_secs,
+        r3.cmd_secs / e3.cmd_secs
+    );
+    println!(
+        "| stored after phase 2 (file bytes) | {:.0} MiB | {:.0} MiB | {:.3}x | |",
+        ca as f64 / MIB as f64,
+        ea as f64 / MIB as f64,
+        ea as f64 / ca as f64
+    );
+    println!(
+        "| CPU seconds (user + sys) per phase | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2}x / {:.2}x / {:.2}x | restic {:.2} / {:.2} / {:.2} |",
+        c1.cpu_secs,
+        c2.cpu_secs,
+        c3.cpu_secs,
+        e1.cpu_secs,
+        e2.cpu_secs,
+        e3.cpu_secs,
+        e1.cpu_secs / c1.cpu_secs,
+        e2.cpu_secs / c2.cpu_secs,
+        e3.cpu_secs / c3.cpu_secs,
+        r1.cpu_secs,
+        r2.cpu_secs,
+        r3.cpu_secs
+    );
+    println!(
+        "encrypted per-phase peak RSS MiB: {} / {} / {}",
+        e1.peak_rss_kib / 1024,
+        e2.peak_rss_kib / 1024,
+        e3.peak_rss_kib / 1024
     );
 }

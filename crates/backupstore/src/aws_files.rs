@@ -98,6 +98,98 @@ pub fn read_region(path: &Path, profile: &str) -> Option<String> {
     section.get("region").cloned().filter(|r| !r.is_empty())
 }
 
+/// Where credentials were looked for, when none was found before `object_store`'s own chain
+/// would fall back to the EC2 instance metadata endpoint; `None` when credentials were found or
+/// another source of that chain (web identity, ECS) is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CredentialsSearch {
+    /// The sources tried, in order, each with what was found there.
+    pub tried: Vec<String>,
+    /// The instance metadata endpoint that will be asked last.
+    pub metadata_endpoint: String,
+}
+
+impl CredentialsSearch {
+    /// Describes the search for `profile` in `file` (`None`: neither HOME nor
+    /// `AWS_SHARED_CREDENTIALS_FILE` is set), unless some other source is configured.
+    pub(crate) fn after_nothing_found(
+        file: Option<&Path>,
+        profile: &str,
+        metadata_endpoint: Option<String>,
+    ) -> Option<CredentialsSearch> {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if set("AWS_WEB_IDENTITY_TOKEN_FILE")
+            || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        {
+            return None;
+        }
+        let file_state = match file {
+            None => "no file: neither HOME nor AWS_SHARED_CREDENTIALS_FILE is set".to_string(),
+            Some(path) => {
+                let found = match std::fs::read_to_string(path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        "does not exist".to_string()
+                    }
+                    Err(e) => format!("unreadable: {e}"),
+                    Ok(text) => match parse_ini(&text).get(profile) {
+                        None => format!("has no [{profile}] section"),
+                        Some(_) => {
+                            format!("[{profile}] lacks aws_access_key_id or aws_secret_access_key")
+                        }
+                    },
+                };
+                format!("{} profile {profile} ({found})", path.display())
+            }
+        };
+        Some(CredentialsSearch {
+            tried: vec![
+                "the environment (AWS_ACCESS_KEY_ID is not set)".to_string(),
+                file_state,
+                "web identity and ECS (AWS_WEB_IDENTITY_TOKEN_FILE, \
+                 AWS_CONTAINER_CREDENTIALS_*_URI are not set)"
+                    .to_string(),
+            ],
+            metadata_endpoint: metadata_endpoint
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "http://169.254.169.254".to_string()),
+        })
+    }
+
+    /// If `error` comes from asking the instance metadata endpoint for credentials, the message
+    /// that replaces it: what was tried and how to provide credentials.
+    pub(crate) fn explain(&self, error: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let endpoint = self.metadata_endpoint.trim_end_matches('/');
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        let mut chain = String::new();
+        while let Some(e) = cause {
+            chain.push_str(&e.to_string());
+            chain.push_str("; ");
+            cause = e.source();
+        }
+        if !chain.contains(endpoint) {
+            return None;
+        }
+        let last = {
+            let mut e: &dyn std::error::Error = error;
+            while let Some(s) = e.source() {
+                e = s;
+            }
+            e.to_string()
+        };
+        Some(format!(
+            "no AWS credentials found. Tried: {}; and last the EC2 instance metadata endpoint \
+             {endpoint}, which gave none ({last}). Provide credentials with AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY in the daemon's environment, or a [default] section (or \
+             [NAME] with AWS_PROFILE=NAME) holding aws_access_key_id and \
+             aws_secret_access_key in ~/.aws/credentials of the user running the daemon \
+             (AWS_SHARED_CREDENTIALS_FILE names another file), or run on an EC2 instance with \
+             an instance role",
+            self.tried.join("; ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,17 +2,18 @@
 //! check → compress → upload, `parallelism` chunks in flight, results consumed in offset order
 //! into the streamed manifest, which is published last.
 
-use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use convoy_blockstore::{encode_block, is_zero, BlockId};
 use futures::StreamExt;
 
 use crate::error::{BackupError, Result};
+use crate::index::StoreIndex;
 use crate::layout;
 use crate::manifest::{Entry, EntryCursor, ManifestEncoder, ManifestHeader, ManifestReader};
+use crate::packer::{Packer, PackerConfig};
 use crate::publish::ManifestUpload;
 use crate::store::Store;
 use crate::types::{BackupStats, BlockSource, Progress};
@@ -34,8 +35,16 @@ enum Outcome {
     Hole,
     Carried(Entry),
     Unchanged(Entry),
-    Deduplicated(Entry),
-    Uploaded(Entry, u64),
+    /// Already in the store (found in the store index).
+    Known(Entry),
+    /// Not in the store index: encoded, to be packed (unless an earlier chunk of this backup
+    /// had the same content).
+    New {
+        offset: u64,
+        len: u32,
+        id: BlockId,
+        encoded: Vec<u8>,
+    },
 }
 
 /// Turns byte ranges into sorted, merged chunk-index ranges clipped to the volume.
@@ -125,18 +134,8 @@ impl WorkGen {
 struct Ctx {
     store: Arc<Store>,
     source: Arc<dyn BlockSource>,
-    me: BackupRef,
+    index: Arc<StoreIndex>,
     level: i32,
-    seen: Mutex<HashSet<BlockId>>,
-}
-
-/// Remembers ids handled in this backup (to skip repeated checks); bounded.
-fn first_time(ctx: &Ctx, id: BlockId) -> bool {
-    let mut seen = ctx.seen.lock().unwrap_or_else(|p| p.into_inner());
-    if seen.len() >= 1 << 20 {
-        seen.clear();
-    }
-    seen.insert(id)
 }
 
 /// Processes one unit of work; returns what happened and the bytes read from the source.
@@ -150,6 +149,7 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
         } => (offset, len, parent),
     };
     let source = ctx.source.clone();
+    let store = ctx.store.clone();
     let (data, id) = crate::worker::run(move || {
         let mut buf = vec![0u8; len];
         source
@@ -159,39 +159,50 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
                 len,
                 source,
             })?;
-        let id = (!is_zero(&buf)).then(|| BlockId::of(&buf));
+        let id = (!is_zero(&buf)).then(|| match store.keys() {
+            Some(k) => k.chunk_id(&buf),
+            None => BlockId::of(&buf),
+        });
         Ok::<_, BackupError>((buf, id))
     })
     .await??;
     let Some(id) = id else {
         return Ok((Outcome::Hole, len as u64));
     };
-    let entry = Entry {
-        offset,
-        len: len as u32,
-        id,
-    };
-    if parent.is_some_and(|p| p.id == id && p.len == entry.len) {
-        return Ok((Outcome::Unchanged(entry), len as u64));
+    if let Some(p) = parent.filter(|p| p.id == id && p.len as usize == len) {
+        return Ok((Outcome::Unchanged(p), len as u64));
     }
-    // The reference is written before the block is looked for, so that the block can never be
-    // collected between the check and the manifest (see "Deletion" in the format spec).
-    ctx.store
-        .put(&layout::block_ref(&id, &ctx.me), Bytes::new())
-        .await?;
-    if !first_time(&ctx, id) || ctx.store.exists(&layout::block(&id)).await? {
-        return Ok((Outcome::Deduplicated(entry), len as u64));
+    if let Some(loc) = ctx.index.get(&id) {
+        let e = Entry {
+            offset,
+            len: len as u32,
+            id,
+            loc,
+        };
+        return Ok((Outcome::Known(e), len as u64));
     }
     let level = ctx.level;
-    let encoded = crate::worker::run(move || encode_block(&data, level))
-        .await?
-        .map_err(|source| BackupError::Encode {
+    let store = ctx.store.clone();
+    let encoded = crate::worker::run(move || {
+        let enc = encode_block(&data, level).map_err(|source| BackupError::Encode {
             offset,
             source: Box::new(source),
         })?;
-    let n = encoded.len() as u64;
-    ctx.store.put(&layout::block(&id), encoded).await?;
-    Ok((Outcome::Uploaded(entry, n), len as u64))
+        match store.keys() {
+            Some(k) => crate::sealed::seal_blob(k, &id, &enc),
+            None => Ok(enc),
+        }
+    })
+    .await??;
+    Ok((
+        Outcome::New {
+            offset,
+            len: len as u32,
+            id,
+            encoded,
+        },
+        len as u64,
+    ))
 }
 
 /// Everything a backup run needs.
@@ -203,6 +214,7 @@ pub(crate) struct BackupJob<'a> {
     pub header: ManifestHeader,
     pub parallelism: usize,
     pub level: i32,
+    pub packing: PackerConfig,
     pub progress: &'a dyn Progress,
 }
 
@@ -227,7 +239,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
                 reason,
             };
             let stream = store
-                .get_stream_opt(&layout::manifest(&pref))
+                .manifest_stream(&layout::manifest(&pref), &pref)
                 .await?
                 .ok_or_else(|| bad("no such backup of this volume".into()))?;
             let reader = ManifestReader::open(p, stream).await?;
@@ -254,7 +266,9 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
             )
             .await?;
     }
+    let index = crate::index::load(&store, job.parallelism).await?;
     let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
+    let packer = Packer::new(store.clone(), me.clone(), job.packing);
     let result = pipeline(
         &job.source,
         job.ranges,
@@ -263,8 +277,8 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
         job.parallelism,
         job.level,
         job.progress,
-        &store,
-        &me,
+        Arc::new(index),
+        packer,
         upload,
     )
     .await;
@@ -288,8 +302,8 @@ async fn pipeline(
     parallelism: usize,
     level: i32,
     progress: &dyn Progress,
-    store: &Arc<Store>,
-    me: &BackupRef,
+    index: Arc<StoreIndex>,
+    mut packer: Packer,
     mut upload: ManifestUpload<'_>,
 ) -> Result<BackupStats> {
     let chunk = u64::from(header.chunk_size);
@@ -301,11 +315,10 @@ async fn pipeline(
         .sum();
     progress.start(total);
     let ctx = Arc::new(Ctx {
-        store: store.clone(),
+        store: packer.store(),
         source: source.clone(),
-        me: me.clone(),
+        index,
         level,
-        seen: Mutex::new(HashSet::new()),
     });
     let mut encoder = ManifestEncoder::new(header)?;
     let work = futures::stream::unfold(WorkGen::new(chunks, parent, chunk, size), |mut g| async {
@@ -343,17 +356,34 @@ async fn pipeline(
                     stats.unchanged_chunks += 1;
                     Some(e)
                 }
-                Outcome::Deduplicated(e) => {
+                Outcome::Known(e) => {
                     stats.chunks_read += 1;
                     stats.blocks_deduplicated += 1;
+                    packer.reference(e.loc.pack).await?;
                     Some(e)
                 }
-                Outcome::Uploaded(e, n) => {
+                Outcome::New {
+                    offset,
+                    len,
+                    id,
+                    encoded,
+                } => {
                     stats.chunks_read += 1;
-                    stats.blocks_uploaded += 1;
-                    stats.bytes_uploaded += n;
-                    progress.uploaded(n);
-                    Some(e)
+                    let n = encoded.len() as u64;
+                    let (loc, fresh) = packer.add(id, &encoded, len).await?;
+                    if fresh {
+                        stats.blocks_uploaded += 1;
+                        stats.bytes_uploaded += n;
+                        progress.uploaded(n);
+                    } else {
+                        stats.blocks_deduplicated += 1;
+                    }
+                    Some(Entry {
+                        offset,
+                        len,
+                        id,
+                        loc,
+                    })
                 }
             };
             if let Some(e) = entry {
@@ -363,10 +393,12 @@ async fn pipeline(
                 upload.write(&encoder.take()).await?;
             }
         }
+        stats.packs_uploaded = packer.finish().await?;
         Ok(())
     }
     .await;
     if let Err(e) = outcome {
+        packer.abandon().await;
         upload.abort().await;
         return Err(e);
     }

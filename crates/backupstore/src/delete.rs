@@ -18,9 +18,11 @@
 //! Steps 3–4 resume from the trash after a crash: every delete first finishes leftover trash.
 //! Cost: B's manifest, its children's manifests, P's manifest — never the whole store.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use convoy_blockstore::BlockId;
 use futures::TryStreamExt;
 
 use crate::error::{BackupError, Result};
@@ -118,7 +120,9 @@ pub(crate) async fn delete(store: &Arc<Store>, r: &BackupRef) -> Result<DeleteSt
     }
 
     // 3-4. Collect.
-    stats.blocks_removed += collect(store, r).await?;
+    let (packs, blocks) = collect(store, r).await?;
+    stats.packs_removed += packs;
+    stats.blocks_removed += blocks;
     Ok(stats)
 }
 
@@ -135,6 +139,7 @@ async fn reattach(
         Some(pr) => open_cursor(store, pr).await?,
         None => None,
     };
+    let mut done = HashSet::new();
     while let Some(e) = c.next().await? {
         let from_deleted = match &mut d {
             Some(d) => d.at(e.offset).await? == Some(e),
@@ -147,19 +152,21 @@ async fn reattach(
             Some(p) => p.at(e.offset).await? == Some(e),
             None => false,
         };
-        if !in_parent {
+        if !in_parent && done.insert(e.loc.pack) {
             store
-                .put(&layout::block_ref(&e.id, cref), Bytes::new())
+                .put(&store.pack_ref(&e.loc.pack, cref), Bytes::new())
                 .await?;
         }
     }
     Ok(())
 }
 
-/// Steps 3–4 for a trashed backup. Returns blocks removed.
-async fn collect(store: &Store, r: &BackupRef) -> Result<u64> {
-    let mut removed = 0;
-    if let Some(stream) = store.get_stream_opt(&layout::trash_manifest(r)).await? {
+/// Steps 3–4 for a trashed backup. Returns packs removed and the backup's blocks in them.
+async fn collect(store: &Store, r: &BackupRef) -> Result<(u64, u64)> {
+    let mut removed = (0, 0);
+    // Packs holding entries `r` added (not carried from its parent), with how many.
+    let mut own: HashMap<BlockId, u64> = HashMap::new();
+    if let Some(stream) = store.manifest_stream(&layout::trash_manifest(r), r).await? {
         let parent = store
             .get_opt(&layout::trash_parent(r))
             .await?
@@ -167,7 +174,7 @@ async fn collect(store: &Store, r: &BackupRef) -> Result<u64> {
         // A trash entry means the deletion was decided: finish hiding the backup first, in
         // case a crash came between the copy to the trash and the removal of the manifest
         // (only if the visible manifest is that same backup, not a later one of that name).
-        let trashed_uuid = match store.get_stream_opt(&layout::trash_manifest(r)).await? {
+        let trashed_uuid = match store.manifest_stream(&layout::trash_manifest(r), r).await? {
             Some(s) => ManifestReader::open(&r.backup, s)
                 .await
                 .ok()
@@ -211,17 +218,21 @@ async fn collect(store: &Store, r: &BackupRef) -> Result<u64> {
                     if carried {
                         continue;
                     }
-                    store.delete(&layout::block_ref(&e.id, r)).await?;
-                    if !store.any_under(&layout::refs_of(&e.id)).await?
-                        && store.exists(&layout::block(&e.id)).await?
-                    {
-                        store.delete(&layout::block(&e.id)).await?;
-                        removed += 1;
-                    }
+                    *own.entry(e.loc.pack).or_insert(0) += 1;
                 }
             }
             Err(BackupError::CorruptManifest { .. }) => {}
             Err(e) => return Err(e),
+        }
+    }
+    // One reference delete and one short listing per pack; the pack goes when no backup
+    // references it any more.
+    for (pack, entries) in own {
+        store.delete(&store.pack_ref(&pack, r)).await?;
+        if !store.any_under(&layout::refs_of(&pack)).await? {
+            store.delete(&layout::pack(&pack)).await?;
+            removed.0 += 1;
+            removed.1 += entries;
         }
     }
     store.delete(&layout::trash_manifest(r)).await?;
@@ -237,7 +248,9 @@ pub(crate) async fn finish_trash(store: &Store) -> Result<DeleteStats> {
         let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
         if parts.len() == 4 && parts[3] == "manifest" {
             let r = BackupRef::new(&parts[1], &parts[2])?;
-            stats.blocks_removed += collect(store, &r).await?;
+            let (packs, blocks) = collect(store, &r).await?;
+            stats.packs_removed += packs;
+            stats.blocks_removed += blocks;
         } else if parts.len() == 4 && parts[3] == "parent" {
             // Removed with its manifest; a lone one is dropped.
             let r = BackupRef::new(&parts[1], &parts[2])?;

@@ -62,6 +62,14 @@ pub enum BackupError {
         /// What is wrong.
         reason: String,
     },
+    /// The store or backup was written in another store format version.
+    #[error("{what} is in backup store format version {found}; this build of convoy reads and writes format version 2 only (format 1 stores, made by earlier builds, must be restored with such a build)")]
+    UnsupportedFormat {
+        /// What was found (the store URL, or a backup).
+        what: String,
+        /// The version found.
+        found: u64,
+    },
     /// A block the backup references is missing from the store.
     #[error("block {id} at volume offset {offset} of backup {backup} is missing from the store")]
     MissingBlock {
@@ -81,6 +89,15 @@ pub enum BackupError {
         offset: u64,
         /// The block id.
         id: BlockId,
+        /// What the codec found.
+        #[source]
+        source: Box<BlockError>,
+    },
+    /// A pack object's header or index is malformed.
+    #[error("pack {pack} is corrupt: {source}")]
+    CorruptPack {
+        /// The pack's key.
+        pack: String,
         /// What the codec found.
         #[source]
         source: Box<BlockError>,
@@ -156,6 +173,15 @@ pub enum BackupError {
         /// Parent backup name.
         parent: String,
         /// Why.
+        reason: String,
+    },
+    /// A key problem of an encrypted store: no key given, a wrong key, an unreadable secret,
+    /// a damaged key slot, or a key given for a store that is not encrypted.
+    #[error("encryption key of the backup store {dest}: {reason}")]
+    Key {
+        /// The destination URL.
+        dest: String,
+        /// What is wrong and what is expected.
         reason: String,
     },
     /// A background task panicked or was cancelled.

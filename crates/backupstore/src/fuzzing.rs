@@ -51,6 +51,8 @@ pub fn encode_manifest(volume_size: u64, chunk_size: u32, chunks: &[u64]) -> Res
         created_time: String::new(),
         chunk_size,
         parent: None,
+        cipher: crate::manifest::cipher_none(),
+        key_id: None,
     };
     let mut enc = ManifestEncoder::new(header)?;
     for &c in chunks {
@@ -59,7 +61,23 @@ pub fn encode_manifest(volume_size: u64, chunk_size: u32, chunks: &[u64]) -> Res
             .saturating_sub(offset)
             .min(u64::from(chunk_size)) as u32;
         let id = convoy_blockstore::BlockId::of(&c.to_le_bytes());
-        enc.push(&Entry { offset, len, id })?;
+        let loc = crate::manifest::Loc {
+            pack: convoy_blockstore::BlockId::of(b"pack"),
+            offset: 16 + c as u32 * 100,
+            stored_len: 100,
+        };
+        enc.push(&Entry {
+            offset,
+            len,
+            id,
+            loc,
+        })?;
     }
     Ok(enc.finish())
+}
+
+/// Decodes a pack index from the tail of a pack (`bytes`), as the store index does. Returns
+/// the number of entries on success.
+pub fn decode_pack_tail(bytes: &[u8]) -> std::result::Result<usize, convoy_blockstore::BlockError> {
+    convoy_blockstore::decode_pack_index(bytes, Some(bytes.len() as u64)).map(|e| e.len())
 }

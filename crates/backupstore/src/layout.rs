@@ -10,31 +10,25 @@ pub fn marker() -> Path {
     Path::from("convoy-backupstore.json")
 }
 
-/// A block object: `blocks/<first 2 hex>/<64 hex>`.
-pub fn block(id: &BlockId) -> Path {
+/// A pack object: `packs/<first 2 hex>/<64 hex>`.
+pub fn pack(id: &BlockId) -> Path {
     let hex = id.to_hex();
-    Path::from(format!("blocks/{}/{hex}", &hex[..2]))
+    Path::from(format!("packs/{}/{hex}", &hex[..2]))
 }
 
-/// Prefix of every block object.
-pub fn blocks_prefix() -> Path {
-    Path::from("blocks")
+/// Prefix of every pack object.
+pub fn packs_prefix() -> Path {
+    Path::from("packs")
 }
 
-/// Prefix of a block's reference records: `refs/<64 hex>`.
-pub fn refs_of(id: &BlockId) -> Path {
-    Path::from(format!("refs/{}", id.to_hex()))
+/// Prefix of a pack's reference records: `refs/<64 hex>`.
+pub fn refs_of(pack: &BlockId) -> Path {
+    Path::from(format!("refs/{}", pack.to_hex()))
 }
 
 /// Prefix of every reference record.
 pub fn refs_prefix() -> Path {
     Path::from("refs")
-}
-
-/// The reference record "backup `r` uses block `id`": `refs/<64 hex>/<volume>+<backup>`
-/// (`+` cannot occur in names; one directory per block keeps a `vfs://` store small).
-pub fn block_ref(id: &BlockId, r: &BackupRef) -> Path {
-    Path::from(format!("refs/{}/{}+{}", id.to_hex(), r.volume, r.backup))
 }
 
 /// Prefix of every volume.

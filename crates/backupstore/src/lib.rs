@@ -7,18 +7,29 @@
 //! ## Overview
 //!
 //! * A volume is cut into fixed **chunks** (1 MiB by default, 64 KiB–4 MiB, independent of the
-//!   thin pool's block size: ranges are given in bytes). Each non-zero chunk is stored once per
-//!   store as a **block** named by the BLAKE3 of its content ([`convoy_blockstore`]), zstd
-//!   compressed, deduplicated across every volume. Zero chunks and unmapped ranges are holes.
-//! * Each backup has one **manifest** listing the whole volume (44 bytes per stored chunk),
-//!   streamed out as the backup runs and published last, atomically and durably: a backup is
-//!   visible only once complete.
+//!   thin pool's block size: ranges are given in bytes). Each non-zero chunk is a **block**
+//!   named by the BLAKE3 of its content ([`convoy_blockstore`]), zstd compressed, stored once
+//!   per store whatever the volume, inside a **pack** object of about
+//!   [`TargetOptions::pack_size`] (16 MiB) that ends with its own index. Zero chunks and
+//!   unmapped ranges are holes.
+//! * Each backup has one **manifest** listing the whole volume (84 bytes per stored chunk: the
+//!   block id and its pack and byte range), streamed out as the backup runs and published
+//!   last, atomically and durably: a backup is visible only once complete.
 //! * An **incremental** backup reads only the byte ranges it is given and carries every other
-//!   chunk from its parent's manifest.
-//! * **Delete** removes the blocks no other backup uses, at a cost proportional to the deleted
-//!   backup (reference records plus parent/child links); a **store lock** (shared for backup,
-//!   restore and verify; exclusive for delete and repair) keeps concurrent backups and deletes
-//!   from losing blocks.
+//!   chunk from its parent's manifest. "Already stored" is decided from the parent's manifest
+//!   and the **store index** (every pack's index, cached locally and checked against the
+//!   listing of packs), never with a request per chunk.
+//! * **Delete** removes the packs no other backup uses, at a cost proportional to the deleted
+//!   backup (one reference record per pack plus parent/child links); a **store lock** (shared
+//!   for backup, restore and verify; exclusive for delete and repair) keeps concurrent backups
+//!   and deletes from losing blocks.
+//! * Store format version 2 (`docs/backup-format.md`); version 1 stores are refused with
+//!   [`BackupError::UnsupportedFormat`].
+//! * **Encrypted stores** ([`BackupTarget::init`]`(true)`): every pack (blocks and index),
+//!   manifest and reference name sealed with XChaCha20-Poly1305, chunk ids keyed, under a random
+//!   master key wrapped by key slots (Argon2id passphrase, or key file). The secret comes from
+//!   [`TargetOptions::secret`] ([`SecretSource`]); without it, or with a wrong one, every
+//!   operation fails with [`BackupError::Key`] before writing anything.
 //!
 //! ## API
 //!
@@ -27,12 +38,15 @@
 //! | [`BackupTarget::open`]`(dest_url, TargetOptions)` | parse `vfs://` / `s3://` and set up the store (no network I/O) | — |
 //! | [`BackupTarget::open_backup`]`(backup_url, opts)` | same, for `<dest>?backup=..&volume=..`; returns the [`BackupRef`] | — |
 //! | [`BackupTarget::backup`]`(source, ranges, parent, meta, progress)` | full (`parent = None`) or incremental backup; returns [`BackupOutcome`] (info, ref, [`BackupStats`]) | shared |
-//! | [`BackupTarget::restore`]`(backup, sink, options, progress)` | verified parallel restore, holes left sparse | shared (none on a read-only or full `vfs://` filesystem) |
-//! | [`BackupTarget::delete`]`(backup)` | delete and collect blocks no other backup uses | exclusive |
+//! | [`BackupTarget::restore`]`(backup, sink, options, progress)` | verified parallel ranged reads of packs, holes left sparse | shared (none on a read-only or full `vfs://` filesystem) |
+//! | [`BackupTarget::delete`]`(backup)` | delete and collect packs no other backup uses | exclusive |
 //! | [`BackupTarget::list`]`(volume)` | backups (of one volume or all) keyed by backup URL | — |
 //! | [`BackupTarget::inspect`]`(backup)` | the `backup inspect` record ([`BackupInfo`]) | — |
 //! | [`BackupTarget::verify`]`(backup, progress)` | manifest checksum + every block's hash | shared (as restore) |
 //! | [`BackupTarget::repair`]`()` | remove leftovers of crashed backups (whole-store scan) | exclusive |
+//! | [`BackupTarget::init`]`(encrypt)` | create a store (encrypted: master key and first slot) | — |
+//! | [`BackupTarget::key_list`], [`BackupTarget::key_add`], [`BackupTarget::key_remove`] | key slots of an encrypted store | — |
+//! | [`BackupTarget::is_encrypted`] | whether the marker says encrypted | — |
 //! | [`restore_url`], [`delete_url`], [`inspect_url`], [`verify_url`], [`list_url`] | the same by URL, for the CLI and daemon | |
 //!
 //! The caller supplies a [`BlockSource`] (`read_at`; implemented for `std::fs::File`), a
@@ -76,19 +90,27 @@
 
 mod aws_files;
 mod backup;
+mod crypto;
 mod delete;
 mod error;
+mod first_contact;
 #[doc(hidden)]
 pub mod fuzzing;
+mod index;
+mod keys;
 mod layout;
+pub mod legacy;
 mod list;
 mod lock;
 mod manifest;
 mod options;
+mod packer;
 mod publish;
 mod repair;
 mod restore;
+mod sealed;
 mod store;
+mod target_keys;
 mod types;
 mod url;
 mod worker;
@@ -99,10 +121,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use aws_files::StaticCredentials;
+pub use crypto::{KdfParams, SecretSource, CIPHER_NAME, PASSPHRASE_ENV};
 pub use error::{BackupError, Result};
+pub use keys::SlotInfo;
 pub use manifest::{ENTRY_LEN, FORMAT_VERSION};
 pub use options::{
-    LockPolicy, RetryPolicy, TargetOptions, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    LockPolicy, RetryPolicy, TargetOptions, DEFAULT_CHUNK_SIZE, DEFAULT_PACK_SIZE, MAX_CHUNK_SIZE,
+    MAX_PACK_SIZE, MIN_CHUNK_SIZE, MIN_PACK_SIZE,
 };
 pub use types::{
     BackupInfo, BackupMeta, BackupOutcome, BackupStats, BlockSink, BlockSource, DeleteStats,
@@ -110,6 +135,7 @@ pub use types::{
 };
 pub use url::{backup_url, parse_backup_url, parse_destination, BackupRef, Destination};
 
+use keys::MarkerCipher;
 use lock::{LockGuard, LockKind};
 use manifest::{ManifestHeader, FORMAT_VERSION as MANIFEST_VERSION};
 use store::Store;
@@ -189,6 +215,23 @@ impl BackupTarget {
                 "chunk size {c} must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
             )));
         }
+        let p = options.pack_size;
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&p) {
+            return Err(BackupError::InvalidArgument(format!(
+                "pack size {p} must be from {MIN_PACK_SIZE} to {MAX_PACK_SIZE} bytes"
+            )));
+        }
+        if options.multipart_above < (5 << 20) {
+            return Err(BackupError::InvalidArgument(format!(
+                "multipart part size {} must be at least 5 MiB (the S3 minimum)",
+                options.multipart_above
+            )));
+        }
+        if options.limit_upload == Some(0) {
+            return Err(BackupError::InvalidArgument(
+                "upload limit must be more than 0 bytes/s".into(),
+            ));
+        }
         Ok(BackupTarget {
             store: Arc::new(Store::open(dest_url, &options)?),
             opts: options,
@@ -204,6 +247,14 @@ impl BackupTarget {
     /// The destination URL.
     pub fn dest_url(&self) -> &str {
         &self.store.dest
+    }
+
+    /// Requests this target has sent to the store so far (a listing counts once per call, a
+    /// multipart upload once per part plus two).
+    pub fn requests(&self) -> u64 {
+        self.store
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The URL of one backup at this destination.
@@ -259,7 +310,26 @@ impl BackupTarget {
             created_time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             chunk_size: self.opts.chunk_size,
             parent: None,
+            cipher: manifest::cipher_none(),
+            key_id: None,
         };
+        let mut header = header;
+        match self.unlock().await? {
+            Some(k) => {
+                header.cipher = CIPHER_NAME.into();
+                header.key_id = Some(crypto::hex(&k.store_id));
+            }
+            None if self.opts.secret.is_some() => {
+                return Err(BackupError::Key {
+                    dest: self.store.dest.clone(),
+                    reason: "a backup key was given but the store is not encrypted (or does not \
+                             exist yet): create an encrypted store with `convoy backup init DEST \
+                             --encrypt`, or give no key for an unencrypted one"
+                        .into(),
+                });
+            }
+            None => {}
+        }
         let store = self.store.clone();
         let stats = locked(self, LockKind::Shared, "backup", async {
             self.ensure_marker().await?;
@@ -271,6 +341,12 @@ impl BackupTarget {
                 header,
                 parallelism: self.opts.parallelism,
                 level: self.opts.zstd_level,
+                packing: packer::PackerConfig {
+                    pack_size: self.opts.pack_size,
+                    multipart_above: self.opts.multipart_above,
+                    max_uploads: 3,
+                    limit_upload: self.opts.limit_upload,
+                },
                 progress,
             })
             .await
@@ -284,25 +360,59 @@ impl BackupTarget {
         })
     }
 
+    /// Writes the marker of an unencrypted store if the store has none; checks that the store
+    /// is still what [`Self::unlock`] found (encrypted with the same id, or not).
     async fn ensure_marker(&self) -> Result<()> {
-        let key = layout::marker();
-        let body = serde_json::json!({"format": "convoy-backupstore", "version": MANIFEST_VERSION});
-        if let Some(existing) = self.store.get_opt(&key).await? {
-            let v = serde_json::from_slice::<serde_json::Value>(&existing)
-                .ok()
-                .and_then(|v| v.get("version")?.as_u64());
-            if v != Some(u64::from(MANIFEST_VERSION)) {
-                return Err(BackupError::InvalidArgument(format!(
-                    "{} holds a store of format version {v:?}; this build writes {MANIFEST_VERSION}",
-                    self.store.dest
-                )));
+        let want = match self.store.keys() {
+            Some(k) => MarkerCipher::Sealed(k.store_id),
+            None => MarkerCipher::None,
+        };
+        match keys::read_marker(&self.store).await? {
+            Some(found) if found == want => Ok(()),
+            Some(_) => Err(BackupError::Key {
+                dest: self.store.dest.clone(),
+                reason: "the store's marker changed while in use (encryption turned on or off, \
+                         or another store id)"
+                    .into(),
+            }),
+            None if want == MarkerCipher::None => {
+                self.store
+                    .put_new(&layout::marker(), keys::marker_body(&want))
+                    .await?;
+                Ok(())
             }
-            return Ok(());
+            None => Err(BackupError::Key {
+                dest: self.store.dest.clone(),
+                reason: "the store marker of this encrypted store disappeared".into(),
+            }),
         }
-        self.store
-            .put_new(&key, serde_json::to_vec(&body).expect("json"))
-            .await?;
-        Ok(())
+    }
+
+    /// Reads the store marker and, for an encrypted store, opens its master key with
+    /// [`TargetOptions::secret`]; done once per target, before any data is read or written.
+    /// Returns the keys (`None`: not encrypted, or no store yet).
+    async fn unlock(&self) -> Result<Option<Arc<crypto::Keys>>> {
+        if let Some(k) = self.store.keys.get() {
+            return Ok(k.clone());
+        }
+        let keys = match keys::read_marker(&self.store).await? {
+            None | Some(MarkerCipher::None) => None,
+            Some(MarkerCipher::Sealed(id)) => {
+                let Some(src) = &self.opts.secret else {
+                    return Err(BackupError::Key {
+                        dest: self.store.dest.clone(),
+                        reason: format!(
+                            "the store is encrypted ({CIPHER_NAME}) and no key was given: give \
+                             its passphrase (--passphrase-file, CONVOY_BACKUP_PASSPHRASE or \
+                             --backup-passcmd) or its key file (--key-file)"
+                        ),
+                    });
+                };
+                Some(Arc::new(keys::unlock(&self.store, id, src).await?))
+            }
+        };
+        let _ = self.store.keys.set(keys);
+        Ok(self.store.keys.get().cloned().flatten())
     }
 
     /// Restores backup `r` into `sink` (holes are not written unless `options.zero_holes`).
@@ -313,6 +423,7 @@ impl BackupTarget {
         options: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<RestoreStats> {
+        self.unlock().await?;
         locked_read(self, "restore", async {
             restore::restore(
                 &self.store,
@@ -329,6 +440,7 @@ impl BackupTarget {
 
     /// Deletes backup `r` and every block no other backup uses.
     pub async fn delete(&self, r: &BackupRef) -> Result<DeleteStats> {
+        self.unlock().await?;
         locked(
             self,
             LockKind::Exclusive,
@@ -340,17 +452,20 @@ impl BackupTarget {
 
     /// Lists backups, of one volume or of all, keyed by backup URL.
     pub async fn list(&self, volume: Option<&str>) -> Result<BTreeMap<String, BackupInfo>> {
+        self.unlock().await?;
         list::list(&self.store, volume).await
     }
 
     /// The `backup inspect` record of backup `r`.
     pub async fn inspect(&self, r: &BackupRef) -> Result<BackupInfo> {
+        self.unlock().await?;
         let h = list::header(&self.store, r).await?;
         Ok(BackupInfo::from_header(self.backup_url(r), &h))
     }
 
     /// Checks that backup `r` is complete and every block it references hashes right.
     pub async fn verify(&self, r: &BackupRef, progress: &dyn Progress) -> Result<RestoreStats> {
+        self.unlock().await?;
         locked_read(self, "verify", async {
             restore::verify(&self.store, r, self.opts.parallelism, progress).await
         })
@@ -359,6 +474,7 @@ impl BackupTarget {
 
     /// Removes leftovers of crashed backups and deletes (full scan; see [`RepairStats`]).
     pub async fn repair(&self) -> Result<RepairStats> {
+        self.unlock().await?;
         locked(
             self,
             LockKind::Exclusive,

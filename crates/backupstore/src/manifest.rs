@@ -3,9 +3,10 @@
 //! Layout (all integers little-endian; see `docs/backup-format.md`):
 //!
 //! ```text
-//! "CVMANIF1" | version u32 | header_len u32 | header JSON (header_len bytes)
-//! entry* (44 bytes each: offset u64 | length u32 | BLAKE3 id [32])
-//! trailer (48 bytes: entry_count u64 | BLAKE3 of every preceding byte [32] | "CVMFEND1")
+//! "CVMANIF2" | version u32 | header_len u32 | header JSON (header_len bytes)
+//! entry* (84 bytes each: offset u64 | length u32 | BLAKE3 id [32]
+//!         | pack id [32] | offset in pack u32 | stored length u32)
+//! trailer (48 bytes: entry_count u64 | BLAKE3 of every preceding byte [32] | "CVMFEND2")
 //! ```
 //!
 //! Entries are sorted by offset, chunk-aligned, never overlap; a chunk without an entry is a
@@ -21,13 +22,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BackupError, Result};
 
 /// First 8 bytes of every manifest.
-pub const MANIFEST_MAGIC: [u8; 8] = *b"CVMANIF1";
+pub const MANIFEST_MAGIC: [u8; 8] = *b"CVMANIF2";
+/// First 8 bytes of a format 1 manifest (refused with a message naming both versions).
+pub const MANIFEST_MAGIC_V1: [u8; 8] = *b"CVMANIF1";
 /// Last 8 bytes of every complete manifest.
-pub const TRAILER_MAGIC: [u8; 8] = *b"CVMFEND1";
+pub const TRAILER_MAGIC: [u8; 8] = *b"CVMFEND2";
 /// The manifest format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes per block entry.
-pub const ENTRY_LEN: usize = 44;
+pub const ENTRY_LEN: usize = 84;
 /// Bytes of the trailer.
 pub const TRAILER_LEN: usize = 48;
 /// Bytes before the header JSON.
@@ -66,6 +69,16 @@ pub struct ManifestHeader {
     pub chunk_size: u32,
     /// The backup this one was made incrementally from, at the time it was made.
     pub parent: Option<String>,
+    /// Cipher of the store's objects: `none` (reserved for the encryption issue).
+    #[serde(default = "cipher_none")]
+    pub cipher: String,
+    /// Id of the key the objects are encrypted with (`None` when unencrypted).
+    #[serde(default)]
+    pub key_id: Option<String>,
+}
+
+pub(crate) fn cipher_none() -> String {
+    "none".into()
 }
 
 /// One stored chunk of the volume.
@@ -77,6 +90,19 @@ pub struct Entry {
     pub len: u32,
     /// Content id of the data.
     pub id: BlockId,
+    /// Where the block object is stored.
+    pub loc: Loc,
+}
+
+/// Where a block object lies: a byte range of a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Loc {
+    /// The pack's id (its key is `packs/<2 hex>/<64 hex>`).
+    pub pack: BlockId,
+    /// Byte offset in the pack.
+    pub offset: u32,
+    /// Length of the stored block object.
+    pub stored_len: u32,
 }
 
 impl Entry {
@@ -84,6 +110,9 @@ impl Entry {
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.len.to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(self.loc.pack.as_bytes());
+        out.extend_from_slice(&self.loc.offset.to_le_bytes());
+        out.extend_from_slice(&self.loc.stored_len.to_le_bytes());
     }
 
     fn decode(b: &[u8]) -> Entry {
@@ -91,6 +120,11 @@ impl Entry {
             offset: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
             len: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
             id: BlockId(b[12..44].try_into().expect("32 bytes")),
+            loc: Loc {
+                pack: BlockId(b[44..76].try_into().expect("32 bytes")),
+                offset: u32::from_le_bytes(b[76..80].try_into().expect("4 bytes")),
+                stored_len: u32::from_le_bytes(b[80..84].try_into().expect("4 bytes")),
+            },
         }
     }
 }
@@ -107,6 +141,9 @@ fn check_entry(header: &ManifestHeader, next_free: u64, e: &Entry) -> Result<(),
     }
     if !e.offset.is_multiple_of(chunk) {
         return Err(format!("entry offset {} is not chunk-aligned", e.offset));
+    }
+    if e.loc.stored_len == 0 || (e.loc.offset as usize) < convoy_blockstore::PACK_HEADER_LEN {
+        return Err(format!("entry at {} has a bad pack range", e.offset));
     }
     if e.len == 0 || u64::from(e.len) > chunk || end > header.volume_size {
         return Err(format!("entry at {} has bad length {}", e.offset, e.len));
@@ -197,6 +234,12 @@ pub fn parse_preamble(backup: &str, b: &[u8]) -> Result<usize> {
     if b.len() < PREAMBLE_LEN {
         return Err(corrupt(format!("only {} bytes", b.len())));
     }
+    if b[..8] == MANIFEST_MAGIC_V1 {
+        return Err(BackupError::UnsupportedFormat {
+            what: format!("backup {backup}"),
+            found: 1,
+        });
+    }
     if b[..8] != MANIFEST_MAGIC {
         return Err(corrupt("bad magic (not a convoy manifest)".into()));
     }
@@ -221,6 +264,12 @@ pub fn parse_header(backup: &str, json: &[u8]) -> Result<ManifestHeader> {
     };
     let h: ManifestHeader =
         serde_json::from_slice(json).map_err(|e| corrupt(format!("header JSON: {e}")))?;
+    if !(h.cipher == "none" && h.key_id.is_none() || h.cipher == crate::crypto::CIPHER_NAME) {
+        return Err(corrupt(format!(
+            "cipher {:?} (key {:?}) is not supported by this build",
+            h.cipher, h.key_id
+        )));
+    }
     if !h.chunk_size.is_power_of_two() || h.chunk_size < 4096 {
         return Err(corrupt(format!("bad chunk size {}", h.chunk_size)));
     }
@@ -422,6 +471,16 @@ mod tests {
             created_time: "now".into(),
             chunk_size: 65536,
             parent: None,
+            cipher: cipher_none(),
+            key_id: None,
+        }
+    }
+
+    fn loc() -> Loc {
+        Loc {
+            pack: BlockId::of(b"p"),
+            offset: 16,
+            stored_len: 10,
         }
     }
 
@@ -456,16 +515,19 @@ mod tests {
                 offset: 0,
                 len: 65536,
                 id: BlockId::of(b"a"),
+                loc: loc(),
             },
             Entry {
                 offset: 3 * 65536,
                 len: 65536,
                 id: BlockId::of(b"b"),
+                loc: loc(),
             },
             Entry {
                 offset: 10 * 65536,
                 len: 100,
                 id: BlockId::of(b"c"),
+                loc: loc(),
             },
         ]
     }
@@ -501,6 +563,19 @@ mod tests {
         let i = flipped.len() - 60;
         flipped[i] ^= 1;
         assert!(decode(flipped, 100).await.is_err());
+        // A format 1 manifest is refused naming both versions.
+        let mut v1 = bytes.clone();
+        v1[..8].copy_from_slice(&MANIFEST_MAGIC_V1);
+        let err = decode(v1, 100).await.unwrap_err();
+        assert!(
+            matches!(err, BackupError::UnsupportedFormat { found: 1, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("version 1") && msg.contains("version 2"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -511,6 +586,7 @@ mod tests {
             offset: 65536,
             len: 65536,
             id,
+            loc: loc(),
         })
         .unwrap();
         for bad in [
@@ -518,26 +594,31 @@ mod tests {
                 offset: 0,
                 len: 65536,
                 id,
+                loc: loc(),
             },
             Entry {
                 offset: 65536,
                 len: 65536,
                 id,
+                loc: loc(),
             },
             Entry {
                 offset: 2 * 65536 + 1,
                 len: 10,
                 id,
+                loc: loc(),
             },
             Entry {
                 offset: 3 * 65536,
                 len: 10,
                 id,
+                loc: loc(),
             },
             Entry {
                 offset: 10 * 65536,
                 len: 101,
                 id,
+                loc: loc(),
             },
         ] {
             assert!(enc.push(&bad).is_err(), "{bad:?}");

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aws_files::StaticCredentials;
+use crate::crypto::{KdfParams, SecretSource};
 
 /// Smallest accepted backup chunk size (64 KiB).
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
@@ -11,6 +12,13 @@ pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 4 << 20;
 /// Default backup chunk size (1 MiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+
+/// Smallest accepted pack size (1 MiB).
+pub const MIN_PACK_SIZE: usize = 1 << 20;
+/// Largest accepted pack size (1 GiB).
+pub const MAX_PACK_SIZE: usize = 1 << 30;
+/// Default pack size (see `docs/benchmarks.md` for the measurement behind it).
+pub const DEFAULT_PACK_SIZE: usize = 16 << 20;
 
 /// How a target is opened and how its operations run.
 #[derive(Clone, Debug)]
@@ -32,10 +40,33 @@ pub struct TargetOptions {
     pub parallelism: usize,
     /// zstd level for new blocks.
     pub zstd_level: i32,
+    /// Target size of the pack objects new blocks are gathered into (format 2), from
+    /// [`MIN_PACK_SIZE`] to [`MAX_PACK_SIZE`]. Larger packs mean fewer requests and objects;
+    /// memory use grows by about three packs.
+    pub pack_size: usize,
+    /// Packs larger than this are sent as a multipart upload of parts of this size (up to 4
+    /// parts at once); smaller ones in a single PUT.
+    pub multipart_above: usize,
+    /// Upload bandwidth limit in bytes per second (`None`: unlimited). Packs are paced so
+    /// that a backup's average upload rate stays under it.
+    pub limit_upload: Option<u64>,
+    /// Where the store index (the list of every pack's blocks) is cached between runs.
+    /// `None`: for `s3://`, `$XDG_CACHE_HOME/convoy/backupstore/<hash of the URL>` (or under
+    /// `~/.cache`); for `vfs://`, not cached (packs are read locally). The cache is checked
+    /// against the store's list of packs on every use, so a stale or missing cache only costs
+    /// the requests to rebuild it.
+    pub cache_dir: Option<PathBuf>,
     /// Retries of transient S3 errors.
     pub retry: RetryPolicy,
     /// Store lock timing.
     pub lock: LockPolicy,
+    /// The secret of an encrypted store (read when the store is first used, never logged).
+    /// Needed for every operation on an encrypted store except `list`ing key slots; with a
+    /// secret given, a backup refuses a store that is not encrypted (so that a replaced marker
+    /// cannot turn encryption off).
+    pub secret: Option<SecretSource>,
+    /// Argon2id cost of new passphrase slots (`backup init --encrypt`, `backup key add`).
+    pub kdf: KdfParams,
 }
 
 impl Default for TargetOptions {
@@ -49,8 +80,14 @@ impl Default for TargetOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             parallelism: (cores * 4).clamp(8, 64),
             zstd_level: 3,
+            pack_size: DEFAULT_PACK_SIZE,
+            multipart_above: 64 << 20,
+            limit_upload: None,
+            cache_dir: None,
             retry: RetryPolicy::default(),
             lock: LockPolicy::default(),
+            secret: None,
+            kdf: KdfParams::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub(crate) struct ManifestUpload<'a> {
     key: Path,
     backup: BackupRef,
     sink: Option<Sink>,
+    sealer: Option<crate::sealed::ManifestSealer>,
 }
 
 impl<'a> ManifestUpload<'a> {
@@ -61,16 +62,33 @@ impl<'a> ManifestUpload<'a> {
             }
             None => Sink::Remote(Box::new(BufWriter::new(store.objects.clone(), key.clone()))),
         };
+        let sealer = store
+            .keys
+            .get()
+            .cloned()
+            .flatten()
+            .map(|k| crate::sealed::ManifestSealer::new(k, backup.clone()));
         Ok(ManifestUpload {
             store,
             key,
             backup,
             sink: Some(sink),
+            sealer,
         })
     }
 
-    /// Appends bytes.
+    /// Appends bytes (sealed first in an encrypted store).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.sealer.as_mut() {
+            Some(s) => {
+                let sealed = s.push(bytes)?;
+                self.write_raw(&sealed).await
+            }
+            None => self.write_raw(bytes).await,
+        }
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         match self.sink.as_mut().expect("not finished") {
             Sink::Local { tmp, file, .. } => file
                 .write_all(bytes)
@@ -98,6 +116,10 @@ impl<'a> ManifestUpload<'a> {
 
     /// Makes the manifest visible (after making everything before it durable).
     pub async fn commit(mut self) -> Result<()> {
+        if let Some(mut s) = self.sealer.take() {
+            let last = s.finish()?;
+            self.write_raw(&last).await?;
+        }
         match self.sink.take().expect("not finished") {
             Sink::Local {
                 tmp,

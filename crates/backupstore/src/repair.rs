@@ -18,25 +18,26 @@ use crate::types::RepairStats;
 /// parent/child records, and temp files. Caller holds the exclusive lock.
 pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
     let mut stats = RepairStats::default();
-    stats.blocks_removed += finish_trash(store).await?.blocks_removed;
+    let trash = finish_trash(store).await?;
+    stats.blocks_removed += trash.blocks_removed;
+    stats.packs_removed += trash.packs_removed;
     let mut live = HashSet::new();
+    let mut owners = HashSet::new();
     for v in volumes(store).await? {
         for r in backups_of(store, &v).await? {
+            owners.insert(store.ref_owner(&r));
             live.insert((r.volume, r.backup));
         }
     }
-    // References: refs/<id>/<volume>+<backup>.
+    // References: refs/<pack>/<owner> (`<volume>+<backup>`, or its keyed hash when encrypted).
     let mut referenced: HashSet<BlockId> = HashSet::new();
     let mut refs = store.list(&layout::refs_prefix());
     while let Some(key) = refs.try_next().await? {
         let parts: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
         let id = parts.get(1).and_then(|h| h.parse::<BlockId>().ok());
-        let owner = parts
-            .get(2)
-            .and_then(|o| o.split_once('+'))
-            .map(|(v, b)| (v.to_string(), b.to_string()));
+        let owner = parts.get(2);
         match (id, owner) {
-            (Some(id), Some(owner)) if parts.len() == 3 && live.contains(&owner) => {
+            (Some(id), Some(owner)) if parts.len() == 3 && owners.contains(owner) => {
                 referenced.insert(id);
             }
             _ => {
@@ -46,15 +47,25 @@ pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
         }
     }
     drop(refs);
-    let mut blocks = store.list(&layout::blocks_prefix());
-    while let Some(key) = blocks.try_next().await? {
+    let packs: Vec<_> = store
+        .list_meta(&layout::packs_prefix())
+        .try_collect()
+        .await?;
+    for (key, size) in packs {
         let id = key.filename().and_then(|f| f.parse::<BlockId>().ok());
         if !id.is_some_and(|id| referenced.contains(&id)) {
+            if let Some(id) = id {
+                // Count its blocks for the report (a damaged pack counts none).
+                if let Ok(Some((_, entries))) =
+                    crate::index::read_pack_index(store, &id, size).await
+                {
+                    stats.blocks_removed += entries.len() as u64;
+                }
+            }
             store.delete(&key).await?;
-            stats.blocks_removed += 1;
+            stats.packs_removed += 1;
         }
     }
-    drop(blocks);
     // volumes/<v>/parent/<b> and volumes/<v>/children/<p>/<c> of backups that do not exist.
     let mut records = store.list(&layout::volumes_prefix());
     while let Some(key) = records.try_next().await? {
@@ -76,7 +87,7 @@ pub(crate) async fn repair(store: &Store) -> Result<RepairStats> {
         // object_store's local store stages writes as `<name>#<n>`; a crash leaves them.
         let staged = tokio::task::spawn_blocking(move || {
             let mut removed = 0;
-            let mut dirs = vec![root.join("blocks"), root.join("refs"), root.join("volumes")];
+            let mut dirs = vec![root.join("packs"), root.join("refs"), root.join("volumes")];
             while let Some(dir) = dirs.pop() {
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;

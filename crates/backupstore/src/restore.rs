@@ -16,7 +16,7 @@ use crate::url::BackupRef;
 /// Opens a backup's manifest for reading.
 pub(crate) async fn open_manifest(store: &Store, r: &BackupRef) -> Result<ManifestReader> {
     let stream = store
-        .get_stream_opt(&layout::manifest(r))
+        .manifest_stream(&layout::manifest(r), r)
         .await?
         .ok_or_else(|| BackupError::BackupNotFound {
             dest: store.dest.clone(),
@@ -26,38 +26,89 @@ pub(crate) async fn open_manifest(store: &Store, r: &BackupRef) -> Result<Manife
     ManifestReader::open(&r.backup, stream).await
 }
 
-/// Downloads and verifies one block.
-pub(crate) async fn fetch(store: &Store, r: &BackupRef, e: Entry) -> Result<Vec<u8>> {
-    let stored =
-        store
-            .get_opt(&layout::block(&e.id))
-            .await?
-            .ok_or_else(|| BackupError::MissingBlock {
-                backup: r.backup.clone(),
+/// Largest coalesced ranged read of a pack (at most 8 run at once: memory stays under about
+/// 64 MiB whatever `parallelism` is).
+const MAX_READ: u32 = 4 << 20;
+
+/// Entries read from one pack with one ranged GET: consecutive in the manifest and adjacent
+/// in the pack.
+pub(crate) struct Group {
+    entries: Vec<Entry>,
+}
+
+impl Group {
+    fn range(&self) -> std::ops::Range<u64> {
+        let first = self.entries[0].loc;
+        let last = self.entries[self.entries.len() - 1].loc;
+        u64::from(first.offset)..u64::from(last.offset) + u64::from(last.stored_len)
+    }
+
+    fn fits(&self, e: &Entry) -> bool {
+        let r = self.range();
+        let first = self.entries[0].loc;
+        e.loc.pack == first.pack
+            && u64::from(e.loc.offset) == r.end
+            && r.end - r.start + u64::from(e.loc.stored_len) <= u64::from(MAX_READ)
+    }
+}
+
+/// Downloads one group with a ranged GET and verifies every block in it; returns the data of
+/// each entry.
+pub(crate) async fn fetch(
+    store: &Arc<Store>,
+    r: &BackupRef,
+    g: Group,
+) -> Result<Vec<(Entry, Vec<u8>)>> {
+    let first = g.entries[0];
+    let range = g.range();
+    let missing = || BackupError::MissingBlock {
+        backup: r.backup.clone(),
+        offset: first.offset,
+        id: first.id,
+    };
+    let bytes = store
+        .get_range_opt(&layout::pack(&first.loc.pack), range.clone())
+        .await?
+        .ok_or_else(missing)?;
+    let backup = r.backup.clone();
+    let store = store.clone();
+    crate::worker::run(move || {
+        let mut out = Vec::with_capacity(g.entries.len());
+        for e in g.entries {
+            let corrupt = |source: BlockError| BackupError::CorruptBlock {
+                backup: backup.clone(),
                 offset: e.offset,
                 id: e.id,
-            })?;
-    let backup = r.backup.clone();
-    let data = crate::worker::run(move || decode_block(&stored, &e.id))
-        .await?
-        .map_err(|source| BackupError::CorruptBlock {
-            backup,
-            offset: e.offset,
-            id: e.id,
-            source: Box::new(source),
-        })?;
-    if data.len() != e.len as usize {
-        return Err(BackupError::CorruptBlock {
-            backup: r.backup.clone(),
-            offset: e.offset,
-            id: e.id,
-            source: Box::new(BlockError::Malformed {
-                id: e.id,
-                reason: format!("{} bytes, the manifest says {}", data.len(), e.len),
-            }),
-        });
-    }
-    Ok(data)
+                source: Box::new(source),
+            };
+            let at = (u64::from(e.loc.offset) - range.start) as usize;
+            let end = at + e.loc.stored_len as usize;
+            let Some(stored) = bytes.get(at..end) else {
+                return Err(corrupt(BlockError::Malformed {
+                    id: e.id,
+                    reason: format!(
+                        "the pack ends before the block's range {}..{}",
+                        e.loc.offset,
+                        u64::from(e.loc.offset) + u64::from(e.loc.stored_len)
+                    ),
+                }));
+            };
+            let data = match store.keys() {
+                Some(k) => crate::sealed::open_blob(k, &e.id, stored),
+                None => decode_block(stored, &e.id),
+            }
+            .map_err(corrupt)?;
+            if data.len() != e.len as usize {
+                return Err(corrupt(BlockError::Malformed {
+                    id: e.id,
+                    reason: format!("{} bytes, the manifest says {}", data.len(), e.len),
+                }));
+            }
+            out.push((e, data));
+        }
+        Ok(out)
+    })
+    .await?
 }
 
 /// What to do with each verified block.
@@ -68,7 +119,7 @@ enum Action {
 
 /// Work items: a block to fetch, or (with `zero_holes`) a hole to zero.
 enum Item {
-    Block(Entry),
+    Blocks(Group),
     Hole { offset: u64, len: u64 },
 }
 
@@ -96,10 +147,22 @@ impl Items {
             self.next_free += len;
             return Ok(Some(item));
         }
-        Ok(self.pending.take().map(|e| {
-            self.next_free = e.offset + u64::from(e.len);
-            Item::Block(e)
-        }))
+        let Some(e) = self.pending.take() else {
+            return Ok(None);
+        };
+        self.next_free = e.offset + u64::from(e.len);
+        let mut g = Group { entries: vec![e] };
+        loop {
+            self.pending = self.reader.next_entry().await?;
+            match self.pending {
+                Some(n) if g.fits(&n) && !(self.zero_holes && n.offset != self.next_free) => {
+                    self.next_free = n.offset + u64::from(n.len);
+                    g.entries.push(n);
+                }
+                _ => break,
+            }
+        }
+        Ok(Some(Item::Blocks(g)))
     }
 }
 
@@ -152,25 +215,30 @@ async fn run(
                         .await??;
                         Ok((0u64, 0u64))
                     }
-                    Item::Block(e) => {
-                        let data = fetch(&store, r, e).await?;
+                    Item::Blocks(g) => {
+                        let blocks = fetch(&store, r, g).await?;
+                        let n = blocks.len() as u64;
+                        let bytes: u64 = blocks.iter().map(|(e, _)| u64::from(e.len)).sum();
                         if let Some(sink) = sink {
                             crate::worker::run(move || {
-                                sink.write_at(e.offset, &data).map_err(|source| {
-                                    BackupError::SinkWrite {
-                                        offset: e.offset,
-                                        source,
-                                    }
-                                })
+                                for (e, data) in blocks {
+                                    sink.write_at(e.offset, &data).map_err(|source| {
+                                        BackupError::SinkWrite {
+                                            offset: e.offset,
+                                            source,
+                                        }
+                                    })?;
+                                }
+                                Ok::<_, BackupError>(())
                             })
                             .await??;
                         }
-                        Ok((1u64, u64::from(e.len)))
+                        Ok((n, bytes))
                     }
                 }
             }
         })
-        .buffer_unordered(parallelism.max(1));
+        .buffer_unordered(parallelism.clamp(1, 8));
     let mut results = std::pin::pin!(results);
     let mut stats = RestoreStats {
         volume_size: size,

@@ -1,7 +1,9 @@
 //! Opening a destination and the object operations every other module uses, with errors
 //! mapped to [`BackupError`] naming the destination and key.
 
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +27,26 @@ pub(crate) struct Store {
     pub dest: String,
     pub objects: Arc<dyn ObjectStore>,
     pub local_root: Option<PathBuf>,
+    /// Where the store index is cached (`None`: not cached).
+    pub cache_dir: Option<PathBuf>,
+    /// Requests sent so far (each call below counts one; a listing one per call).
+    pub requests: AtomicU64,
+    /// For S3 without credentials found before the instance metadata endpoint: where they were
+    /// looked for, to explain that endpoint's failure.
+    pub credentials_search: Option<aws_files::CredentialsSearch>,
+    /// The keys of an encrypted store (`Some(None)`: not encrypted), set once the marker has
+    /// been read (see `BackupTarget::unlock`).
+    pub keys: std::sync::OnceLock<Option<Arc<crate::crypto::Keys>>>,
+}
+
+/// The default index cache directory of an S3 destination:
+/// `$XDG_CACHE_HOME/convoy/backupstore/<16 hex of BLAKE3(dest)>` (or under `~/.cache`).
+fn default_cache_dir(dest: &str) -> Option<PathBuf> {
+    let base = env("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let tag = blake3::hash(dest.as_bytes()).to_hex();
+    Some(base.join("convoy/backupstore").join(&tag.as_str()[..16]))
 }
 
 fn s3_config(url: &str, reason: impl Into<String>) -> BackupError {
@@ -41,47 +63,99 @@ fn env(name: &str) -> Option<String> {
 impl Store {
     /// Opens `dest_url`; a `vfs://` directory is created if missing.
     pub fn open(dest_url: &str, opts: &TargetOptions) -> Result<Store> {
-        let objects: Arc<dyn ObjectStore> = match parse_destination(dest_url)? {
-            Destination::Vfs { path } => {
-                std::fs::create_dir_all(&path).map_err(|source| BackupError::LocalIo {
-                    what: "creating backup directory",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(&path).map_err(|source| {
-                    BackupError::Store {
-                        dest: dest_url.to_string(),
-                        op: "open",
+        let (objects, credentials_search): (Arc<dyn ObjectStore>, _) =
+            match parse_destination(dest_url)? {
+                Destination::Vfs { path } => {
+                    std::fs::create_dir_all(&path).map_err(|source| BackupError::LocalIo {
+                        what: "creating backup directory",
                         path: path.display().to_string(),
-                        source: Box::new(source),
-                    }
-                })?;
-                // Remove directories left empty by deletes (one per block under refs/).
-                let fs = fs.with_automatic_cleanup(true);
-                return Ok(Store {
-                    dest: dest_url.to_string(),
-                    objects: Arc::new(fs),
-                    local_root: Some(path),
-                });
-            }
-            Destination::S3 {
-                bucket,
-                region,
-                prefix,
-            } => {
-                let s3 = Self::build_s3(dest_url, &bucket, region, opts)?;
-                if prefix.is_empty() {
-                    Arc::new(s3)
-                } else {
-                    Arc::new(PrefixStore::new(s3, prefix.as_str()))
+                        source,
+                    })?;
+                    let fs = LocalFileSystem::new_with_prefix(&path).map_err(|source| {
+                        BackupError::Store {
+                            dest: dest_url.to_string(),
+                            op: "open",
+                            path: path.display().to_string(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    // Remove directories left empty by deletes (one per block under refs/).
+                    let fs = fs.with_automatic_cleanup(true);
+                    return Ok(Store {
+                        dest: dest_url.to_string(),
+                        objects: Arc::new(fs),
+                        local_root: Some(path),
+                        cache_dir: opts.cache_dir.clone(),
+                        requests: AtomicU64::new(0),
+                        credentials_search: None,
+                        keys: std::sync::OnceLock::new(),
+                    });
                 }
-            }
-        };
+                Destination::S3 {
+                    bucket,
+                    region,
+                    prefix,
+                } => {
+                    let (s3, search) = Self::build_s3(dest_url, &bucket, region, opts)?;
+                    if prefix.is_empty() {
+                        (Arc::new(s3), search)
+                    } else {
+                        (Arc::new(PrefixStore::new(s3, prefix.as_str())), search)
+                    }
+                }
+            };
         Ok(Store {
             dest: dest_url.to_string(),
             objects,
             local_root: None,
+            cache_dir: opts
+                .cache_dir
+                .clone()
+                .or_else(|| default_cache_dir(dest_url)),
+            requests: AtomicU64::new(0),
+            credentials_search,
+            keys: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The keys of an encrypted store, `None` for an unencrypted one. Every operation reads the
+    /// marker (and unlocks an encrypted store) before touching data: calling this earlier is a
+    /// bug, not a way to write plaintext into an encrypted store.
+    pub fn keys(&self) -> Option<&crate::crypto::Keys> {
+        self.keys
+            .get()
+            .expect("the store's marker is read before its data")
+            .as_deref()
+    }
+
+    /// The name of backup `r`'s reference records: `<volume>+<backup>`, or in an encrypted
+    /// store a keyed hash of both.
+    pub fn ref_owner(&self, r: &crate::url::BackupRef) -> String {
+        match self.keys() {
+            Some(k) => k.ref_owner(r),
+            None => format!("{}+{}", r.volume, r.backup),
+        }
+    }
+
+    /// The reference record "backup `r` uses pack `pack`".
+    pub fn pack_ref(&self, pack: &convoy_blockstore::BlockId, r: &crate::url::BackupRef) -> Path {
+        Path::from(format!("refs/{}/{}", pack.to_hex(), self.ref_owner(r)))
+    }
+
+    /// A manifest's bytes (unsealed in an encrypted store), `None` if it does not exist.
+    /// `r` names the backup the manifest belongs to (also under `trash/`).
+    pub async fn manifest_stream(
+        &self,
+        path: &Path,
+        r: &crate::url::BackupRef,
+    ) -> Result<Option<BoxStream<'static, object_store::Result<Bytes>>>> {
+        let Some(s) = self.get_stream_opt(path).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match self.keys.get().cloned().flatten() {
+            Some(k) => crate::sealed::open_manifest_stream(k, r.clone(), s),
+            None => s,
+        }))
     }
 
     fn build_s3(
@@ -89,7 +163,10 @@ impl Store {
         bucket: &str,
         region: Option<String>,
         opts: &TargetOptions,
-    ) -> Result<object_store::aws::AmazonS3> {
+    ) -> Result<(
+        object_store::aws::AmazonS3,
+        Option<aws_files::CredentialsSearch>,
+    )> {
         let profile = opts
             .aws_profile
             .clone()
@@ -114,17 +191,24 @@ impl Store {
             .with_region(region);
         // Credentials: explicit option > environment > shared credentials file > object_store's
         // own chain (web identity, ECS, instance metadata).
-        let from_file = || {
-            let path = opts
-                .aws_credentials_file
-                .clone()
-                .or_else(aws_files::default_credentials_file)?;
-            aws_files::read_credentials(&path, &profile)
-        };
+        let file = opts
+            .aws_credentials_file
+            .clone()
+            .or_else(aws_files::default_credentials_file);
+        let from_file = || aws_files::read_credentials(file.as_deref()?, &profile);
         let creds = match &opts.s3_credentials {
             Some(c) => Some(c.clone()),
             None if env("AWS_ACCESS_KEY_ID").is_some() => None,
             None => from_file(),
+        };
+        let search = if creds.is_none() && env("AWS_ACCESS_KEY_ID").is_none() {
+            aws_files::CredentialsSearch::after_nothing_found(
+                file.as_deref(),
+                &profile,
+                b.get_config_value(&object_store::aws::AmazonS3ConfigKey::MetadataEndpoint),
+            )
+        } else {
+            None
         };
         if let Some(c) = creds {
             b = b
@@ -145,7 +229,8 @@ impl Store {
                 max_retries: r.max_retries,
                 retry_timeout: r.timeout,
             })
-            .with_client_options(ClientOptions::new().with_connect_timeout(r.connect_timeout));
+            .with_client_options(ClientOptions::new().with_connect_timeout(r.connect_timeout))
+            .with_http_connector(crate::first_contact::FailFastConnector);
         // After the client options: `with_allow_http` is stored in them.
         if let Some(ep) = &endpoint {
             b = b
@@ -153,10 +238,18 @@ impl Store {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        b.build().map_err(|e| s3_config(url, e.to_string()))
+        let s3 = b.build().map_err(|e| s3_config(url, e.to_string()))?;
+        Ok((s3, search))
     }
 
     fn err(&self, op: &'static str, path: &Path, source: object_store::Error) -> BackupError {
+        if let Some(reason) = self
+            .credentials_search
+            .as_ref()
+            .and_then(|s| s.explain(&source))
+        {
+            return s3_config(&self.dest, reason);
+        }
         BackupError::Store {
             dest: self.dest.clone(),
             op,
@@ -165,8 +258,75 @@ impl Store {
         }
     }
 
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes `range` of an object, or `None` if it does not exist.
+    pub async fn get_range_opt(&self, path: &Path, range: Range<u64>) -> Result<Option<Bytes>> {
+        self.count();
+        match self.objects.get_range(path, range).await {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("get", path, e)),
+        }
+    }
+
+    /// Every key under `prefix` with its size.
+    pub fn list_meta(&self, prefix: &Path) -> BoxStream<'_, Result<(Path, u64)>> {
+        self.count();
+        let prefix_owned = prefix.clone();
+        self.objects
+            .list(Some(prefix))
+            .map_ok(|m| (m.location, m.size))
+            .map_err(move |e| self.err("list", &prefix_owned, e))
+            .boxed()
+    }
+
+    /// Writes a pack: one PUT up to `multipart_above` bytes, a parallel multipart upload
+    /// (parts of `multipart_above` bytes, up to 4 at once) above.
+    pub async fn put_large(
+        &self,
+        path: &Path,
+        data: Vec<u8>,
+        multipart_above: usize,
+    ) -> Result<()> {
+        if data.len() <= multipart_above {
+            return self.put(path, data).await;
+        }
+        use tokio::io::AsyncWriteExt;
+        let parts = data.len().div_ceil(multipart_above) as u64;
+        self.requests.fetch_add(parts + 2, Ordering::Relaxed);
+        let mut w = object_store::buffered::BufWriter::with_capacity(
+            self.objects.clone(),
+            path.clone(),
+            multipart_above,
+        )
+        .with_max_concurrency(4);
+        let io = |e: std::io::Error| BackupError::Store {
+            dest: self.dest.clone(),
+            op: "put",
+            path: path.to_string(),
+            source: Box::new(object_store::Error::Generic {
+                store: "multipart upload",
+                source: Box::new(e),
+            }),
+        };
+        if let Err(e) = w.write_all(&data).await {
+            let _ = w.abort().await;
+            return Err(io(e));
+        }
+        drop(data);
+        if let Err(e) = w.shutdown().await {
+            let _ = w.abort().await;
+            return Err(io(e));
+        }
+        Ok(())
+    }
+
     /// The whole object, or `None` if it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        self.count();
         match self.objects.get(path).await {
             Ok(r) => match r.bytes().await {
                 Ok(b) => Ok(Some(b)),
@@ -183,6 +343,7 @@ impl Store {
         &self,
         path: &Path,
     ) -> Result<Option<BoxStream<'static, object_store::Result<Bytes>>>> {
+        self.count();
         match self.objects.get(path).await {
             Ok(r) => Ok(Some(r.into_stream())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -192,6 +353,7 @@ impl Store {
 
     /// Writes an object (overwriting).
     pub async fn put(&self, path: &Path, data: impl Into<PutPayload>) -> Result<()> {
+        self.count();
         self.objects
             .put(path, data.into())
             .await
@@ -201,6 +363,7 @@ impl Store {
 
     /// Writes an object unless it exists; returns whether it was created.
     pub async fn put_new(&self, path: &Path, data: impl Into<PutPayload>) -> Result<bool> {
+        self.count();
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -214,6 +377,7 @@ impl Store {
 
     /// Whether an object exists.
     pub async fn exists(&self, path: &Path) -> Result<bool> {
+        self.count();
         match self.objects.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -223,6 +387,7 @@ impl Store {
 
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, path: &Path) -> Result<()> {
+        self.count();
         match self.objects.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err("delete", path, e)),
@@ -231,6 +396,7 @@ impl Store {
 
     /// Every key under `prefix` (paginated by the store as it goes).
     pub fn list(&self, prefix: &Path) -> BoxStream<'_, Result<Path>> {
+        self.count();
         let prefix_owned = prefix.clone();
         self.objects
             .list(Some(prefix))
@@ -246,6 +412,7 @@ impl Store {
 
     /// The immediate sub-"directories" of `prefix`.
     pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<String>> {
+        self.count();
         match self.objects.list_with_delimiter(Some(prefix)).await {
             Ok(r) => Ok(r
                 .common_prefixes

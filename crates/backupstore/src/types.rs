@@ -60,6 +60,11 @@ pub struct BackupInfo {
     pub snapshot_created_at: String,
     /// When the backup was made (RFC 3339, UTC).
     pub created_time: String,
+    /// `"true"` when the backup is in an encrypted store (its data and manifest sealed); empty,
+    /// and left out of the JSON, otherwise (so that unencrypted backups print as the
+    /// original Convoy printed them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encrypted: String,
 }
 
 impl BackupInfo {
@@ -71,6 +76,11 @@ impl BackupInfo {
             volume_uuid: h.volume_uuid.clone(),
             volume_name: h.volume_name.clone(),
             volume_size: h.volume_size.to_string(),
+            encrypted: if h.cipher == "none" {
+                String::new()
+            } else {
+                "true".into()
+            },
             volume_created_at: h.volume_created_at.clone(),
             snapshot_uuid: h.snapshot_uuid.clone(),
             snapshot_name: h.snapshot_name.clone(),
@@ -101,6 +111,8 @@ pub struct BackupStats {
     pub bytes_uploaded: u64,
     /// Entries in the manifest.
     pub manifest_entries: u64,
+    /// Pack objects written.
+    pub packs_uploaded: u64,
 }
 
 /// The result of a backup.
@@ -128,8 +140,10 @@ pub struct RestoreStats {
 /// What a delete did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteStats {
-    /// Blocks removed because no other backup uses them.
+    /// Blocks of the deleted backup removed with their packs (no other backup uses them).
     pub blocks_removed: u64,
+    /// Pack objects removed because no backup references them any more.
+    pub packs_removed: u64,
     /// Incremental children re-attached to the deleted backup's parent.
     pub children_reparented: u64,
 }
@@ -139,8 +153,10 @@ pub struct DeleteStats {
 pub struct RepairStats {
     /// Reference records of backups that do not exist (crashed backups).
     pub refs_removed: u64,
-    /// Blocks no backup references.
+    /// Blocks in the packs removed.
     pub blocks_removed: u64,
+    /// Packs no backup references.
+    pub packs_removed: u64,
     /// Other leftovers (child/parent records, temp files, trash).
     pub records_removed: u64,
 }

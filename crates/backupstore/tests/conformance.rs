@@ -187,24 +187,25 @@ async fn dedup_across_volumes(env: Env) {
     let img = Image::new(size, 2);
     let a = full_backup(&t, &img, "vola").await;
     assert!(a.stats.blocks_uploaded > 0);
-    let blocks = env.block_files().len();
-    assert_eq!(blocks as u64, a.stats.blocks_uploaded);
+    let blocks = env.pack_files().len();
+    assert_eq!(blocks as u64, a.stats.packs_uploaded);
+    assert!(a.stats.blocks_uploaded > 1);
     let b = full_backup(&t, &img, "volb").await;
     assert_eq!(b.stats.blocks_uploaded, 0, "{:?}", b.stats);
     assert_eq!(
         b.stats.blocks_deduplicated,
         a.stats.blocks_uploaded + a.stats.blocks_deduplicated
     );
-    assert_eq!(env.block_files().len(), blocks);
+    assert_eq!(env.pack_files().len(), blocks);
     // Deleting one volume's backup keeps the blocks the other uses.
     t.delete(&a.backup).await.unwrap();
-    assert_eq!(env.block_files().len(), blocks);
+    assert_eq!(env.pack_files().len(), blocks);
     let (got, _) = restore_bytes(&t, &b.backup, size).await.unwrap();
     assert!(got == img.bytes());
     let err = t.delete(&a.backup).await.unwrap_err();
     assert!(matches!(err, BackupError::BackupNotFound { .. }), "{err}");
     t.delete(&b.backup).await.unwrap();
-    assert_eq!(env.block_files().len(), 0);
+    assert_eq!(env.pack_files().len(), 0);
     assert_eq!(env.files_under("refs").len(), 0);
 }
 
@@ -213,33 +214,31 @@ async fn corrupt_missing_and_truncated(env: Env) {
     let size = 12 * C;
     let img = Image::new(size, 3);
     let done = full_backup(&t, &img, "vol1").await;
-    let files = env.block_files();
-    assert!(files.len() >= 2);
+    let files = env.pack_files();
+    assert_eq!(files.len(), 1, "12 small chunks fit one pack");
 
-    // Corrupt one block: restore and verify name the block and its offset.
+    // Corrupt one byte inside the first block of the pack: restore and verify name the block's
+    // offset in the volume.
     let victim = &files[0];
     let original = std::fs::read(victim).unwrap();
     let mut bad = original.clone();
-    let n = bad.len();
-    bad[n - 1] ^= 0x55;
+    bad[16 + 12 + 40] ^= 0x55;
     std::fs::write(victim, &bad).unwrap();
-    let id = victim.file_name().unwrap().to_string_lossy().to_string();
     let err = restore_bytes(&t, &done.backup, size).await.unwrap_err();
     assert!(matches!(err, BackupError::CorruptBlock { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&id) && msg.contains("offset"), "{msg}");
+    assert!(msg.contains("offset 0 "), "{msg}");
     let err = t.verify(&done.backup, &NoProgress).await.unwrap_err();
     assert!(matches!(err, BackupError::CorruptBlock { .. }), "{err}");
     std::fs::write(victim, &original).unwrap();
     t.verify(&done.backup, &NoProgress).await.unwrap();
 
-    // Missing block.
-    std::fs::remove_file(&files[1]).unwrap();
-    let id = files[1].file_name().unwrap().to_string_lossy().to_string();
+    // Missing pack.
+    std::fs::remove_file(&files[0]).unwrap();
     let err = restore_bytes(&t, &done.backup, size).await.unwrap_err();
     assert!(matches!(err, BackupError::MissingBlock { .. }), "{err}");
-    assert!(err.to_string().contains(&id), "{err}");
     assert!(t.verify(&done.backup, &NoProgress).await.is_err());
+    std::fs::write(victim, &original).unwrap();
 
     // Truncated manifest.
     let again = full_backup(&t, &img, "vol2").await;
@@ -299,17 +298,12 @@ async fn delete_in_a_chain_keeps_the_rest(env: Env) {
             );
         }
     }
-    // Only backup #2 is left: the store holds exactly its non-zero chunks' blocks.
-    let (left, bytes) = chain[2].clone();
-    let distinct: std::collections::HashSet<_> = bytes
-        .chunks(C as usize)
-        .filter(|c| c.iter().any(|b| *b != 0))
-        .map(convoy_blockstore::BlockId::of)
-        .collect();
-    assert_eq!(env.block_files().len(), distinct.len());
+    // Only backup #2 is left, with the packs it uses.
+    let (left, _) = chain[2].clone();
+    assert!(!env.pack_files().is_empty());
     assert_eq!(t.repair().await.unwrap(), Default::default());
     t.delete(&left).await.unwrap();
-    assert_eq!(env.block_files().len(), 0);
+    assert_eq!(env.pack_files().len(), 0);
     assert_eq!(env.files_under("refs").len(), 0);
     assert_eq!(
         env.files_under("volumes").len(),
@@ -346,17 +340,20 @@ async fn thousand_backups(env: Env) {
     }
     assert_eq!(t.list(Some("many")).await.unwrap().len(), n);
     assert_eq!(t.list(None).await.unwrap().len(), n);
-    let blocks = env.block_files().len();
+    let blocks = env.pack_files().len();
     for i in 0..5 {
         t.delete(&BackupRef::new("many", &format!("b{i:05}")).unwrap())
             .await
             .unwrap();
     }
-    assert_eq!(
-        env.block_files().len(),
-        blocks,
-        "shared blocks were collected"
-    );
+    // The first backups ran concurrently, each packing the same blocks before any pack was
+    // listed: a pack only deleted backups referenced goes, one a remaining backup uses stays.
+    let left = env.pack_files().len();
+    assert!(left >= 1 && left <= blocks, "{left} packs of {blocks}");
+    for i in 5..40 {
+        let r = BackupRef::new("many", &format!("b{i:05}")).unwrap();
+        t.verify(&r, &NoProgress).await.unwrap();
+    }
     let stats = t.repair().await.unwrap();
     assert_eq!(
         stats,
@@ -410,7 +407,156 @@ async fn bad_urls_and_names(env: Env) {
     assert!(matches!(err, BackupError::BackupExists { .. }), "{err}");
 }
 
+/// Deleting one backup costs the same number of requests whether the store holds 10 backups
+/// or 100 (counted by the target itself: every object call, listing call and part).
+async fn delete_cost_is_flat(env: Env) {
+    let seed = env.seeding_target();
+    let t = env.target();
+    let size = 8 * C;
+    let img = Image::new(size, 11);
+    let mut names = Vec::new();
+    let mut add = |n: usize| {
+        let (seed, img) = (seed.clone(), &img);
+        let start = names.len();
+        names.extend((start..start + n).map(|i| format!("b{i:03}")));
+        let names = names.clone();
+        async move {
+            for i in start..start + n {
+                img.write((i as u64 % 8) * C, &noise(C as usize, 1000 + i as u64));
+                let mut m = meta("flat", size);
+                m.backup_name = Some(names[i].clone());
+                let parent = (i > 0).then(|| names[i - 1].clone());
+                let ranges = if i == 0 {
+                    vec![0..size]
+                } else {
+                    vec![(i as u64 % 8) * C..(i as u64 % 8 + 1) * C]
+                };
+                seed.backup(img.file.clone(), &ranges, parent.as_deref(), m, &NoProgress)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    add(10).await;
+    // The target reads the store's marker once, on first use (to open an encrypted store).
+    t.inspect(&BackupRef::new("flat", "b001").unwrap())
+        .await
+        .unwrap();
+    let before = t.requests();
+    t.delete(&BackupRef::new("flat", "b005").unwrap())
+        .await
+        .unwrap();
+    let at_10 = t.requests() - before;
+    add(90).await;
+    let before = t.requests();
+    t.delete(&BackupRef::new("flat", "b050").unwrap())
+        .await
+        .unwrap();
+    let at_100 = t.requests() - before;
+    assert!(at_10 > 5, "{at_10}");
+    assert_eq!(
+        at_10, at_100,
+        "delete requests: {at_10} among 10 backups, {at_100} among 100"
+    );
+    let last = BackupRef::new("flat", "b099").unwrap();
+    let (got, _) = restore_bytes(&t, &last, size).await.unwrap();
+    assert!(got == img.bytes());
+}
+
+/// A format 1 store and a format 1 manifest are refused with a message naming both versions.
+async fn format_1_is_refused(env: Env) {
+    let t = env.target();
+    let img = Image::new(2 * C, 12);
+    let done = full_backup(&t, &img, "v2vol").await;
+    let manifest = env.objects_root.join(format!(
+        "volumes/v2vol/backups/{}.manifest",
+        done.backup.backup
+    ));
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[..8].copy_from_slice(b"CVMANIF1");
+    std::fs::write(&manifest, &bytes).unwrap();
+    let err = restore_bytes(&t, &done.backup, 2 * C).await.unwrap_err();
+    assert!(
+        matches!(err, BackupError::UnsupportedFormat { found: 1, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("version 1") && msg.contains("version 2"),
+        "{msg}"
+    );
+    std::fs::write(
+        env.objects_root.join("convoy-backupstore.json"),
+        br#"{"format":"convoy-backupstore","version":1}"#,
+    )
+    .unwrap();
+    let err = t
+        .backup(
+            img.file.clone(),
+            &[0..2 * C],
+            None,
+            meta("v2vol", 2 * C),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackupError::UnsupportedFormat { found: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("format version 2"), "{err}");
+}
+
+/// Packs larger than `multipart_above` go as multipart uploads and restore exactly.
+async fn large_packs_go_multipart(env: Env) {
+    let mut opts = env.opts.clone();
+    opts.pack_size = 12 << 20;
+    opts.multipart_above = 5 << 20;
+    let t = convoy_backupstore::BackupTarget::open(&env.dest, opts).unwrap();
+    let size = 256 * C;
+    let img = Image::new(size, 13);
+    let done = full_backup(&t, &img, "big").await;
+    // Half the chunks are random (8 MiB), a quarter text (a few KiB compressed): one pack,
+    // above the multipart threshold.
+    assert_eq!(done.stats.packs_uploaded, 1, "{:?}", done.stats);
+    let packs = env.pack_files();
+    assert_eq!(packs.len(), 1);
+    assert!(std::fs::metadata(&packs[0]).unwrap().len() > 5 << 20);
+    let (got, _) = restore_bytes(&t, &done.backup, size).await.unwrap();
+    assert!(got == img.bytes());
+    t.delete(&done.backup).await.unwrap();
+    assert_eq!(env.pack_files().len(), 0);
+}
+
+/// Without a local index cache the store index comes from the packs' tails, read by byte
+/// range; a pack smaller than the first tail read (64 KiB) must not trip the server (s3s-fs
+/// fails a suffix range longer than the object).
+async fn small_packs_without_a_cache(env: Env) {
+    let caches = tempfile::tempdir().unwrap();
+    let with_cache = |n: &str| {
+        let mut o = env.opts.clone();
+        o.cache_dir = Some(caches.path().join(n));
+        convoy_backupstore::BackupTarget::open(&env.dest, o).unwrap()
+    };
+    let img = Image::new(C, 21);
+    let first = full_backup(&with_cache("a"), &img, "small").await;
+    let packs = env.pack_files();
+    assert_eq!(packs.len(), 1);
+    assert!(std::fs::metadata(&packs[0]).unwrap().len() < 64 << 10);
+    // A second backup of the same data from an empty cache finds the block stored.
+    let again = full_backup(&with_cache("b"), &img, "small2").await;
+    assert_eq!(again.stats.packs_uploaded, 0, "{:?}", again.stats);
+    let (got, _) = restore_bytes(&with_cache("c"), &first.backup, C)
+        .await
+        .unwrap();
+    assert!(got == img.bytes());
+}
+
 conformance!(
+    small_packs_without_a_cache,
+    large_packs_go_multipart,
+    delete_cost_is_flat,
+    format_1_is_refused,
     full_and_incremental_round_trip,
     dedup_across_volumes,
     corrupt_missing_and_truncated,

@@ -53,7 +53,7 @@ async fn crash_before_manifest(env: Env) {
         .unwrap_err();
     assert!(matches!(err, BackupError::SourceRead { .. }), "{err}");
     assert!(
-        !env.block_files().is_empty(),
+        !env.pack_files().is_empty(),
         "no block was uploaded before the failure"
     );
     assert!(
@@ -88,7 +88,7 @@ async fn crash_before_manifest(env: Env) {
     assert!(stats.refs_removed > 0, "{stats:?}");
     t.verify(&ok.backup, &NoProgress).await.unwrap();
     t.delete(&ok.backup).await.unwrap();
-    assert_eq!(env.block_files().len(), 0);
+    assert_eq!(env.pack_files().len(), 0);
     assert_eq!(env.files_under("refs").len(), 0);
     assert_eq!(env.files_under("trash").len(), 0);
 }
@@ -191,7 +191,7 @@ async fn concurrent_backup_and_delete(env: Env) {
     for (r, _) in &remaining {
         t.delete(r).await.unwrap();
     }
-    assert_eq!(env.block_files().len(), 0, "orphaned blocks");
+    assert_eq!(env.pack_files().len(), 0, "orphaned blocks");
     assert_eq!(env.files_under("refs").len(), 0, "orphaned references");
     assert!(t.list(None).await.unwrap().is_empty());
 }
@@ -282,7 +282,7 @@ async fn interrupted_delete_is_finished(env: Env) {
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left.contains_key(&keep.info.backup_url));
     assert_eq!(env.files_under("trash").len(), 0);
-    assert_eq!(env.block_files().len() as u64, keep.stats.blocks_uploaded);
+    assert_eq!(env.pack_files().len() as u64, keep.stats.packs_uploaded);
     let (got, _) = restore_bytes(&t, &keep.backup, 4 * C).await.unwrap();
     assert!(got == keep_img.bytes());
     assert_eq!(t.repair().await.unwrap(), Default::default());

@@ -44,6 +44,16 @@ pub fn encode_block(data: &[u8], level: i32) -> Result<Vec<u8>, BlockError> {
 
 /// Decodes a block object stored under `id`, checking that the result hashes to `id`.
 pub fn decode_block(stored: &[u8], id: &BlockId) -> Result<Vec<u8>, BlockError> {
+    decode_block_with(stored, id, BlockId::of)
+}
+
+/// Decodes a block object stored under `id`, checking that `hash` of the result is `id` (for
+/// stores whose ids are keyed hashes, see [`BlockId::keyed`]).
+pub fn decode_block_with(
+    stored: &[u8],
+    id: &BlockId,
+    hash: impl Fn(&[u8]) -> BlockId,
+) -> Result<Vec<u8>, BlockError> {
     let malformed = |reason: String| BlockError::Malformed { id: *id, reason };
     if stored.len() < BLOCK_HEADER_LEN {
         return Err(malformed(format!(
@@ -73,7 +83,7 @@ pub fn decode_block(stored: &[u8], id: &BlockId) -> Result<Vec<u8>, BlockError> 
             data.len()
         )));
     }
-    let actual = BlockId::of(&data);
+    let actual = hash(&data);
     if actual != *id {
         return Err(BlockError::HashMismatch { id: *id, actual });
     }

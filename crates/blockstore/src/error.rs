@@ -36,6 +36,12 @@ pub enum BlockError {
         /// The BLAKE3 of what was actually decoded.
         actual: BlockId,
     },
+    /// A pack object's header, index or trailer is malformed.
+    #[error("pack is malformed: {reason}")]
+    MalformedPack {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// zstd failed to compress.
     #[error("zstd compression failed: {0}")]
     Compress(#[source] std::io::Error),

@@ -15,6 +15,12 @@ impl BlockId {
         BlockId(*blake3::hash(data).as_bytes())
     }
 
+    /// Keyed BLAKE3 of `data` under `key`: the id of a block in an encrypted store, which
+    /// reveals nothing about the content to whoever lacks the key.
+    pub fn keyed(key: &[u8; 32], data: &[u8]) -> Self {
+        BlockId(*blake3::keyed_hash(key, data).as_bytes())
+    }
+
     /// The id as 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
         self.to_string()

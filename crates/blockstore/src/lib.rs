@@ -11,6 +11,10 @@
 //!   compression would not shrink them. Decoding always re-hashes the result and compares it to
 //!   the expected id, so a corrupt or substituted object can never be returned as good data.
 //!
+//! * [`PackBuilder`] / [`decode_pack_index`] — pack objects of store format 2: block objects
+//!   concatenated behind a header, with the pack's own index and a checksummed trailer at the
+//!   end.
+//!
 //! The byte layout is specified in `docs/backup-format.md` (section "Block objects").
 //!
 //! ```
@@ -24,10 +28,19 @@
 mod codec;
 mod error;
 mod id;
+mod pack;
 
-pub use codec::{decode_block, encode_block, Codec, BLOCK_HEADER_LEN, BLOCK_MAGIC, MAX_BLOCK_LEN};
+pub use codec::{
+    decode_block, decode_block_with, encode_block, Codec, BLOCK_HEADER_LEN, BLOCK_MAGIC,
+    MAX_BLOCK_LEN,
+};
 pub use error::BlockError;
 pub use id::BlockId;
+pub use pack::{
+    check_pack_header, decode_pack_index, pack_tail_len, PackBuilder, PackEntry, CIPHER_NONE,
+    MAX_PACK_LEN, PACK_ENTRY_LEN, PACK_HEADER_LEN, PACK_MAGIC, PACK_TRAILER_LEN,
+    PACK_TRAILER_MAGIC,
+};
 
 /// True when every byte of `data` is zero (an empty slice counts as zero).
 ///

@@ -13,6 +13,7 @@ use convoy_backupstore::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::guards::{detached, BusySnapshot};
 use crate::manager::{blocking, VolumeManager};
 use crate::records::{LastBackup, ObjectState, VolumeRecord};
 use crate::types::{BackupInfo, BackupKind, BackupReport, Progress, StoreOptions};
@@ -25,6 +26,8 @@ pub(crate) struct RestorePlan {
     pub size: u64,
     /// How to reach the store.
     pub store: StoreOptions,
+    /// A backup of the original Convoy, in its own store layout.
+    pub legacy: bool,
 }
 
 /// `text` with the authority of every URL in it that carries a `:` (`s3://KEY:SECRET@bucket`)
@@ -51,14 +54,31 @@ pub(crate) fn redact_urls(text: &str) -> String {
     out
 }
 
+/// A backup URL as the original Convoy printed it — Go's JSON escaping of `&` left in:
+/// `vfs:///b?backup=x\u0026volume=v` — read as the URL it stands for. Users pasted those into
+/// scripts; the original daemon accepted them, and so does this one, in every backup URL.
+pub fn unescape_backup_url(url: &str) -> std::borrow::Cow<'_, str> {
+    if url.contains("\\u0026") {
+        std::borrow::Cow::Owned(url.replace("\\u0026", "&"))
+    } else {
+        std::borrow::Cow::Borrowed(url)
+    }
+}
+
 fn store_error(context: String) -> impl FnOnce(BackupError) -> Error {
-    move |e| {
+    move |e| store_error_of(context, e)
+}
+
+/// A store error as a core error, its kind by meaning.
+pub(crate) fn store_error_of(context: String, e: BackupError) -> Error {
+    {
         let context = redact_urls(&context);
         let kind = match &e {
             BackupError::InvalidUrl { .. }
             | BackupError::InvalidName { .. }
             | BackupError::InvalidArgument(_)
-            | BackupError::BadParent { .. } => ErrorKind::InvalidArgument,
+            | BackupError::BadParent { .. }
+            | BackupError::Key { .. } => ErrorKind::InvalidArgument,
             BackupError::BackupNotFound { .. } => ErrorKind::NotFound,
             BackupError::BackupExists { .. } => ErrorKind::AlreadyExists,
             BackupError::Locked { .. } => ErrorKind::Busy,
@@ -73,9 +93,11 @@ fn store_error(context: String) -> impl FnOnce(BackupError) -> Error {
     }
 }
 
-fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> TargetOptions {
+pub(crate) fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> TargetOptions {
     let mut o = TargetOptions {
         s3_endpoint: store.s3_endpoint.clone(),
+        limit_upload: store.limit_upload,
+        secret: crate::backup_secret::current(),
         ..TargetOptions::default()
     };
     if let Some(c) = chunk_size {
@@ -85,7 +107,7 @@ fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> TargetOption
 }
 
 /// Our [`Progress`] as the store's.
-struct ProgressAdapter(Arc<dyn Progress>);
+pub(crate) struct ProgressAdapter(pub(crate) Arc<dyn Progress>);
 
 impl store::Progress for ProgressAdapter {
     fn start(&self, total_bytes: u64) {
@@ -107,8 +129,10 @@ impl VolumeManager {
         backup_url: &str,
         driver: &str,
         size: Option<u64>,
+        grow: bool,
         store: &StoreOptions,
     ) -> Result<RestorePlan> {
+        let backup_url = &*unescape_backup_url(backup_url);
         if driver != crate::dm::DEVICEMAPPER && driver != crate::vfs::VFS {
             return Err(Error::Unsupported {
                 what: format!(
@@ -118,9 +142,17 @@ impl VolumeManager {
                 why: "only the devicemapper and vfs drivers restore backups".into(),
             });
         }
-        let info = store::inspect_url(backup_url, target_options(store, None))
-            .await
-            .map_err(store_error(format!("inspect {backup_url}")))?;
+        let (info, legacy) = match store::inspect_url(backup_url, target_options(store, None)).await
+        {
+            Ok(info) => (info, false),
+            Err(e @ BackupError::BackupNotFound { .. }) => {
+                match crate::legacy_backups::inspect(backup_url, store).await? {
+                    Some(info) => (info, true),
+                    None => return Err(store_error_of(format!("inspect {backup_url}"), e)),
+                }
+            }
+            Err(e) => return Err(store_error_of(format!("inspect {backup_url}"), e)),
+        };
         if info.driver_name != driver {
             return Err(Error::invalid(
                 format!("backup {backup_url}"),
@@ -139,7 +171,8 @@ impl VolumeManager {
         })?;
         // A vfs volume has no size (its backup's size is that of the tree's image).
         if let Some(requested) = size.filter(|_| driver == crate::dm::DEVICEMAPPER) {
-            if requested != backup_size {
+            // `grow` (restore --grow) takes a larger volume, whose filesystem is grown after.
+            if requested != backup_size && !(grow && requested > backup_size) {
                 return Err(Error::SizeMismatch {
                     backup_url: backup_url.to_owned(),
                     backup: backup_size,
@@ -151,6 +184,7 @@ impl VolumeManager {
             url: backup_url.to_owned(),
             size: backup_size,
             store: store.clone(),
+            legacy,
         })
     }
 
@@ -165,18 +199,30 @@ impl VolumeManager {
         let r = rec.clone();
         let sink = blocking(move || driver.restore_sink(&r)).await?;
         crate::crashpoint::hit("restore-after-open");
-        store::restore_url(
-            &plan.url,
-            Arc::new(sink),
-            target_options(&plan.store, None),
-            &RestoreOptions::default(),
-            &ProgressAdapter(progress),
-        )
-        .await
-        .map_err(store_error(format!(
-            "restore {} into volume {}",
-            plan.url, rec.name
-        )))?;
+        let context = format!("restore {} into volume {}", plan.url, rec.name);
+        let (url, options) = (plan.url.clone(), target_options(&plan.store, None));
+        if plan.legacy {
+            let store_options = plan.store.clone();
+            detached("restore", async move {
+                crate::legacy_backups::restore(&url, Arc::new(sink), &store_options, progress).await
+            })
+            .await?;
+        } else {
+            // In a task of its own: a panic in the download is an error here, and the caller
+            // rolls the volume back.
+            detached("restore", async move {
+                store::restore_url(
+                    &url,
+                    Arc::new(sink),
+                    options,
+                    &RestoreOptions::default(),
+                    &ProgressAdapter(progress),
+                )
+                .await
+                .map_err(store_error(context))
+            })
+            .await?;
+        }
         let driver = self.driver(&rec.driver)?;
         let r = rec.clone();
         let size = plan.size;
@@ -214,6 +260,22 @@ impl VolumeManager {
         store: &StoreOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<BackupReport> {
+        let me = self.clone();
+        let (snapshot, dest_url, store) = (snapshot.to_owned(), dest_url.to_owned(), store.clone());
+        detached("backup", async move {
+            me.create_backup_now(&snapshot, &dest_url, &store, progress)
+                .await
+        })
+        .await
+    }
+
+    async fn create_backup_now(
+        &self,
+        snapshot: &str,
+        dest_url: &str,
+        store: &StoreOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<BackupReport> {
         let (guard, vol) = self.lock_snapshot_owner(snapshot).await?;
         let volume = vol.name.clone();
         let snap = vol
@@ -245,11 +307,7 @@ impl VolumeManager {
             }
         }
 
-        self.state()
-            .busy_snapshots
-            .entry(snap.name.clone())
-            .and_modify(|n| *n += 1)
-            .or_insert(1);
+        let busy = BusySnapshot::claim(&self.inner, &snap.name);
         let (d, v, s, p) = (driver.clone(), vol.clone(), snap.clone(), parent.clone());
         let source = blocking(move || d.backup_source(&v, &s, p.as_ref().map(|(_, s)| s))).await;
         crate::crashpoint::hit("backup-after-activate");
@@ -274,18 +332,24 @@ impl VolumeManager {
                 let parent_name = parent
                     .as_ref()
                     .filter(|_| source.incremental)
-                    .map(|(b, _)| b.as_str());
-                target
-                    .backup(
-                        source.source,
-                        &source.ranges,
-                        parent_name,
-                        meta,
-                        &ProgressAdapter(progress),
-                    )
-                    .await
-                    .map_err(store_error(format!("back up {} to {dest}", snap.name)))
-                    .map(|done| (done, range_bytes, source.incremental))
+                    .map(|(b, _)| b.clone());
+                let context = format!("back up {} to {dest}", snap.name);
+                // In a task of its own: a panic in the upload is an error here, and the
+                // snapshot is still closed below.
+                detached("upload", async move {
+                    target
+                        .backup(
+                            source.source,
+                            &source.ranges,
+                            parent_name.as_deref(),
+                            meta,
+                            &ProgressAdapter(progress),
+                        )
+                        .await
+                        .map_err(store_error(context))
+                        .map(|done| (done, range_bytes, source.incremental))
+                })
+                .await
             }
         };
 
@@ -296,15 +360,7 @@ impl VolumeManager {
             let v = self.state().volumes.get(&volume).cloned();
             (g, v)
         };
-        {
-            let mut st = self.state();
-            if let Some(n) = st.busy_snapshots.get_mut(&snap.name) {
-                *n -= 1;
-                if *n == 0 {
-                    st.busy_snapshots.remove(&snap.name);
-                }
-            }
-        }
+        drop(busy);
         let (d, s) = (driver.clone(), snap.clone());
         let closed = match &vol {
             Some(v) => {
@@ -348,10 +404,31 @@ impl VolumeManager {
     /// # Errors
     /// [`Error::Store`] (kind `NotFound` for a missing backup).
     pub async fn delete_backup(&self, backup_url: &str, store: &StoreOptions) -> Result<()> {
-        store::delete_url(backup_url, target_options(store, None))
-            .await
-            .map_err(store_error(format!("delete {backup_url}")))?;
-        Ok(())
+        let backup_url = unescape_backup_url(backup_url).into_owned();
+        let (url, options) = (backup_url.clone(), target_options(store, None));
+        let outcome = detached("delete backup", async move {
+            Ok(store::delete_url(&url, options).await.map(drop))
+        })
+        .await?;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e @ BackupError::BackupNotFound { .. }) => {
+                if crate::legacy_backups::inspect(&backup_url, store)
+                    .await?
+                    .is_some()
+                {
+                    return Err(Error::Unsupported {
+                        what: format!("deleting {}", redact_urls(&backup_url)),
+                        why: "it is a backup of the original Convoy in its own store layout, \
+                              which convoy only reads; delete it with the original, or import \
+                              the store (`convoy backup import`) and retire it whole"
+                            .into(),
+                    });
+                }
+                Err(store_error_of(format!("delete {backup_url}"), e))
+            }
+            Err(e) => Err(store_error_of(format!("delete {backup_url}"), e)),
+        }
     }
 
     /// Lists the backups at `dest_url` (of one volume when `volume_name` is given).
@@ -367,7 +444,10 @@ impl VolumeManager {
         let all = store::list_url(dest_url, volume_name, target_options(store, None))
             .await
             .map_err(store_error(format!("list {dest_url}")))?;
-        Ok(all.into_values().collect())
+        let mut out: Vec<BackupInfo> = all.into_values().collect();
+        // The original Convoy's backups at the same destination, if any.
+        out.extend(crate::legacy_backups::list(dest_url, volume_name, store).await?);
+        Ok(out)
     }
 
     /// One backup's details.
@@ -379,15 +459,36 @@ impl VolumeManager {
         backup_url: &str,
         store: &StoreOptions,
     ) -> Result<BackupInfo> {
-        store::inspect_url(backup_url, target_options(store, None))
-            .await
-            .map_err(store_error(format!("inspect {backup_url}")))
+        let backup_url = &*unescape_backup_url(backup_url);
+        match store::inspect_url(backup_url, target_options(store, None)).await {
+            Ok(info) => Ok(info),
+            Err(e @ BackupError::BackupNotFound { .. }) => {
+                match crate::legacy_backups::inspect(backup_url, store).await? {
+                    Some(info) => Ok(info),
+                    None => Err(store_error_of(format!("inspect {backup_url}"), e)),
+                }
+            }
+            Err(e) => Err(store_error_of(format!("inspect {backup_url}"), e)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::redact_urls;
+
+    #[test]
+    fn go_escaped_ampersands_are_read_as_ampersands() {
+        use super::unescape_backup_url;
+        assert_eq!(
+            unescape_backup_url("vfs:///b?backup=backup-8f51\\u0026volume=vol1"),
+            "vfs:///b?backup=backup-8f51&volume=vol1"
+        );
+        assert!(matches!(
+            unescape_backup_url("vfs:///b?backup=x&volume=v"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted_and_nothing_else_is() {

@@ -33,6 +33,10 @@ pub(crate) trait Driver: Send + Sync {
     /// The driver's `info` section.
     fn info(&self) -> Result<BTreeMap<String, String>>;
 
+    /// Reads the pool's fill and logs a threshold crossing (`guard_fill.rs`); drivers without
+    /// a pool do nothing.
+    fn observe_fill(&self) {}
+
     /// Marks the ids and paths of existing records as used (called once at start-up).
     fn load(&self, _records: &[VolumeRecord]) -> Result<()> {
         Ok(())
@@ -80,6 +84,13 @@ pub(crate) trait Driver: Send + Sync {
     /// Removes a snapshot (idempotent).
     fn remove_snapshot(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()>;
 
+    /// Whether a failed [`Driver::remove_snapshot`] leaves the snapshot whole (one atomic
+    /// step that was refused), so that it can be made ready again instead of staying
+    /// `Deleting` until start-up finishes the delete.
+    fn failed_remove_keeps_snapshot(&self) -> bool {
+        false
+    }
+
     /// Forgets the id a snapshot used.
     fn release_snapshot(&self, _snap: &SnapshotRecord) {}
 
@@ -124,6 +135,68 @@ pub(crate) trait Driver: Send + Sync {
     /// (vfs: builds the tree from the restored image). `size` is the backup's volume size. On
     /// error the manager removes the volume.
     fn finish_restore(&self, _rec: &VolumeRecord, _size: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Lifecycle (`lifecycle.rs`): the size a volume grows to when `size` bytes are asked
+    /// (rounded as a create rounds it). Refuses a shrink or a size `create --size` would refuse.
+    fn plan_expand(&self, rec: &VolumeRecord, _size: u64) -> Result<u64> {
+        Err(Error::Unsupported {
+            what: format!("expanding volume {}", rec.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Grows the volume's device to `size` bytes and its filesystem to fill it (online when
+    /// mounted). Idempotent: start-up calls it again to finish an expand a crash interrupted.
+    fn expand(&self, rec: &VolumeRecord, _size: u64) -> Result<()> {
+        Err(Error::Unsupported {
+            what: format!("expanding volume {}", rec.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Grows the filesystem of a (just restored, unmounted) volume to fill its device.
+    fn grow_filesystem(&self, rec: &VolumeRecord) -> Result<()> {
+        Err(Error::Unsupported {
+            what: format!("growing the filesystem of volume {}", rec.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Makes the planned volume `rec` as a clone of `snap` of `source` (of `source` itself
+    /// when `snap` is `None`). On failure removes what it made.
+    fn create_clone(
+        &self,
+        rec: &VolumeRecord,
+        _source: &VolumeRecord,
+        _snap: Option<&SnapshotRecord>,
+    ) -> Result<()> {
+        Err(Error::Unsupported {
+            what: format!("cloning into volume {}", rec.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Revert, step 1: a new id for the volume's data (devicemapper), without making anything.
+    fn plan_revert(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<u32> {
+        Err(Error::Unsupported {
+            what: format!("reverting volume {} to snapshot {}", vol.name, snap.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Revert, step 2: makes `new_id` a copy of `snap` (the volume, unmounted, still points at
+    /// its old data). On failure removes what it made.
+    fn revert_make(&self, vol: &VolumeRecord, snap: &SnapshotRecord, _new_id: u32) -> Result<()> {
+        Err(Error::Unsupported {
+            what: format!("reverting volume {} to snapshot {}", vol.name, snap.name),
+            why: format!("not supported by the {} driver", self.name()),
+        })
+    }
+
+    /// Removes a thin id a revert made or replaced (idempotent), and forgets it.
+    fn discard_id(&self, _id: u32) -> Result<()> {
         Ok(())
     }
 }

@@ -75,7 +75,8 @@ pub enum Error {
     /// Restore with a `--size` different from the backup's.
     #[error(
         "backup {backup_url} is of a {backup} byte volume but size {requested} bytes was \
-         requested; omit the size to restore at the backup's size"
+         requested; omit the size to restore at the backup's size (or add --grow for a larger \
+         volume)"
     )]
     SizeMismatch {
         /// The backup.
@@ -167,6 +168,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// A driver did not start (its pool failed, a device is missing): the other drivers
+    /// serve their volumes; this one's are unavailable until a restart finds it working.
+    #[error(
+        "driver {driver} is unavailable: it did not start ({reason}); its volumes are \
+         unavailable until convoy is restarted with the driver working"
+    )]
+    DriverDegraded {
+        /// The driver.
+        driver: String,
+        /// Why it did not start.
+        reason: String,
+    },
+
+    /// The pool is filled at or above the refusal threshold: new volumes, snapshots, clones
+    /// and restores are refused (running writers are not stopped).
+    #[error("{0}")]
+    PoolFill(Box<crate::guard_fill::FillRefusal>),
+
     /// An internal task failed (a panic in a blocking worker).
     #[error("internal error: {0}")]
     Internal(String),
@@ -185,10 +204,13 @@ impl Error {
             | Error::Unsupported { .. } => ErrorKind::InvalidArgument,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Store { kind, .. } => *kind,
+            Error::DriverDegraded { .. } | Error::PoolFill(_) => ErrorKind::Unavailable,
             Error::Thinpool { source, .. } => match source {
                 convoy_thinpool::Error::Busy { .. } => ErrorKind::Busy,
                 convoy_thinpool::Error::NotFound { .. } => ErrorKind::NotFound,
                 convoy_thinpool::Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+                convoy_thinpool::Error::PoolFull { .. }
+                | convoy_thinpool::Error::MetadataFull { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
             },
             Error::Metadata { .. }

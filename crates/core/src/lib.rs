@@ -42,23 +42,42 @@
 //! ```
 
 mod backups;
+pub use backups::unescape_backup_url;
+mod legacy_backups;
+pub use legacy_backups::{import_legacy_backups, ImportReport};
+mod backup_secret;
 mod crashpoint;
 mod dm;
 mod driver;
 mod error;
+mod external;
+mod guard_fill;
+mod guards;
+mod lifecycle;
 mod manager;
 mod names;
+mod open;
 mod records;
+mod retention;
 mod snapshots;
 mod state;
 mod types;
 mod vfs;
 mod vfs_image;
 
+pub use backup_secret::configure_backup_secret;
+/// Where the secret of encrypted backup stores comes from.
+pub use convoy_backupstore::SecretSource as BackupSecretSource;
 pub use dm::DEVICEMAPPER;
 pub use error::{Error, ErrorKind, Result};
+pub use external::{configure_external_commands, ExternalCommands};
+pub use guard_fill::{
+    percent_text, FillLevel, FillRefusal, FillThresholds, PoolFill, DEFAULT_FILL_REFUSE_PERCENT,
+    DEFAULT_FILL_WARN_PERCENT, FILL_REFUSE_OPTION, FILL_WARN_OPTION,
+};
 pub use manager::VolumeManager;
 pub use names::{generate_name, parse_size, ruby_date, validate_name, MAX_NAME_LEN};
+pub use retention::{retention, KeepPolicy, KeepReason, RetentionDecision, RetentionItem};
 pub use types::{
     BackupInfo, BackupKind, BackupReport, CreateVolumeRequest, Info, ManagerConfig, NoProgress,
     Progress, Snapshot, StoreOptions, Volume, DEFAULT_ROOT,

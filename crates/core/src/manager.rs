@@ -2,19 +2,20 @@
 //! Snapshot operations are in `snapshots.rs`, backups in `backups.rs`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::guards::{detached, Reservation, Reserved};
 use crate::names::{generate_name, now_ruby_date, validate_name};
-use crate::records::{write_atomic, ObjectState, RecordStore, VolumeRecord};
+use crate::records::{ObjectState, RecordStore, VolumeRecord};
 use crate::state::State;
 use crate::types::{CreateVolumeRequest, Info, ManagerConfig, Progress, Snapshot, Volume};
-use crate::vfs::{VfsDriver, VFS};
+use crate::vfs::VFS;
 
 /// The volume manager: the embedding API of convoy. Cheap to clone (an `Arc` inside); every
 /// method is async and runs blocking device and file work on tokio's blocking threads. Calls on
@@ -39,11 +40,14 @@ pub(crate) struct Inner {
     pub order: Vec<String>,
     pub drivers: BTreeMap<String, Arc<dyn Driver>>,
     pub stores: BTreeMap<String, RecordStore>,
+    /// Drivers that failed to start (a pool in `Fail`, a missing device), with the error:
+    /// their volumes are listed but every operation on them answers `Unavailable`.
+    pub degraded: BTreeMap<String, String>,
     pub state: Mutex<State>,
     /// Lines describing what start-up reconciliation did.
     pub reconcile_report: Vec<String>,
     /// Held for the manager's life: one manager per root.
-    _root_lock: Flock<File>,
+    pub(crate) _root_lock: Flock<File>,
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -57,131 +61,6 @@ where
         .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
-const CONFIG_FILE: &str = "convoy.cfg";
-
-fn lock_root(root: &Path) -> Result<Flock<File>> {
-    fs::create_dir_all(root).map_err(|e| Error::io("create root directory", root, e))?;
-    // Records, configuration and the lock are the daemon's alone (other users reach volumes
-    // through their mount points, never through the root's listing).
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("restrict the root directory to its owner", root, e))?;
-    }
-    let path = root.join("lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        Error::busy(
-            &root.display().to_string(),
-            format!("another convoy manager holds {} ({errno})", path.display()),
-        )
-    })
-}
-
-/// Reads `convoy.cfg` when the config names no drivers; writes it otherwise.
-fn settle_config(config: ManagerConfig) -> Result<ManagerConfig> {
-    let path = config.root.join(CONFIG_FILE);
-    if config.drivers.is_empty() {
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(
-                    "manager config",
-                    format!(
-                        "no drivers given and no {} from an earlier run",
-                        path.display()
-                    ),
-                )
-            } else {
-                Error::io("read", &path, e)
-            }
-        })?;
-        let saved: ManagerConfig =
-            serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRecord {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        return Ok(ManagerConfig {
-            root: config.root,
-            ..saved
-        });
-    }
-    let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(&path, &bytes)?;
-    Ok(config)
-}
-
-fn make_driver(name: &str, config: &ManagerConfig) -> Result<Arc<dyn Driver>> {
-    match name {
-        VFS => Ok(Arc::new(VfsDriver::new(&config.driver_opts)?)),
-        crate::dm::DEVICEMAPPER => Ok(Arc::new(crate::dm::DmDriver::new(
-            &config.root,
-            &config.driver_opts,
-        )?)),
-        other => Err(Error::invalid(
-            "driver",
-            format!("{other:?} is not a driver (devicemapper, vfs)"),
-        )),
-    }
-}
-
-/// Start-up settling of one driver's records: finishes deletes, undoes half-made objects.
-fn settle_records(
-    driver: &dyn Driver,
-    store: &RecordStore,
-    records: Vec<VolumeRecord>,
-    report: &mut Vec<String>,
-) -> Result<Vec<VolumeRecord>> {
-    let mut kept = Vec::new();
-    for mut rec in records {
-        match rec.state {
-            ObjectState::Creating | ObjectState::Deleting => {
-                driver.remove_volume(&rec, false)?;
-                store.remove(&rec.name)?;
-                driver.release(&rec);
-                report.push(format!(
-                    "{}: removed volume {} left {} by an interrupted operation",
-                    driver.name(),
-                    rec.name,
-                    if rec.state == ObjectState::Creating {
-                        "half-made"
-                    } else {
-                        "half-deleted"
-                    }
-                ));
-                continue;
-            }
-            ObjectState::Ready => {}
-        }
-        let unsettled: Vec<String> = rec
-            .snapshots
-            .values()
-            .filter(|s| s.state != ObjectState::Ready)
-            .map(|s| s.name.clone())
-            .collect();
-        for name in unsettled {
-            if let Some(snap) = rec.snapshots.get(&name).cloned() {
-                driver.remove_snapshot(&rec, &snap)?;
-                rec.snapshots.remove(&name);
-                store.save(&rec)?;
-                driver.release_snapshot(&snap);
-                report.push(format!(
-                    "{}: removed snapshot {} of volume {} left by an interrupted operation",
-                    driver.name(),
-                    name,
-                    rec.name
-                ));
-            }
-        }
-        kept.push(rec);
-    }
-    Ok(kept)
-}
-
 impl VolumeManager {
     /// Opens the manager: locks the root, reads or writes `convoy.cfg`, sets up the drivers
     /// (devicemapper: opens or creates the pool), loads the records and reconciles them with
@@ -191,55 +70,7 @@ impl VolumeManager {
     /// [`Error::Busy`] when another manager uses the root; [`Error::InvalidArgument`] for bad
     /// driver options; driver and record errors.
     pub async fn open(config: ManagerConfig) -> Result<VolumeManager> {
-        blocking(move || Self::open_blocking(config)).await
-    }
-
-    fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
-        let root_lock = lock_root(&config.root)?;
-        let config = settle_config(config)?;
-        let mut drivers = BTreeMap::new();
-        let mut stores = BTreeMap::new();
-        let mut order = Vec::new();
-        for name in &config.drivers {
-            if drivers.contains_key(name) {
-                continue;
-            }
-            let driver = make_driver(name, &config)?;
-            stores.insert(name.clone(), RecordStore::new(&config.root, name));
-            drivers.insert(name.clone(), driver);
-            order.push(name.clone());
-        }
-        let mut state = State::default();
-        let mut report = Vec::new();
-        for (name, driver) in &drivers {
-            let store = &stores[name];
-            let records = store.load_all()?;
-            let mut known = records.clone();
-            known.extend(store.load_released()?);
-            driver.load(&known)?;
-            let kept = settle_records(driver.as_ref(), store, records, &mut report)?;
-            report.extend(driver.reconcile(&kept)?);
-            for rec in kept {
-                if let Some(other) = state.volumes.get(&rec.name) {
-                    return Err(Error::CorruptRecord {
-                        path: store.dir().join(format!("{}.json", rec.name)),
-                        reason: format!("volume name also used by driver {}", other.driver),
-                    });
-                }
-                state.volumes.insert(rec.name.clone(), rec);
-            }
-        }
-        Ok(VolumeManager {
-            inner: Arc::new(Inner {
-                root: config.root,
-                order,
-                drivers,
-                stores,
-                state: Mutex::new(state),
-                reconcile_report: report,
-                _root_lock: root_lock,
-            }),
-        })
+        blocking(move || crate::open::open_blocking(config)).await
     }
 
     /// What start-up reconciliation did, one line per action.
@@ -257,6 +88,12 @@ impl VolumeManager {
     }
 
     pub(crate) fn driver(&self, name: &str) -> Result<Arc<dyn Driver>> {
+        if let Some(why) = self.inner.degraded.get(name) {
+            return Err(Error::DriverDegraded {
+                driver: name.to_owned(),
+                reason: why.clone(),
+            });
+        }
         self.inner
             .drivers
             .get(name)
@@ -332,9 +169,29 @@ impl VolumeManager {
             for (name, driver) in &me.inner.drivers {
                 info.drivers.insert(name.clone(), driver.info()?);
             }
+            for (name, why) in &me.inner.degraded {
+                info.drivers.insert(
+                    name.clone(),
+                    BTreeMap::from([("Degraded".into(), why.clone())]),
+                );
+            }
             Ok(info)
         })
         .await
+    }
+
+    /// Reads each pool's fill and logs every threshold crossing since the last look (the
+    /// daemon calls this periodically, so a crossing caused by writers is logged even when no
+    /// request comes). See `docs/operations.md`.
+    pub async fn check_pool_fill(&self) {
+        let me = self.clone();
+        let _ = blocking(move || {
+            for driver in me.inner.drivers.values() {
+                driver.observe_fill();
+            }
+            Ok(())
+        })
+        .await;
     }
 
     pub(crate) fn to_volume(&self, rec: &VolumeRecord) -> Volume {
@@ -385,6 +242,18 @@ impl VolumeManager {
         req: CreateVolumeRequest,
         progress: Arc<dyn Progress>,
     ) -> Result<Volume> {
+        let me = self.clone();
+        detached("create volume", async move {
+            me.create_volume_now(req, progress).await
+        })
+        .await
+    }
+
+    async fn create_volume_now(
+        &self,
+        req: CreateVolumeRequest,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Volume> {
         let name = match &req.name {
             Some(n) => {
                 validate_name(n)?;
@@ -392,11 +261,17 @@ impl VolumeManager {
             }
             None => generate_name("volume"),
         };
+        // A clone holds its source volume's lock until it is made.
+        let clone = self.clone_source(&req).await?;
         let driver_name = req
             .driver
             .clone()
+            .or_else(|| clone.as_ref().map(|c| c.volume.driver.clone()))
             .or_else(|| self.inner.order.first().cloned())
             .ok_or_else(|| Error::invalid("driver", "no driver is enabled"))?;
+        if let Some(c) = &clone {
+            c.check(&driver_name, req.size)?;
+        }
         let driver = self.driver(&driver_name)?;
         if req.size == Some(0) {
             return Err(Error::InvalidSize {
@@ -406,12 +281,17 @@ impl VolumeManager {
         }
         let restore = match &req.backup_url {
             Some(url) => Some(
-                self.plan_restore(url, &driver_name, req.size, &req.store)
+                self.plan_restore(url, &driver_name, req.size, req.grow, &req.store)
                     .await?,
             ),
             None => None,
         };
-        let size = restore.as_ref().map(|r| r.size).or(req.size);
+        let size = match (&restore, &clone) {
+            (Some(r), _) if !req.grow => Some(r.size),
+            (Some(r), _) => req.size.or(Some(r.size)),
+            (None, Some(c)) => Some(c.size()),
+            (None, None) => req.size,
+        };
         let mut rec = VolumeRecord {
             name: name.clone(),
             uuid: uuid::Uuid::new_v4().to_string(),
@@ -427,22 +307,34 @@ impl VolumeManager {
             restored_from: req.backup_url.clone(),
             snapshots: BTreeMap::new(),
             last_backups: BTreeMap::new(),
+            pending: None,
         };
         // Reserve the name (in memory) and take the new volume's lock.
-        let guard = {
+        let (guard, mut reservation) = {
             let mut st = self.state();
             st.check_free(&name)?;
             st.volumes.insert(name.clone(), rec.clone());
-            st.lock_of(&name).try_lock_owned().ok()
+            let reservation = Reservation::new(&self.inner, Reserved::Volume, &name, &name);
+            (st.lock_of(&name).try_lock_owned().ok(), reservation)
         };
+        reservation.on_disk(true);
         let store = self.store(&driver_name)?;
         let d = driver.clone();
-        let format = restore.is_none();
+        let format = restore.is_none() && clone.is_none();
+        // The source's lock stays here (held to the end); its records go to the worker.
+        let (_clone_guard, clone) = match clone {
+            Some(c) => (Some(c.guard), Some((c.volume, c.snapshot))),
+            None => (None, None),
+        };
         let planned = blocking(move || {
             d.plan_volume(&mut rec, size)?;
             if !format {
                 // A restore brings its own filesystem (whatever the backup holds).
                 rec.filesystem = None;
+            }
+            if let Some((source, _)) = &clone {
+                // A clone holds its source's filesystem.
+                rec.filesystem.clone_from(&source.filesystem);
             }
             if let Some(req) = size {
                 if req != rec.size && rec.size != 0 {
@@ -452,7 +344,11 @@ impl VolumeManager {
             // Intent first: a crash from here on is undone at start-up.
             store.save(&rec)?;
             crate::crashpoint::hit("create-volume-after-intent");
-            if let Err(e) = d.create_volume(&rec, format) {
+            let made = match &clone {
+                Some((source, snap)) => d.create_clone(&rec, source, snap.as_ref()),
+                None => d.create_volume(&rec, format),
+            };
+            if let Err(e) = made {
                 let _ = store.remove(&rec.name);
                 d.release(&rec);
                 return Err(e);
@@ -463,12 +359,19 @@ impl VolumeManager {
         let mut rec = match planned {
             Ok(rec) => rec,
             Err(e) => {
-                self.state().volumes.remove(&name);
+                // The worker removed its intent record (or never wrote one).
+                reservation.on_disk(false);
                 return Err(e);
             }
         };
         if let Some(plan) = restore {
-            if let Err(e) = self.run_restore(&rec, plan, progress).await {
+            let grow = req.grow && plan.size < rec.size;
+            let mut restored = self.run_restore(&rec, plan, progress).await;
+            if restored.is_ok() && grow {
+                let (d, r) = (driver.clone(), rec.clone());
+                restored = blocking(move || d.grow_filesystem(&r)).await;
+            }
+            if let Err(e) = restored {
                 let store = self.store(&driver_name)?;
                 let d = driver.clone();
                 let r = rec.clone();
@@ -479,10 +382,9 @@ impl VolumeManager {
                     Ok(())
                 })
                 .await;
-                // A failed clean-up leaves the intent record: start-up finishes the removal.
-                if cleanup.is_ok() {
-                    self.state().volumes.remove(&name);
-                }
+                // A failed clean-up leaves the intent record (and the name reserved):
+                // start-up finishes the removal.
+                reservation.on_disk(cleanup.is_err());
                 return Err(e);
             }
         }
@@ -492,6 +394,7 @@ impl VolumeManager {
         let saved = rec.clone();
         blocking(move || store.save(&saved)).await?;
         self.state().volumes.insert(name, rec.clone());
+        reservation.keep();
         drop(guard);
         Ok(self.to_volume(&rec))
     }
@@ -504,6 +407,14 @@ impl VolumeManager {
     /// [`Error::NotFound`]; [`Error::Busy`] when it is mounted or a backup reads one of its
     /// snapshots.
     pub async fn delete_volume(&self, name: &str, reference_only: bool) -> Result<()> {
+        let (me, name) = (self.clone(), name.to_owned());
+        detached("delete volume", async move {
+            me.delete_volume_now(&name, reference_only).await
+        })
+        .await
+    }
+
+    async fn delete_volume_now(&self, name: &str, reference_only: bool) -> Result<()> {
         let (_guard, mut rec) = self.lock_volume(name).await?;
         {
             let st = self.state();

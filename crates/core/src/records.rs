@@ -96,6 +96,32 @@ pub struct VolumeRecord {
     /// Last backup per destination URL.
     #[serde(default)]
     pub last_backups: BTreeMap<String, LastBackup>,
+    /// An expand or revert under way (its intent): start-up finishes or rolls it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// An operation on a ready volume recorded before it changes anything (see `docs/core.md`,
+/// "Crash ordering").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pending {
+    /// Growing the volume to `size` bytes (whole pool blocks); `requested` is what was asked.
+    Expand {
+        /// The new size, bytes.
+        size: u64,
+        /// The size asked for, when rounding changed it.
+        requested: Option<u64>,
+    },
+    /// Pointing the volume at a new thin snapshot of `snapshot`: while the record's `dev_id`
+    /// is `old_dev_id` the revert is rolled back, once it is `new_dev_id` it is finished.
+    Revert {
+        /// The snapshot reverted to.
+        snapshot: String,
+        /// The volume's thin id before.
+        old_dev_id: u32,
+        /// The new thin id (a snapshot of the snapshot's).
+        new_dev_id: u32,
+    },
 }
 
 /// Writes `bytes` to `path` atomically and durably.
@@ -273,6 +299,7 @@ mod tests {
             restored_from: None,
             snapshots: BTreeMap::new(),
             last_backups: BTreeMap::new(),
+            pending: None,
         }
     }
 
@@ -291,6 +318,32 @@ mod tests {
         store.remove("a1").unwrap();
         store.remove("a1").unwrap();
         assert_eq!(store.load_all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pending_intents_round_trip_and_old_records_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(dir.path(), "vfs");
+        let mut a = sample("a1");
+        a.pending = Some(Pending::Revert {
+            snapshot: "s1".into(),
+            old_dev_id: 3,
+            new_dev_id: 9,
+        });
+        store.save(&a).unwrap();
+        let mut b = sample("b2");
+        b.pending = Some(Pending::Expand {
+            size: 1 << 30,
+            requested: Some((1 << 30) - 1),
+        });
+        store.save(&b).unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![a, b]);
+        // A record written before intents existed has no `pending` key.
+        let mut old = serde_json::to_value(sample("c3")).unwrap();
+        assert!(old.get("pending").is_none());
+        old.as_object_mut().unwrap().remove("pending");
+        fs::write(store.dir().join("c3.json"), old.to_string()).unwrap();
+        assert_eq!(store.load_all().unwrap()[2].pending, None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Snapshot operations of [`VolumeManager`].
 
 use crate::error::{Error, Result};
+use crate::guards::{detached, Reservation, Reserved};
 use crate::manager::{blocking, VolumeManager};
 use crate::names::{generate_name, now_ruby_date, validate_name};
 use crate::records::{ObjectState, SnapshotRecord};
@@ -14,6 +15,14 @@ impl VolumeManager {
     /// [`Error::InvalidName`], [`Error::AlreadyExists`] (names are shared with volumes),
     /// [`Error::NotFound`] for the volume, driver errors (nothing is left behind).
     pub async fn create_snapshot(&self, volume: &str, name: Option<String>) -> Result<Snapshot> {
+        let (me, volume) = (self.clone(), volume.to_owned());
+        detached("create snapshot", async move {
+            me.create_snapshot_now(&volume, name).await
+        })
+        .await
+    }
+
+    async fn create_snapshot_now(&self, volume: &str, name: Option<String>) -> Result<Snapshot> {
         let name = match name {
             Some(n) => {
                 validate_name(&n)?;
@@ -33,13 +42,14 @@ impl VolumeManager {
         };
         let driver = self.driver(&vol.driver)?;
         let store = self.store(&vol.driver)?;
-        {
+        let mut reservation = {
             let mut st = self.state();
             st.check_free(&name)?;
             driver.plan_snapshot(&vol, &mut snap)?;
             vol.snapshots.insert(name.clone(), snap.clone());
             st.volumes.insert(vol.name.clone(), vol.clone());
-        }
+            Reservation::new(&self.inner, Reserved::Snapshot, volume, &name)
+        };
         let me = self.clone();
         let result = blocking(move || {
             // Intent first, so a crash from here on is undone at start-up.
@@ -63,17 +73,10 @@ impl VolumeManager {
             Ok(me.to_snapshot(&vol, &snap))
         })
         .await;
-        if result.is_err() {
-            // Drop the in-memory reservation if the worker could not.
-            let mut st = self.state();
-            if let Some(v) = st.volumes.get_mut(volume) {
-                if v.snapshots
-                    .get(&name)
-                    .is_some_and(|s| s.state == ObjectState::Creating)
-                {
-                    v.snapshots.remove(&name);
-                }
-            }
+        match &result {
+            Ok(_) => reservation.keep(),
+            // Dropped, the reservation removes the in-memory entry if the worker could not.
+            Err(_) => reservation.on_disk(false),
         }
         result
     }
@@ -83,6 +86,14 @@ impl VolumeManager {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Busy`] while a backup reads it.
     pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let (me, name) = (self.clone(), name.to_owned());
+        detached("delete snapshot", async move {
+            me.delete_snapshot_now(&name).await
+        })
+        .await
+    }
+
+    async fn delete_snapshot_now(&self, name: &str) -> Result<()> {
         let (_guard, mut vol) = self.lock_snapshot_owner(name).await?;
         let mut snap = vol
             .snapshots
@@ -102,7 +113,16 @@ impl VolumeManager {
             snap.state = ObjectState::Deleting;
             vol.snapshots.insert(snap.name.clone(), snap.clone());
             me.commit(&vol)?;
-            driver.remove_snapshot(&vol, &snap)?;
+            if let Err(e) = driver.remove_snapshot(&vol, &snap) {
+                // Refused (a read-only pool): the snapshot is still whole, so it is ready
+                // again rather than left `Deleting` until start-up finishes the delete.
+                if driver.failed_remove_keeps_snapshot() {
+                    snap.state = ObjectState::Ready;
+                    vol.snapshots.insert(snap.name.clone(), snap);
+                    me.commit(&vol)?;
+                }
+                return Err(e);
+            }
             vol.snapshots.remove(&snap.name);
             me.commit(&vol)?;
             driver.release_snapshot(&snap);

@@ -35,6 +35,9 @@ impl Default for ManagerConfig {
 pub struct StoreOptions {
     /// S3 endpoint (`--s3-endpoint`); the `AWS_ENDPOINT` environment variable otherwise.
     pub s3_endpoint: Option<String>,
+    /// Upload bandwidth limit of a backup, in bytes per second (`--limit-upload`; `None`:
+    /// unlimited). Zero is refused.
+    pub limit_upload: Option<u64>,
 }
 
 /// What to create.
@@ -51,6 +54,15 @@ pub struct CreateVolumeRequest {
     pub backup_url: Option<String>,
     /// How to reach the backup store.
     pub store: StoreOptions,
+    /// Clone: make the new volume from this snapshot (devicemapper: an instant thin snapshot
+    /// of it; vfs: a copy). Not with `backup_url` or `from_volume`.
+    pub from_snapshot: Option<String>,
+    /// Clone: make the new volume from this volume as it is now (devicemapper: an instant,
+    /// crash-consistent thin snapshot of it; vfs: a copy).
+    pub from_volume: Option<String>,
+    /// Restore: a `size` larger than the backup's volume is allowed, and the restored
+    /// filesystem is grown to fill it (devicemapper).
+    pub grow: bool,
 }
 
 /// A volume as `inspect` and `list` show it.

@@ -296,6 +296,33 @@ impl Driver for VfsDriver {
         remove_tree(&dir)
     }
 
+    fn create_clone(
+        &self,
+        rec: &VolumeRecord,
+        source: &VolumeRecord,
+        snap: Option<&SnapshotRecord>,
+    ) -> Result<()> {
+        // A copy, like a vfs snapshot: not instant, and not crash-consistent under writers.
+        let from = snap.map_or_else(|| self.volume_dir(source), |s| self.snapshot_dir(s));
+        let dir = self.volume_dir(rec);
+        if fs::symlink_metadata(&dir).is_ok() {
+            return Err(Error::busy(
+                &rec.name,
+                format!("{} exists; a clone needs a new directory", dir.display()),
+            ));
+        }
+        let tmp = partial(&dir);
+        remove_tree(&tmp)?;
+        let made = copy_tree(&from, &tmp)
+            .and_then(|()| sync_tree(&tmp))
+            .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| Error::io("rename", &tmp, e)))
+            .and_then(|()| crate::records::sync_dir(&self.path));
+        if made.is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        made
+    }
+
     fn backup_chunk_size(&self) -> Option<u32> {
         Some(CHUNK_SIZE)
     }

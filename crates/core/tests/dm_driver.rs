@@ -42,7 +42,15 @@ async fn dm_volumes_mount_snapshot_and_survive_restarts() {
         .unwrap();
     assert_eq!(v.driver_info["Size"], (102 * MIB).to_string());
     assert_eq!(v.driver_info["RequestedSize"], (100 * MIB + 1).to_string());
-    assert_eq!(v.driver_info["Device"], "/dev/mapper/vol1");
+    // convoy's own device name (pool- and id-scoped), never the volume's name.
+    assert_eq!(
+        v.driver_info["Device"],
+        format!(
+            "/dev/mapper/convoy-{}-thin-{}",
+            fx.pool_name, v.driver_info["DevID"]
+        )
+    );
+    assert!(std::path::Path::new(&v.driver_info["Device"]).exists());
     assert_eq!(v.driver_info["MountPoint"], "");
     // Default size.
     let v2 = m
@@ -99,6 +107,7 @@ async fn dm_volumes_mount_snapshot_and_survive_restarts() {
     assert!(at.join("a").exists());
 
     // Orphan thin id in the pool: deleted at start-up. Half-made volume: removed.
+    let vol2_device = v2.driver_info["Device"].clone();
     drop(m);
     fx.pool().create_thin(ThinId::new(4242).unwrap()).unwrap();
     let rec = fx.root().join("devicemapper/volumes/vol2.json");
@@ -115,7 +124,7 @@ async fn dm_volumes_mount_snapshot_and_survive_restarts() {
         fx.pool().delete(ThinId::new(4242).unwrap()).is_err(),
         "orphan still there"
     );
-    assert!(!std::path::Path::new("/dev/mapper/vol2").exists());
+    assert!(!std::path::Path::new(&vol2_device).exists());
 
     // Unmount, delete: the snapshot goes with it, the name is free again.
     m.umount_volume("vol1").await.unwrap();
@@ -172,7 +181,15 @@ async fn dm_xfs_volume_and_bad_requests() {
     assert!(e.to_string().contains("mkfs.xfs"), "{e}");
     assert!(m.inspect_volume("tiny").await.is_err());
     assert!(!fx.root().join("devicemapper/volumes/tiny.json").exists());
-    assert!(!std::path::Path::new("/dev/mapper/tiny").exists());
+    // No device of it: the pool's only active thin device is xv's.
+    let active: Vec<_> = fx
+        .pool()
+        .list_active()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.path.display().to_string())
+        .collect();
+    assert_eq!(active, [info.driver_info["Device"].clone()]);
     drop(m);
     let m = fx.open().await;
     assert!(

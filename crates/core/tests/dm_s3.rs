@@ -52,6 +52,7 @@ async fn dm_backup_to_s3_full_incremental_restore() {
     let endpoint = s3_server(fx.dir.path()).await;
     let st = StoreOptions {
         s3_endpoint: Some(endpoint),
+        ..StoreOptions::default()
     };
     let dest = "s3://convoy-core@us-east-1/backups";
     let m = fx.open().await;

@@ -38,17 +38,67 @@ pub struct DaemonArgs {
     /// Create a volume when Docker mounts one convoy does not know.
     #[arg(long)]
     pub create_on_docker_mount: bool,
-    /// Accepted for compatibility with the original (its timeout for external commands); not
-    /// applied, which the daemon logs.
+    /// Kill an external command (mkfs, mount, umount, sync, fsfreeze) still running after
+    /// DURATION (e.g. 30s, 5m, 1h30m) and fail its operation; default: no limit.
     #[arg(long, value_name = "DURATION")]
     pub cmd_timeout: Option<String>,
-    /// Mount namespace file to mount volumes in (accepted for compatibility; volumes are mounted
-    /// in the daemon's own namespace).
+    /// Mount volumes in this mount namespace (e.g. /proc/1/ns/mnt, the host's, when the daemon
+    /// runs in a container), through `nsenter --mount=PATH`.
     #[arg(long, value_name = "PATH")]
     pub mnt_ns: Option<PathBuf>,
     /// Do not reuse the saved configuration; save the command line's instead.
     #[arg(long)]
     pub ignore_config_file: bool,
+    /// Upload bandwidth limit of backups, in bytes per second (e.g. 10M = 10 MiB/s); a
+    /// backup's own `--limit-upload` wins. Default: no limit.
+    #[arg(long, value_name = "RATE", value_parser = rate_arg)]
+    pub backup_limit_upload: Option<u64>,
+    /// File holding the passphrase of encrypted backup stores (default:
+    /// $CONVOY_BACKUP_PASSPHRASE when set). Read when such a store is used, never logged.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["backup_key_file", "backup_passcmd"])]
+    pub backup_passphrase_file: Option<PathBuf>,
+    /// Key file of encrypted backup stores (at least 32 random bytes).
+    #[arg(long, value_name = "PATH", conflicts_with = "backup_passcmd")]
+    pub backup_key_file: Option<PathBuf>,
+    /// Command (run with `sh -c` when an encrypted store is used) printing the passphrase of
+    /// encrypted backup stores.
+    #[arg(long, value_name = "COMMAND")]
+    pub backup_passcmd: Option<String>,
+}
+
+/// A `RATE` argument (`10M`, `10M/s`): bytes per second, more than zero.
+pub fn rate_arg(input: &str) -> std::result::Result<u64, String> {
+    convoy_api::size::parse_rate(input).map_err(|e| e.to_string())
+}
+
+/// Applies the backup secret options (see [`convoy_core::configure_backup_secret`]).
+pub fn configure_backup_secret(args: &DaemonArgs) {
+    convoy_core::configure_backup_secret(convoy_core::BackupSecretSource::choose(
+        args.backup_passphrase_file.clone(),
+        args.backup_key_file.clone(),
+        args.backup_passcmd.clone(),
+    ));
+}
+
+/// Applies `--mnt-ns` and `--cmd-timeout` to the external commands of the volume manager.
+pub fn configure_external_commands(args: &DaemonArgs) -> Result<()> {
+    let bad = |message: String| DaemonError::BadRequest {
+        route: "--cmd-timeout".into(),
+        message,
+    };
+    let timeout = match &args.cmd_timeout {
+        None => None,
+        Some(text) => Some(humantime::parse_duration(text.trim()).map_err(|e| {
+            bad(format!(
+                "{text:?} is not a duration ({e}); e.g. 30s, 5m, 1h30m"
+            ))
+        })?),
+    };
+    convoy_core::configure_external_commands(convoy_core::ExternalCommands {
+        mount_namespace: args.mnt_ns.clone(),
+        timeout,
+    })
+    .map_err(crate::core_manager::map_err)
 }
 
 /// Parses `KEY=VALUE` driver options.

@@ -24,11 +24,27 @@ pub(crate) fn map_err(e: convoy_core::Error) -> DaemonError {
 }
 
 fn store(s3_endpoint: Option<String>) -> StoreOptions {
-    StoreOptions { s3_endpoint }
+    StoreOptions {
+        s3_endpoint,
+        ..StoreOptions::default()
+    }
 }
 
-/// A core volume in wire form.
+/// A core volume in wire form. `DriverInfo` carries the original's keys besides the driver's
+/// own: `Driver`, `VolumeName`, `VolumeCreatedAt` (and per snapshot those of
+/// [`snapshot_response`]).
 pub(crate) fn volume_response(v: Volume) -> VolumeResponse {
+    let mut driver_info = v.driver_info;
+    for (key, value) in [
+        ("Driver", &v.driver),
+        ("VolumeName", &v.name),
+        ("VolumeCreatedAt", &v.created_time),
+    ] {
+        driver_info
+            .entry(key.to_string())
+            .or_insert_with(|| value.clone());
+    }
+    let (name, driver) = (v.name.clone(), v.driver.clone());
     VolumeResponse {
         name: v.name,
         driver: v.driver,
@@ -37,31 +53,72 @@ pub(crate) fn volume_response(v: Volume) -> VolumeResponse {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
         created_time: v.created_time,
-        driver_info: v.driver_info,
+        driver_info,
         snapshots: v
             .snapshots
             .into_iter()
-            .map(|(name, s)| (name, snapshot_response(s)))
+            .map(|(snapshot, mut s)| {
+                if s.volume_name.is_empty() {
+                    s.volume_name.clone_from(&name);
+                }
+                let mut wire = snapshot_response(s, &driver);
+                // Inside a volume the original left the volume's keys out.
+                wire.volume_name.clear();
+                wire.volume_created_at.clear();
+                (snapshot, wire)
+            })
             .collect(),
     }
 }
 
-fn snapshot_response(s: Snapshot) -> SnapshotResponse {
+/// A core snapshot in wire form. `DriverInfo` carries the original's keys besides the
+/// driver's own: `Driver`, `SnapshotName`, `SnapshotCreatedAt`, `UUID` (the name: convoy's
+/// names are the original's identifiers) and `VolumeUUID` (the volume's name).
+pub(crate) fn snapshot_response(s: Snapshot, driver: &str) -> SnapshotResponse {
+    let mut driver_info = s.driver_info;
+    for (key, value) in [
+        ("Driver", driver),
+        ("SnapshotName", &s.name),
+        ("SnapshotCreatedAt", &s.created_time),
+        ("UUID", &s.name),
+        ("VolumeUUID", &s.volume_name),
+    ] {
+        driver_info
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string());
+    }
     SnapshotResponse {
         name: s.name,
         volume_name: s.volume_name,
         volume_created_at: s.volume_created_at,
         created_time: s.created_time,
-        driver_info: s.driver_info,
+        driver_info,
+    }
+}
+
+/// A backup's time in the original's form (Go's `time.RubyDate`, as volumes and snapshots
+/// show theirs): convoy's store records RFC 3339; anything else is passed through.
+fn ruby_time(text: &str) -> String {
+    match humantime::parse_rfc3339_weak(text) {
+        Ok(time) => {
+            let secs = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            convoy_core::ruby_date(secs)
+        }
+        Err(_) => text.to_string(),
     }
 }
 
 fn backup_response(b: BackupInfo) -> BackupResponse {
+    let name = convoy_backupstore_name(&b.backup_url).unwrap_or_else(|| b.backup_uuid.clone());
     BackupResponse {
+        BackupName: name,
         BackupURL: b.backup_url,
         BackupUUID: b.backup_uuid,
-        CreatedTime: b.created_time,
+        CreatedTime: ruby_time(&b.created_time),
         DriverName: b.driver_name,
+        Encrypted: b.encrypted,
         SnapshotCreatedAt: b.snapshot_created_at,
         SnapshotName: b.snapshot_name,
         SnapshotUUID: b.snapshot_uuid,
@@ -72,12 +129,43 @@ fn backup_response(b: BackupInfo) -> BackupResponse {
     }
 }
 
+/// A snapshot in wire form, with its volume's driver in `DriverInfo.Driver`.
+trait SnapshotWire {
+    async fn snapshot_wire(&self, snapshot: Snapshot) -> SnapshotResponse;
+}
+
+impl SnapshotWire for VolumeManager {
+    async fn snapshot_wire(&self, snapshot: Snapshot) -> SnapshotResponse {
+        // The volume may have gone since; the snapshot is answered without its driver then.
+        let driver = VolumeManager::inspect_volume(self, &snapshot.volume_name)
+            .await
+            .map(|v| v.driver)
+            .unwrap_or_default();
+        snapshot_response(snapshot, &driver)
+    }
+}
+
+/// The `backup=` name of a backup URL.
+fn convoy_backupstore_name(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("backup="))
+        .map(str::to_string)
+}
+
 impl Manager for VolumeManager {
     async fn info(&self) -> Result<InfoResponse> {
         let info = VolumeManager::info(self).await.map_err(map_err)?;
+        let strings = |section: std::collections::BTreeMap<String, String>| {
+            section
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect()
+        };
         let mut out = InfoResponse::new();
-        out.insert("General".to_string(), info.general);
-        out.extend(info.drivers);
+        out.insert("General".to_string(), strings(info.general));
+        out.extend(info.drivers.into_iter().map(|(k, v)| (k, strings(v))));
         Ok(out)
     }
 
@@ -92,8 +180,25 @@ impl Manager for VolumeManager {
             size: volume.size,
             backup_url: volume.backup_url,
             store: store(volume.s3_endpoint),
+            from_snapshot: volume.from_snapshot,
+            from_volume: volume.from_volume,
+            grow: volume.grow,
         };
         VolumeManager::create_volume(self, request, progress)
+            .await
+            .map(volume_response)
+            .map_err(map_err)
+    }
+
+    async fn expand_volume(&self, name: &str, size: u64) -> Result<VolumeResponse> {
+        VolumeManager::expand_volume(self, name, size)
+            .await
+            .map(volume_response)
+            .map_err(map_err)
+    }
+
+    async fn revert_snapshot(&self, name: &str) -> Result<VolumeResponse> {
+        VolumeManager::revert_snapshot(self, name)
             .await
             .map(volume_response)
             .map_err(map_err)
@@ -139,10 +244,10 @@ impl Manager for VolumeManager {
         volume: &str,
         name: Option<String>,
     ) -> Result<SnapshotResponse> {
-        VolumeManager::create_snapshot(self, volume, name)
+        let snapshot = VolumeManager::create_snapshot(self, volume, name)
             .await
-            .map(snapshot_response)
-            .map_err(map_err)
+            .map_err(map_err)?;
+        Ok(self.snapshot_wire(snapshot).await)
     }
 
     async fn delete_snapshot(&self, name: &str) -> Result<()> {
@@ -152,10 +257,10 @@ impl Manager for VolumeManager {
     }
 
     async fn inspect_snapshot(&self, name: &str) -> Result<SnapshotResponse> {
-        VolumeManager::inspect_snapshot(self, name)
+        let snapshot = VolumeManager::inspect_snapshot(self, name)
             .await
-            .map(snapshot_response)
-            .map_err(map_err)
+            .map_err(map_err)?;
+        Ok(self.snapshot_wire(snapshot).await)
     }
 
     async fn create_backup(
@@ -163,9 +268,14 @@ impl Manager for VolumeManager {
         snapshot: &str,
         dest: &str,
         s3_endpoint: Option<String>,
+        limit_upload: Option<u64>,
         progress: Arc<dyn Progress>,
     ) -> Result<String> {
-        VolumeManager::create_backup(self, snapshot, dest, &store(s3_endpoint), progress)
+        let store = StoreOptions {
+            limit_upload,
+            ..store(s3_endpoint)
+        };
+        VolumeManager::create_backup(self, snapshot, dest, &store, progress)
             .await
             .map_err(map_err)
     }
@@ -200,5 +310,36 @@ impl Manager for VolumeManager {
             .await
             .map(backup_response)
             .map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_refusal_reaches_clients_as_503_with_its_message() {
+        let e = convoy_core::Error::PoolFill(Box::new(convoy_core::FillRefusal {
+            what: "create volume v2".into(),
+            pool: "convoy-pool".into(),
+            space: "data",
+            used: 983,
+            total: 1024,
+            percent: convoy_core::percent_text(983, 1024),
+            setting: "dm.fillrefuse=95".into(),
+        }));
+        let d = map_err(e);
+        assert_eq!(d.kind(), ErrorKind::Unavailable);
+        assert_eq!(d.kind().http_status(), 503);
+        let msg = d.to_string();
+        for part in [
+            "create volume v2 refused",
+            "convoy-pool",
+            "95.9% full",
+            "983 of 1024",
+            "dm.fillrefuse=95",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing from {msg}");
+        }
     }
 }

@@ -7,13 +7,16 @@ use tokio::sync::Mutex;
 use crate::mounts::DockerMounts;
 use crate::{Manager, Result};
 
-/// How the Docker plugin endpoints behave (daemon flags).
+/// How the daemon's endpoints behave (daemon flags): the Docker plugin's, and defaults of
+/// `/v1` calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PluginSettings {
     /// `--ignore-docker-delete`: Docker's `Remove` keeps the volume.
     pub ignore_docker_delete: bool,
     /// `--create-on-docker-mount`: Docker's `Mount` of an unknown volume creates it.
     pub create_on_docker_mount: bool,
+    /// `--backup-limit-upload`: upload limit (bytes/s) of backups that set none themselves.
+    pub backup_limit_upload: Option<u64>,
 }
 
 /// The volume manager plus the daemon's own state (Docker mount references).

@@ -59,19 +59,22 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Opens the manager for `args`, binds `socket` and serves until `shutdown` completes. The
-/// socket file is removed on the way out.
-pub async fn serve(
-    args: &DaemonArgs,
-    socket: &Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    if let Some(ns) = &args.mnt_ns {
-        tracing::warn!(mnt_ns = %ns.display(), "--mnt-ns is accepted for compatibility; volumes are mounted in the daemon's own mount namespace");
-    }
-    if let Some(timeout) = &args.cmd_timeout {
-        tracing::warn!(%timeout, "--cmd-timeout is accepted for compatibility; convoy does not time out its own commands");
-    }
+/// A daemon opened as `args` say, not serving yet: what `convoyd` starts with, with or
+/// without the CSI services.
+pub struct Opened {
+    /// The volume manager (cheap to clone: other services share it).
+    pub manager: VolumeManager,
+    /// The daemon's state over that manager, for [`run`].
+    pub daemon: Daemon<VolumeManager>,
+    /// Watches the pool's fill while it lives.
+    pub fill_watch: crate::fill_watch::FillWatch,
+}
+
+/// Applies `args` (external commands, backup secret), opens the manager (start-up
+/// reconciliation logged), starts the pool-fill watch and makes the daemon's state.
+pub async fn open(args: &DaemonArgs) -> Result<Opened> {
+    crate::config::configure_external_commands(args)?;
+    crate::config::configure_backup_secret(args);
     let config = manager_config(args)?;
     let manager = VolumeManager::open(config)
         .await
@@ -82,8 +85,32 @@ pub async fn serve(
     let settings = PluginSettings {
         ignore_docker_delete: args.ignore_docker_delete,
         create_on_docker_mount: args.create_on_docker_mount,
+        backup_limit_upload: args.backup_limit_upload,
     };
-    let daemon = Daemon::new(manager, &args.root, settings)?;
+    let fill_watch = crate::fill_watch::FillWatch::start(
+        manager.clone(),
+        crate::fill_watch::FILL_WATCH_INTERVAL,
+    );
+    let daemon = Daemon::new(manager.clone(), &args.root, settings)?;
+    Ok(Opened {
+        manager,
+        daemon,
+        fill_watch,
+    })
+}
+
+/// Opens the manager for `args`, binds `socket` and serves until `shutdown` completes. The
+/// socket file is removed on the way out.
+pub async fn serve(
+    args: &DaemonArgs,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let Opened {
+        daemon,
+        fill_watch: _fill_watch,
+        ..
+    } = open(args).await?;
     let listener = bind_socket(socket)?;
     tracing::info!(socket = %socket.display(), root = %args.root.display(), "convoy daemon listening");
     let outcome = run(listener, daemon, shutdown).await;

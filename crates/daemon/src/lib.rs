@@ -27,6 +27,7 @@ mod core_manager;
 mod daemon;
 mod durable;
 mod error;
+pub mod fill_watch;
 mod http;
 pub mod launch;
 mod manager;
@@ -34,6 +35,7 @@ pub mod mounts;
 mod plugin;
 mod progress;
 pub mod server;
+mod tasks;
 mod v1;
 
 pub use config::DaemonArgs;

@@ -30,6 +30,12 @@ pub struct NewVolume {
     pub backup_url: Option<String>,
     /// S3 endpoint override for the restore.
     pub s3_endpoint: Option<String>,
+    /// Clone this snapshot into the new volume.
+    pub from_snapshot: Option<String>,
+    /// Clone this volume (as it is now) into the new volume.
+    pub from_volume: Option<String>,
+    /// Restore into a larger `size` and grow the filesystem.
+    pub grow: bool,
 }
 
 /// The volume operations the daemon exposes. Every method is safe to call concurrently.
@@ -63,6 +69,14 @@ pub trait Manager: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<VolumeListResponse>> + Send;
     /// One volume.
     fn inspect_volume(&self, name: &str) -> impl Future<Output = Result<VolumeResponse>> + Send;
+    /// Grows a volume and its filesystem to `size` bytes; answers the volume.
+    fn expand_volume(
+        &self,
+        name: &str,
+        size: u64,
+    ) -> impl Future<Output = Result<VolumeResponse>> + Send;
+    /// Points a snapshot's volume back at the snapshot's data; answers the volume.
+    fn revert_snapshot(&self, name: &str) -> impl Future<Output = Result<VolumeResponse>> + Send;
     /// Snapshots a volume.
     fn create_snapshot(
         &self,
@@ -74,12 +88,14 @@ pub trait Manager: Clone + Send + Sync + 'static {
     /// One snapshot.
     fn inspect_snapshot(&self, name: &str)
         -> impl Future<Output = Result<SnapshotResponse>> + Send;
-    /// Backs a snapshot up to `dest`, reporting to `progress`; answers the backup URL.
+    /// Backs a snapshot up to `dest` (uploading at most `limit_upload` bytes/s when given),
+    /// reporting to `progress`; answers the backup URL.
     fn create_backup(
         &self,
         snapshot: &str,
         dest: &str,
         s3_endpoint: Option<String>,
+        limit_upload: Option<u64>,
         progress: Arc<dyn Progress>,
     ) -> impl Future<Output = Result<String>> + Send;
     /// Deletes a backup.

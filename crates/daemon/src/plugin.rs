@@ -21,7 +21,7 @@ use crate::v1::Shared;
 use crate::{DaemonError, ErrorKind, Manager, Result};
 
 /// `-o` options Docker users may pass to `docker volume create -d convoy`.
-const OPTIONS: &[&str] = &["size", "backup", "driver", "endpoint"];
+const OPTIONS: &[&str] = &["size", "backup", "driver", "endpoint", "snapshot", "volume"];
 /// Options the original Convoy accepted for other drivers; accepted and ignored here.
 const IGNORED_OPTIONS: &[&str] = &["id", "type", "iops", "vm"];
 
@@ -35,11 +35,13 @@ async fn answer<T, F, Fut>(
 where
     T: DeserializeOwned + Default,
     F: FnOnce(T) -> Fut,
-    Fut: Future<Output = Result<Response>>,
+    Fut: Future<Output = Result<Response>> + Send + 'static,
 {
     let route = uri.path();
     let outcome = match http::parse::<T>(route, None, &body) {
-        Ok(request) => work(request).await,
+        // In its own task: a dockerd that gives up on a `Create -o backup=` (or a Mount)
+        // cancels neither the restore nor the mount bookkeeping half-way.
+        Ok(request) => crate::tasks::detached(route, work(request)).await,
         Err(e) => Err(e),
     };
     outcome.unwrap_or_else(|e| {
@@ -111,6 +113,8 @@ fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewV
             "backup" => volume.backup_url = Some(value).filter(|v| !v.is_empty()),
             "driver" => volume.driver = Some(value).filter(|v| !v.is_empty()),
             "endpoint" => volume.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
+            "snapshot" => volume.from_snapshot = Some(value).filter(|v| !v.is_empty()),
+            "volume" => volume.from_volume = Some(value).filter(|v| !v.is_empty()),
             other if IGNORED_OPTIONS.contains(&other) => {
                 tracing::info!(
                     volume = name,
@@ -305,4 +309,32 @@ pub(crate) async fn list<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes)
         }))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn clone_options_name_the_source() {
+        let v = new_volume("c1", opts(&[("snapshot", "snap1")])).unwrap();
+        assert_eq!(v.from_snapshot.as_deref(), Some("snap1"));
+        assert_eq!(v.from_volume, None);
+        let v = new_volume("c2", opts(&[("Volume", " vol1 ")])).unwrap();
+        assert_eq!(v.from_volume.as_deref(), Some("vol1"));
+        // Empty means unset, as for backup=.
+        let v = new_volume("c3", opts(&[("snapshot", "")])).unwrap();
+        assert_eq!(v.from_snapshot, None);
+        let e = new_volume("c4", opts(&[("snap", "x")])).unwrap_err();
+        assert!(e.to_string().contains("snapshot, volume"), "{e}");
+    }
 }

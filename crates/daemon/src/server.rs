@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::Method;
 use axum::http::Uri;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -34,6 +34,8 @@ pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
         .route(r::VOLUMES_MOUNT, post(v1::volume_mount::<M>))
         .route(r::VOLUMES_UMOUNT, post(v1::volume_umount::<M>))
         .route(r::SNAPSHOTS_CREATE, post(v1::snapshot_create::<M>))
+        .route(r::VOLUMES_EXPAND, post(v1::volume_expand::<M>))
+        .route(r::SNAPSHOTS_REVERT, post(v1::snapshot_revert::<M>))
         .route(
             r::SNAPSHOTS,
             get(v1::snapshot_inspect::<M>).delete(v1::snapshot_delete::<M>),
@@ -58,11 +60,19 @@ pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
         .route(r::DOCKER_CAPABILITIES, post(plugin::capabilities))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(v1::check_client_version))
         .layer(middleware::from_fn(log_request))
         .with_state(daemon)
 }
 
-async fn unknown_route(method: Method, uri: Uri) -> Response {
+async fn unknown_route(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if http::Caller::of(&headers) == http::Caller::Original {
+        // The original daemon's words, which its client prints.
+        return http::plain(
+            axum::http::StatusCode::NOT_FOUND,
+            format!("Handler not found: {method} {uri}"),
+        );
+    }
     http::error(&DaemonError::volume(
         crate::ErrorKind::NotFound,
         format!("unknown route {method} {}", uri.path()),

@@ -1,18 +1,21 @@
 //! Handlers of convoy's `/v1` API: decode the request, call the manager, encode the answer.
-//! Errors answer `{"Error": "..."}` with a status chosen by the error's kind.
+//! Errors answer `{"Error": "..."}` with a status chosen by the error's kind, or plain text to
+//! the original Convoy client ([`Caller`]). `create`, `mount`, `snapshot create` and
+//! `backup create` answer the bare name, mount point or URL as `text/plain` when the request
+//! says `"Verbose": false` (the original client's default), the JSON object otherwise.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use convoy_api::wire::*;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::http::{self, non_empty, required};
+use crate::http::{self, non_empty, required, Caller, Reply};
 use crate::manager::NewVolume;
 use crate::progress;
 use crate::{Daemon, Manager, Result};
@@ -20,116 +23,239 @@ use crate::{Daemon, Manager, Result};
 /// Shared handler state.
 pub(crate) type Shared<M> = State<Arc<Daemon<M>>>;
 
-/// Decodes `T`, runs `work`, encodes its answer or its error.
-async fn answer<T, R, F, Fut>(uri: &Uri, query: Option<String>, body: Bytes, work: F) -> Response
-where
-    T: DeserializeOwned + Default,
-    R: Serialize,
-    F: FnOnce(T) -> Fut,
-    Fut: Future<Output = Result<R>>,
-{
-    let route = uri.path();
-    let outcome = match http::parse::<T>(route, query.as_deref(), &body) {
-        Ok(request) => work(request).await,
-        Err(e) => Err(e),
-    };
-    match outcome {
-        Ok(value) => http::json(&value),
-        Err(e) => {
-            tracing::warn!(route, error = %e, "request failed");
-            http::error(&e)
+/// One `/v1` call as a handler receives it: who calls (for the form of errors), the route,
+/// the query string and the raw body (decoded by [`Call::answer`] / [`Call::reply`], so that a
+/// malformed body gets convoy's error, not axum's).
+pub(crate) struct Call {
+    caller: Caller,
+    headers: HeaderMap,
+    route: String,
+    query: Option<String>,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> std::result::Result<Self, Response> {
+        let headers = request.headers().clone();
+        let route = request.uri().path().to_string();
+        let query = request.uri().query().map(str::to_string);
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            caller: Caller::of(&headers),
+            headers,
+            route,
+            query,
+            body,
+        })
+    }
+}
+
+impl Call {
+    /// The request's path, as errors name it.
+    fn route(&self) -> String {
+        self.route.clone()
+    }
+
+    /// Decodes `T`, runs `work` in its own task (a client that hangs up cancels nothing
+    /// half-way), encodes its answer (JSON) or its error (in the caller's form).
+    async fn answer<T, R, F, Fut>(self, work: F) -> Response
+    where
+        T: DeserializeOwned + Default,
+        R: Serialize + Send + 'static,
+        F: FnOnce(T) -> Fut,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        self.reply(|request: T| {
+            let pending = work(request);
+            async move { Reply::json(&pending.await?) }
+        })
+        .await
+    }
+
+    /// Decodes `T`, runs `work` in its own task, sends its [`Reply`] or its error.
+    async fn reply<T, F, Fut>(self, work: F) -> Response
+    where
+        T: DeserializeOwned + Default,
+        F: FnOnce(T) -> Fut,
+        Fut: Future<Output = Result<Reply>> + Send + 'static,
+    {
+        match self.parse::<T>(http::NullBody::NoBody) {
+            Ok(request) => self.run(work(request)).await,
+            Err(e) => self.fail(&e),
         }
     }
+
+    /// Decodes the body (or query) as `T`, with what `null` means on this route.
+    fn parse<T: DeserializeOwned + Default>(&self, null: http::NullBody) -> Result<T> {
+        http::parse_with(&self.route, self.query.as_deref(), &self.body, null)
+    }
+
+    /// Runs `work` (already decoded) in its own task and sends its [`Reply`] or its error.
+    async fn run(self, work: impl Future<Output = Result<Reply>> + Send + 'static) -> Response {
+        match crate::tasks::detached(&self.route, work).await {
+            Ok(reply) => reply.into_response(),
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// The error's answer, in the caller's form.
+    fn fail(&self, e: &crate::DaemonError) -> Response {
+        tracing::warn!(route = self.route, error = %e, "request failed");
+        http::error_for(self.caller, e)
+    }
+}
+
+/// The version of `/v1` this daemon speaks, as the original's `API_VERSION`.
+pub(crate) const API_VERSION: &str = "1";
+
+/// Refuses, as the original daemon did, a `/v1` request from another version of its client
+/// library (`User-Agent: Convoy-Client/<version>`, version other than [`API_VERSION`]): 404,
+/// `client version N doesn't match with server 1`. Other clients are not concerned.
+pub(crate) async fn check_client_version(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") {
+        if let Some(version) = http::client_version(request.headers()) {
+            if version != API_VERSION {
+                return http::plain(
+                    axum::http::StatusCode::NOT_FOUND,
+                    format!("client version {version} doesn't match with server {API_VERSION}\n"),
+                );
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// An empty JSON object, the answer of calls that return nothing.
 #[derive(Serialize)]
 struct Empty {}
 
-pub(crate) async fn info<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    answer(&uri, q, body, |_: serde_json::Value| async move {
-        d.manager.info().await
+pub(crate) async fn info<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    call.answer(|_: serde_json::Value| async move {
+        let mut info = d.manager.info().await?;
+        complete_general(&mut info, d.settings);
+        Ok(info)
     })
     .await
 }
 
-pub(crate) async fn volume_list<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    answer(&uri, q, body, |r: VolumeListRequest| async move {
+/// `General` as the original daemon had it: `DriverList` a list, and its other keys
+/// (`IgnoreDockerDelete`, `CreateOnDockerMount`, `MountNamespaceFD`, `CmdTimeout`). convoy
+/// enters no mount namespace and times out none of its commands, so the last two are empty.
+fn complete_general(info: &mut InfoResponse, settings: crate::PluginSettings) {
+    use serde_json::Value;
+    let drivers = driver_list(info);
+    let general = info.entry("General".to_string()).or_default();
+    general.insert(
+        "DriverList".into(),
+        Value::Array(drivers.into_iter().map(Value::String).collect()),
+    );
+    general.insert(
+        "IgnoreDockerDelete".into(),
+        Value::Bool(settings.ignore_docker_delete),
+    );
+    general.insert(
+        "CreateOnDockerMount".into(),
+        Value::Bool(settings.create_on_docker_mount),
+    );
+    general
+        .entry("MountNamespaceFD".to_string())
+        .or_insert_with(|| Value::String(String::new()));
+    general
+        .entry("CmdTimeout".to_string())
+        .or_insert_with(|| Value::String(String::new()));
+}
+
+pub(crate) async fn volume_list<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    call.answer(|r: VolumeListRequest| async move {
         let driver = non_empty(&r.driver_name);
         d.manager.list_volumes(driver.as_deref()).await
     })
     .await
 }
 
-pub(crate) async fn volume_inspect<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: VolumeNameRequest| async move {
+pub(crate) async fn volume_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         d.manager.inspect_volume(name).await
     })
     .await
 }
 
-pub(crate) async fn volume_create<M: Manager>(
-    State(d): Shared<M>,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let request = match http::parse::<VolumeCreateRequest>(uri.path(), q.as_deref(), &body) {
-        Ok(r) => r,
-        Err(e) => return http::error(&e),
+pub(crate) async fn volume_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    // `null` stands for "no body" on the original client's GETs; here it would create a volume
+    // under a generated name from what is no request at all.
+    let null = http::NullBody::Refused {
+        hint: "send {} to create a volume under a generated name",
     };
+    let request = match call.parse::<VolumeCreateRequest>(null) {
+        Ok(r) => r,
+        Err(e) => return call.fail(&e),
+    };
+    let verbose = request.verbose;
     let volume = NewVolume {
         name: non_empty(&request.name),
         driver: non_empty(&request.driver_name),
         size: request.size,
         backup_url: non_empty(&request.backup_url),
         s3_endpoint: non_empty(&request.s3_endpoint),
+        from_snapshot: non_empty(&request.snapshot_name),
+        from_volume: non_empty(&request.source_volume_name),
+        grow: request.grow,
     };
     let what = match &volume.backup_url {
         Some(url) => format!("restore of {url} into volume {}", request.name),
         None => format!("create of volume {}", request.name),
     };
-    if progress::wants_stream(&headers) {
+    if progress::wants_stream(&call.headers) {
         return progress::stream(what, move |p| async move {
             d.manager.create_volume(volume, p).await
         });
     }
     let p = progress::OperationProgress::new(what, None);
-    answer(
-        &uri,
-        None,
-        Bytes::new(),
-        |_: serde_json::Value| async move { d.manager.create_volume(volume, p).await },
-    )
+    call.run(async move {
+        let created = d.manager.create_volume(volume, p).await?;
+        Reply::verbose_or(verbose, &created, |v| v.name.clone())
+    })
     .await
 }
 
-pub(crate) async fn volume_delete<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: VolumeDeleteRequest| async move {
+/// `POST /v1/volumes/expand` (convoy's addition): `{VolumeName, Size}`.
+pub(crate) async fn volume_expand<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: VolumeExpandRequest| async move {
+        let name = required(&route, "VolumeName", &r.volume_name)?;
+        let size = r.size.ok_or_else(|| {
+            crate::DaemonError::volume(
+                crate::ErrorKind::InvalidArgument,
+                format!("{route}: Size is required (the new size, e.g. \"20G\")"),
+            )
+        })?;
+        d.manager.expand_volume(name, size).await
+    })
+    .await
+}
+
+/// `POST /v1/snapshots/revert` (convoy's addition): `{SnapshotName}`.
+pub(crate) async fn snapshot_revert<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: SnapshotNameRequest| async move {
+        let name = required(&route, "SnapshotName", &r.snapshot_name)?;
+        d.manager.revert_snapshot(name).await
+    })
+    .await
+}
+
+pub(crate) async fn volume_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: VolumeDeleteRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         d.manager.delete_volume(name, r.reference_only).await?;
         d.docker_mounts.lock().await.forget(name)?;
@@ -138,30 +264,21 @@ pub(crate) async fn volume_delete<M: Manager>(
     .await
 }
 
-pub(crate) async fn volume_mount<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: VolumeMountRequest| async move {
+pub(crate) async fn volume_mount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.reply(|r: VolumeMountRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         let mount_point = non_empty(&r.mount_point).map(PathBuf::from);
         d.manager.mount_volume(name, mount_point).await?;
-        d.manager.inspect_volume(name).await
+        let volume = d.manager.inspect_volume(name).await?;
+        Reply::verbose_or(r.verbose, &volume, |v| v.mount_point.clone())
     })
     .await
 }
 
-pub(crate) async fn volume_umount<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: VolumeNameRequest| async move {
+pub(crate) async fn volume_umount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         d.manager.umount_volume(name).await?;
         Ok(Empty {})
@@ -169,42 +286,31 @@ pub(crate) async fn volume_umount<M: Manager>(
     .await
 }
 
-pub(crate) async fn snapshot_create<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: SnapshotCreateRequest| async move {
+pub(crate) async fn snapshot_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.reply(|r: SnapshotCreateRequest| async move {
         let volume = required(&route, "VolumeName", &r.volume_name)?;
-        d.manager.create_snapshot(volume, non_empty(&r.name)).await
+        let snapshot = d
+            .manager
+            .create_snapshot(volume, non_empty(&r.name))
+            .await?;
+        Reply::verbose_or(r.verbose, &snapshot, |s| s.name.clone())
     })
     .await
 }
 
-pub(crate) async fn snapshot_inspect<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: SnapshotNameRequest| async move {
+pub(crate) async fn snapshot_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
         d.manager.inspect_snapshot(name).await
     })
     .await
 }
 
-pub(crate) async fn snapshot_delete<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: SnapshotNameRequest| async move {
+pub(crate) async fn snapshot_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
         d.manager.delete_snapshot(name).await?;
         Ok(Empty {})
@@ -212,23 +318,21 @@ pub(crate) async fn snapshot_delete<M: Manager>(
     .await
 }
 
-pub(crate) async fn backup_create<M: Manager>(
-    State(d): Shared<M>,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    let checked = http::parse::<BackupCreateRequest>(&route, q.as_deref(), &body).and_then(|r| {
-        required(&route, "SnapshotName", &r.snapshot_name)?;
-        required(&route, "URL", &r.url)?;
-        Ok(r)
-    });
+pub(crate) async fn backup_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    let checked = call
+        .parse::<BackupCreateRequest>(http::NullBody::NoBody)
+        .and_then(|r| {
+            required(&route, "SnapshotName", &r.snapshot_name)?;
+            required(&route, "URL", &r.url)?;
+            Ok(r)
+        });
     let request = match checked {
         Ok(r) => r,
-        Err(e) => return http::error(&e),
+        Err(e) => return call.fail(&e),
     };
+    let verbose = request.verbose;
+    let limit_upload = d.settings.backup_limit_upload;
     let what = format!(
         "backup of snapshot {} to {}",
         request.snapshot_name, request.url
@@ -240,26 +344,26 @@ pub(crate) async fn backup_create<M: Manager>(
                 &request.snapshot_name,
                 &request.url,
                 non_empty(&request.s3_endpoint),
+                request.limit_upload.or(limit_upload),
                 p,
             )
             .await?;
         Ok(BackupUrlResponse { url })
     };
-    if progress::wants_stream(&headers) {
+    if progress::wants_stream(&call.headers) {
         return progress::stream(what, work);
     }
     let p = progress::OperationProgress::new(what, None);
-    answer(&uri, None, Bytes::new(), |_: serde_json::Value| work(p)).await
+    call.run(async move {
+        let created = work(p).await?;
+        Reply::verbose_or(verbose, &created, |b| b.url.clone())
+    })
+    .await
 }
 
-pub(crate) async fn backup_list<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: BackupListRequest| async move {
+pub(crate) async fn backup_list<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: BackupListRequest| async move {
         let dest = required(&route, "URL", &r.url)?;
         let volume = non_empty(&r.volume_name);
         d.manager
@@ -269,14 +373,9 @@ pub(crate) async fn backup_list<M: Manager>(
     .await
 }
 
-pub(crate) async fn backup_inspect<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: BackupUrlRequest| async move {
+pub(crate) async fn backup_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: BackupUrlRequest| async move {
         let url = required(&route, "URL", &r.url)?;
         d.manager
             .inspect_backup(url, non_empty(&r.s3_endpoint))
@@ -285,14 +384,9 @@ pub(crate) async fn backup_inspect<M: Manager>(
     .await
 }
 
-pub(crate) async fn backup_delete<M: Manager>(
-    State(d): Shared<M>,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    let route = uri.path().to_string();
-    answer(&uri, q, body, |r: BackupUrlRequest| async move {
+pub(crate) async fn backup_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: BackupUrlRequest| async move {
         let url = required(&route, "URL", &r.url)?;
         d.manager
             .delete_backup(url, non_empty(&r.s3_endpoint))

@@ -72,6 +72,7 @@ mod error;
 mod metasnap;
 mod names;
 mod pool;
+mod resize;
 mod status;
 pub mod superblock;
 mod thin;

@@ -257,6 +257,53 @@ impl ThinPool {
         Ok(true)
     }
 
+    /// Rename the active thin device `old` of this pool to `new` (one atomic ioctl; a mounted
+    /// device stays mounted: mounts hold the device number, not the name). The
+    /// `/dev/mapper` node follows the name. Idempotent: when `old` is gone and `new` is a thin
+    /// device of this pool, nothing is done.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when neither `old` nor `new` is a thin device of this pool (a
+    /// foreign device is never renamed); [`Error::AlreadyExists`] when `new` is taken by
+    /// another device; device-mapper failures.
+    pub fn rename(&self, old: &str, new: &str) -> Result<ThinDevice> {
+        validate_name(new)?;
+        let _guard = self.lock();
+        let thin_named = |name: &str| -> Result<Option<ThinDevice>> {
+            if dmio::exists(&self.dm, name)? {
+                self.thin_table(name)
+            } else {
+                Ok(None)
+            }
+        };
+        let Some(thin) = thin_named(old)? else {
+            if let Some(t) = thin_named(new)? {
+                let path = ensure_node(new, t.device)?;
+                return Ok(ThinDevice { path, ..t });
+            }
+            return Err(Error::NotFound {
+                kind: "thin device",
+                name: format!("{old} of pool {}", self.name()),
+            });
+        };
+        if dmio::exists(&self.dm, new)? {
+            return Err(Error::AlreadyExists {
+                kind: "device-mapper device",
+                name: new.to_owned(),
+            });
+        }
+        self.dm
+            .device_rename(dm_name(old)?, &DevId::Name(dm_name(new)?))
+            .map_err(|e| dm_error("rename", old, e))?;
+        remove_node(old, thin.device)?;
+        let path = ensure_node(new, thin.device)?;
+        Ok(ThinDevice {
+            name: new.to_owned(),
+            path,
+            ..thin
+        })
+    }
+
     /// Deactivate the thin device `name` (the id and its data stay in the pool).
     ///
     /// # Errors
@@ -408,7 +455,7 @@ impl ThinPool {
     /// # Errors
     /// [`Error::Failed`] naming this pool when `name` is a thin device of this pool and the
     /// pool has failed: the kernel then prints `Fail` instead of the thin table.
-    fn thin_table(&self, name: &str) -> Result<Option<ThinDevice>> {
+    pub(crate) fn thin_table(&self, name: &str) -> Result<Option<ThinDevice>> {
         let raw = dmio::table(&self.dm, name)?;
         if raw.len() != 1 || raw[0].2 != "thin" {
             return Ok(None);
@@ -459,7 +506,7 @@ impl ThinPool {
 }
 
 /// Suspend a device, flushing I/O and freezing a mounted filesystem (lockfs).
-fn suspend(dm: &devicemapper::DM, name: &str) -> Result<()> {
+pub(crate) fn suspend(dm: &devicemapper::DM, name: &str) -> Result<()> {
     let id = DevId::Name(dm_name(name)?);
     dm.device_suspend(&id, DmOptions::default().set_flags(DmFlags::DM_SUSPEND))
         .map(|_| ())
@@ -467,7 +514,7 @@ fn suspend(dm: &devicemapper::DM, name: &str) -> Result<()> {
 }
 
 /// Resume a device.
-fn resume(dm: &devicemapper::DM, name: &str) -> Result<()> {
+pub(crate) fn resume(dm: &devicemapper::DM, name: &str) -> Result<()> {
     let id = DevId::Name(dm_name(name)?);
     dm.device_suspend(&id, DmOptions::default())
         .map(|_| ())

@@ -38,7 +38,11 @@ pub fn convoy_bin() -> PathBuf {
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "convoy", "-p", "convoyd"]);
+        // The same selection as `cargo test --workspace` (every member, dev-dependencies
+        // included) resolves the same features, so under that command this finds everything
+        // built already. `-p convoy -p convoyd` resolved a smaller feature set and rebuilt
+        // core, daemon and their dependencies a second time: minutes on a fresh machine.
+        build.args(["build", "-q", "--workspace", "--bins", "--tests"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -47,7 +51,10 @@ pub fn convoy_bin() -> PathBuf {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cannot run cargo to build the convoy binary");
-        assert!(status.success(), "cargo build -p convoy failed");
+        assert!(
+            status.success(),
+            "cargo build --workspace --bins --tests failed"
+        );
         bin
     })
     .clone()
@@ -254,4 +261,14 @@ pub fn docker_id() -> String {
     (0..4)
         .map(|_| format!("{:016x}", fastrand::u64(..)))
         .collect()
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    })
 }

@@ -287,7 +287,8 @@ impl Rig {
         let (_, out) = sh("dmsetup", &["ls"]);
         out.lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.tag))
+            // The pool and convoy's thin devices of it.
+            .filter(|n| n.starts_with(&self.tag) || n.starts_with(&format!("convoy-{}", self.tag)))
             .map(str::to_string)
             .collect()
     }
@@ -438,8 +439,14 @@ impl Rig {
         }
         checks += 1;
         // Active devices are the pool and volumes (no snapshot left active).
+        let volume_devices: BTreeSet<String> = list
+            .values()
+            .filter_map(|v| v["DriverInfo"]["Device"].as_str())
+            .filter_map(|p| p.strip_prefix("/dev/mapper/"))
+            .map(str::to_string)
+            .collect();
         for d in self.dm_devices() {
-            if d != self.pool && !list.contains_key(&d) {
+            if d != self.pool && !volume_devices.contains(&d) {
                 return Err(format!("device {d} is active but is not a volume"));
             }
         }

@@ -52,7 +52,7 @@ impl Api {
             driver_name: String::new(),
             size,
             backup_url: backup.into(),
-            s3_endpoint: String::new(),
+            ..Default::default()
         };
         self.run(self.c.create_volume(&req))
     }
@@ -69,6 +69,7 @@ impl Api {
         let req = VolumeMountRequest {
             volume_name: name.into(),
             mount_point: String::new(),
+            ..Default::default()
         };
         self.run(self.c.mount_volume(&req))
     }
@@ -77,6 +78,7 @@ impl Api {
         let req = SnapshotCreateRequest {
             name: name.into(),
             volume_name: volume.into(),
+            ..Default::default()
         };
         self.run(self.c.create_snapshot(&req))
     }
@@ -85,7 +87,7 @@ impl Api {
         let req = BackupCreateRequest {
             url: dest.into(),
             snapshot_name: snapshot.into(),
-            s3_endpoint: String::new(),
+            ..Default::default()
         };
         self.run(self.c.create_backup(&req)).map(|r| r.url)
     }
@@ -331,8 +333,8 @@ pub fn store_orphans(store: &Path) -> (Vec<String>, Vec<String>) {
         }
     }
     let mut orphan_blocks = Vec::new();
-    for prefix in names(store.join("blocks")) {
-        for block in names(store.join("blocks").join(&prefix)) {
+    for prefix in names(store.join("packs")) {
+        for block in names(store.join("packs").join(&prefix)) {
             if !names(store.join("refs").join(&block))
                 .iter()
                 .any(|r| live.contains(r))

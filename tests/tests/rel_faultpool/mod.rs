@@ -411,7 +411,8 @@ impl Rig {
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&self.tag))
+            // The rig's own devices and convoy's thin devices of the rig's pool.
+            .filter(|n| n.starts_with(&self.tag) || n.starts_with(&format!("convoy-{}", self.tag)))
             .filter(|n| n != &self.data.name && n != &self.meta.name)
             .map(str::to_string)
             .collect();

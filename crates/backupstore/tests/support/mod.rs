@@ -31,6 +31,7 @@ pub fn fast_opts() -> TargetOptions {
     let mut o = TargetOptions {
         chunk_size: CHUNK,
         parallelism: 8,
+        pack_size: 1 << 20,
         ..Default::default()
     };
     o.retry.max_retries = 2;
@@ -127,9 +128,9 @@ impl Env {
         out
     }
 
-    /// Block object files.
-    pub fn block_files(&self) -> Vec<PathBuf> {
-        self.files_under("blocks")
+    /// Pack object files.
+    pub fn pack_files(&self) -> Vec<PathBuf> {
+        self.files_under("packs")
             .into_iter()
             .filter(|p| p.file_name().unwrap().len() == 64)
             .collect()

@@ -1,10 +1,12 @@
 //! The devicemapper driver: thin volumes and snapshots in one dm-thin pool (convoy-thinpool),
 //! formatted ext4 or xfs, mounted under `<root>/devicemapper/mounts/<name>` by default.
-//! Device-mapper names equal volume names (`/dev/mapper/<name>`); a snapshot is activated (as
-//! `/dev/mapper/<snapshot name>`) only while a backup reads it.
+//! Thin devices are named `convoy-<pool>-thin-<id>` (`names.rs`), never after the user's
+//! volumes; a snapshot is activated only while a backup reads it.
 
+mod lifecycle;
 mod meta;
 mod mounts;
+mod names;
 mod options;
 mod reconcile;
 
@@ -19,9 +21,13 @@ use convoy_thinpool::{
 
 use crate::driver::{BackupSource, Driver};
 use crate::error::{Error, Result};
+use crate::guard_fill::{FillGuard, PoolFill};
 use crate::records::{SnapshotRecord, VolumeRecord};
 
 pub(crate) use options::DmOptions;
+
+/// How long a deactivation waits for an open device to be let go before it is busy.
+const BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Name of the driver.
 pub const DEVICEMAPPER: &str = "devicemapper";
@@ -35,6 +41,8 @@ pub(crate) struct DmDriver {
     ids: Mutex<IdAllocator>,
     /// One metadata snapshot at a time (the kernel allows one).
     metadata: Mutex<()>,
+    /// Pool-fill thresholds and the level last seen (`guard_fill.rs`).
+    fill: FillGuard,
 }
 
 fn thin_id(id: Option<u32>, what: &str) -> Result<ThinId> {
@@ -46,6 +54,9 @@ impl DmDriver {
     /// Opens (or creates) the pool named by the options.
     pub(crate) fn new(root: &Path, opts: &BTreeMap<String, String>) -> Result<Self> {
         let opts = DmOptions::parse(opts)?;
+        names::check_pool_name(&opts.pool_name)?;
+        check_pool_device("dm.datadev", &opts.data_device)?;
+        check_pool_device("dm.metadatadev", &opts.metadata_device)?;
         let config = PoolConfig::new(&opts.data_device, &opts.metadata_device)
             .with_name(&opts.pool_name)
             .with_block_size(opts.block_size);
@@ -53,11 +64,32 @@ impl DmDriver {
             .map_err(Error::dm(format!("set up pool {}", opts.pool_name)))?;
         Ok(DmDriver {
             dir: root.join(DEVICEMAPPER),
+            fill: FillGuard::new(&opts.pool_name, opts.fill),
             opts,
             pool,
             ids: Mutex::new(IdAllocator::new([])),
             metadata: Mutex::new(()),
         })
+    }
+
+    /// The pool's data and metadata fill, when its status can be read (a pool in `Fail` has
+    /// none; the operation then fails on its own).
+    fn pool_fill(&self) -> Option<PoolFill> {
+        let s = self.pool.status().ok()?;
+        Some(PoolFill {
+            data_used: s.data.used.0,
+            data_total: s.data.total.0,
+            meta_used: s.metadata.used.0,
+            meta_total: s.metadata.total.0,
+        })
+    }
+
+    /// The pool-fill guard: refuses `what` when the pool is filled past `dm.fillrefuse`.
+    fn guard_fill(&self, what: impl FnOnce() -> String) -> Result<()> {
+        match self.pool_fill() {
+            Some(fill) => self.fill.check(&fill, &what()),
+            None => Ok(()),
+        }
     }
 
     fn ids(&self) -> MutexGuard<'_, IdAllocator> {
@@ -82,24 +114,51 @@ impl DmDriver {
         }
     }
 
+    /// The device-mapper name of thin id `id`.
+    fn device_name(&self, id: ThinId) -> String {
+        names::thin_device_name(self.pool.name(), id)
+    }
+
     /// Activates a volume's device (idempotent).
     fn activate_volume(&self, rec: &VolumeRecord) -> Result<ThinDevice> {
         let id = thin_id(rec.dev_id, &rec.name)?;
-        self.pool
-            .activate(id, &rec.name, Sectors(rec.size / 512))
-            .map_err(Error::dm(format!("activate volume {}", rec.name)))
+        let name = self.device_name(id);
+        let size = Sectors(Self::wanted_size(rec) / 512);
+        match self.pool.activate(id, &name, size) {
+            // An expand a crash interrupted may have grown the device already (or not yet):
+            // the expand's size is what it gets.
+            Err(convoy_thinpool::Error::AlreadyExists { .. }) if rec.pending.is_some() => {
+                self.pool.resize(&name, size)
+            }
+            other => other,
+        }
+        .map_err(Error::dm(format!("activate volume {}", rec.name)))
     }
 
-    /// Deactivates every active device of `id`; a missing device is fine.
+    /// Deactivates every active device of `id`; a missing device is fine. A device that is
+    /// open is given [`BUSY_GRACE`] to be let go before the busy error stands: a process that
+    /// is dying (an `mkfs` killed with a crashed daemon by its parent-death signal, found by
+    /// the next start's reconciliation) or a udev probe holds a device open for a moment.
     fn deactivate_id(&self, id: ThinId, what: &str) -> Result<()> {
         let active = self
             .pool
             .find_active(id)
             .map_err(Error::dm(format!("look up devices of {what}")))?;
         for dev in active {
-            self.pool
-                .deactivate(&dev.name)
-                .map_err(Error::dm(format!("deactivate {what}")))?;
+            let deadline = std::time::Instant::now() + BUSY_GRACE;
+            loop {
+                match self.pool.deactivate(&dev.name) {
+                    Err(convoy_thinpool::Error::Busy { .. })
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    outcome => {
+                        outcome.map_err(Error::dm(format!("deactivate {what}")))?;
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -166,17 +225,35 @@ impl Driver for DmDriver {
             o.default_volume_size.to_string(),
         );
         m.insert("Filesystem".into(), o.filesystem.clone());
-        if let Ok(s) = self.pool.status() {
-            m.insert("ThinpoolUsedBlocks".into(), s.data.used.0.to_string());
-            m.insert("ThinpoolTotalBlocks".into(), s.data.total.0.to_string());
+        if let Some(fill) = self.pool_fill() {
+            m.insert("ThinpoolUsedBlocks".into(), fill.data_used.to_string());
+            m.insert("ThinpoolTotalBlocks".into(), fill.data_total.to_string());
+            self.fill.observe(&fill);
+            fill.info(self.fill.thresholds(), &mut m);
         }
         Ok(m)
+    }
+
+    fn observe_fill(&self) {
+        if let Some(fill) = self.pool_fill() {
+            self.fill.observe(&fill);
+        }
     }
 
     fn load(&self, records: &[VolumeRecord]) -> Result<()> {
         let mut ids = self.ids();
         for rec in records {
-            let all = std::iter::once(rec.dev_id).chain(rec.snapshots.values().map(|s| s.dev_id));
+            let pending = match &rec.pending {
+                Some(crate::records::Pending::Revert {
+                    old_dev_id,
+                    new_dev_id,
+                    ..
+                }) => vec![Some(*old_dev_id), Some(*new_dev_id)],
+                _ => Vec::new(),
+            };
+            let all = std::iter::once(rec.dev_id)
+                .chain(rec.snapshots.values().map(|s| s.dev_id))
+                .chain(pending);
             for id in all.flatten() {
                 ids.mark_used(
                     ThinId::new(u64::from(id))
@@ -188,6 +265,10 @@ impl Driver for DmDriver {
     }
 
     fn plan_volume(&self, rec: &mut VolumeRecord, size: Option<u64>) -> Result<()> {
+        self.guard_fill(|| match &rec.restored_from {
+            Some(url) => format!("restore of {url} into new volume {}", rec.name),
+            None => format!("create volume {}", rec.name),
+        })?;
         let sectors = self
             .opts
             .round_to_blocks(size.unwrap_or(self.opts.default_volume_size))?;
@@ -228,14 +309,37 @@ impl Driver for DmDriver {
         for snap in rec.snapshots.values() {
             self.remove_snapshot(rec, snap)?;
         }
+        if let Some(crate::records::Pending::Revert {
+            old_dev_id,
+            new_dev_id,
+            ..
+        }) = &rec.pending
+        {
+            for other in [*old_dev_id, *new_dev_id] {
+                if Some(other) != rec.dev_id {
+                    let other = thin_id(Some(other), &rec.name)?;
+                    self.remove_half_made(&self.device_name(other))?;
+                    self.destroy_id(other, &format!("volume {} (revert)", rec.name))?;
+                }
+            }
+        }
         // First: a device with only an inactive table (a crash between loading and resuming
         // it) holds the thin id open, and the pool refuses to delete it (busy).
-        self.remove_half_made(&rec.name)?;
+        self.remove_half_made(&self.device_name(id))?;
         self.destroy_id(id, &format!("volume {}", rec.name))
     }
 
     fn release(&self, rec: &VolumeRecord) {
         self.forget(rec.dev_id);
+        if let Some(crate::records::Pending::Revert {
+            old_dev_id,
+            new_dev_id,
+            ..
+        }) = &rec.pending
+        {
+            self.forget(Some(*old_dev_id));
+            self.forget(Some(*new_dev_id));
+        }
         for s in rec.snapshots.values() {
             self.forget(s.dev_id);
         }
@@ -285,7 +389,10 @@ impl Driver for DmDriver {
         );
         m.insert(
             "Device".into(),
-            mapper_path(&rec.name).display().to_string(),
+            rec.dev_id
+                .and_then(|id| ThinId::new(u64::from(id)).ok())
+                .map(|id| mapper_path(&self.device_name(id)).display().to_string())
+                .unwrap_or_default(),
         );
         m.insert(
             "MountPoint".into(),
@@ -318,7 +425,8 @@ impl Driver for DmDriver {
         ])
     }
 
-    fn plan_snapshot(&self, _vol: &VolumeRecord, snap: &mut SnapshotRecord) -> Result<()> {
+    fn plan_snapshot(&self, vol: &VolumeRecord, snap: &mut SnapshotRecord) -> Result<()> {
+        self.guard_fill(|| format!("snapshot {} of volume {}", snap.name, vol.name))?;
         snap.dev_id = Some(self.allocate()?);
         Ok(())
     }
@@ -326,14 +434,14 @@ impl Driver for DmDriver {
     fn create_snapshot(&self, vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()> {
         let origin = thin_id(vol.dev_id, &vol.name)?;
         let id = thin_id(snap.dev_id, &snap.name)?;
-        // Flush the mounted filesystem first (syncfs), so the suspend below has little to
-        // write. The suspend inside create_snap freezes the filesystem itself (dm lockfs: the
-        // kernel's freeze_bdev) for the instant of the snapshot and thaws it on resume, so the
-        // snapshot is consistent. An fsfreeze around it cannot be used: the suspend's own
-        // freeze of an already frozen filesystem fails with EBUSY (measured on Linux 6.1).
-        if let Some(at) = self.mounted_at(vol)? {
-            mounts::flush(&at)?;
-        }
+        // The suspend inside create_snap freezes a mounted filesystem itself (dm lockfs: the
+        // kernel's freeze_bdev, whose freeze_super first syncs the filesystem — data, metadata
+        // and journal — then blocks writers) for the instant of the snapshot and thaws it on
+        // resume, so the snapshot holds everything written before the call. A separate syncfs
+        // (`sync -f`) before it did the same flush a second time and started a process: it
+        // was removed (docs/benchmarks.md, "lifecycle"). An fsfreeze around it cannot be
+        // used: the suspend's own freeze of an already frozen filesystem fails with EBUSY
+        // (measured on Linux 6.1).
         self.pool.create_snap(id, origin).map_err(Error::dm(format!(
             "snapshot {} of volume {}",
             snap.name, vol.name
@@ -344,13 +452,18 @@ impl Driver for DmDriver {
         match snap.dev_id {
             None => Ok(()),
             Some(id) => {
-                self.remove_half_made(&snap.name)?;
-                self.destroy_id(
-                    thin_id(Some(id), &snap.name)?,
-                    &format!("snapshot {}", snap.name),
-                )
+                let id = thin_id(Some(id), &snap.name)?;
+                self.remove_half_made(&self.device_name(id))?;
+                self.destroy_id(id, &format!("snapshot {}", snap.name))
             }
         }
+    }
+
+    fn failed_remove_keeps_snapshot(&self) -> bool {
+        // A thin device is deleted by one pool message: refused, nothing changed. (Before
+        // it, only a half-made device of the snapshot's name is removed, which a ready
+        // snapshot does not have.)
+        true
     }
 
     fn release_snapshot(&self, snap: &SnapshotRecord) {
@@ -394,7 +507,7 @@ impl Driver for DmDriver {
         };
         let dev = self
             .pool
-            .activate(id, &snap.name, Sectors(snap.size / 512))
+            .activate(id, &self.device_name(id), Sectors(snap.size / 512))
             .map_err(Error::dm(format!(
                 "activate snapshot {} of {}",
                 snap.name, vol.name
@@ -415,11 +528,81 @@ impl Driver for DmDriver {
         )
     }
 
+    fn plan_expand(&self, rec: &VolumeRecord, size: u64) -> Result<u64> {
+        self.plan_expand_dm(rec, size)
+    }
+
+    fn expand(&self, rec: &VolumeRecord, size: u64) -> Result<()> {
+        self.expand_dm(rec, size)
+    }
+
+    fn grow_filesystem(&self, rec: &VolumeRecord) -> Result<()> {
+        self.grow_filesystem_dm(rec)
+    }
+
+    fn create_clone(
+        &self,
+        rec: &VolumeRecord,
+        source: &VolumeRecord,
+        snap: Option<&SnapshotRecord>,
+    ) -> Result<()> {
+        self.create_clone_dm(rec, source, snap)
+    }
+
+    fn plan_revert(&self, _vol: &VolumeRecord, _snap: &SnapshotRecord) -> Result<u32> {
+        self.allocate()
+    }
+
+    fn revert_make(&self, vol: &VolumeRecord, snap: &SnapshotRecord, new_id: u32) -> Result<()> {
+        self.revert_make_dm(vol, snap, new_id)
+    }
+
+    fn discard_id(&self, id: u32) -> Result<()> {
+        self.discard_id_dm(id)
+    }
+
     fn restore_sink(&self, rec: &VolumeRecord) -> Result<File> {
         let dev = self.activate_volume(rec)?;
         OpenOptions::new()
             .write(true)
             .open(&dev.path)
             .map_err(|e| Error::io("open for restore", &dev.path, e))
+    }
+}
+
+/// Refuses a pool device that does not exist or is not a block device, naming the option and
+/// the usual ways to get one, before device-mapper is asked.
+fn check_pool_device(option: &str, path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let how = "convoy-partition DISK splits a spare disk into both devices, cargo xtask \
+               dev-pool makes loop devices for development (see docs/setup.md)";
+    match std::fs::metadata(path) {
+        // A missing disk is a pool that cannot start (unplugged, not yet attached), not a
+        // mistyped option: the driver comes up degraded when other drivers can serve.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::DriverDegraded {
+            driver: DEVICEMAPPER.into(),
+            reason: format!(
+                "pool device {option}={} does not exist; {how}",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(Error::invalid(
+            format!("driver option {option}"),
+            format!("{} cannot be examined: {e}", path.display()),
+        )),
+        Ok(m) if !m.file_type().is_block_device() => Err(Error::invalid(
+            format!("driver option {option}"),
+            format!(
+                "{} is not a block device{}; {how}",
+                path.display(),
+                if m.is_file() {
+                    " (a regular file: attach it with `losetup -f --show FILE` and give the \
+                     loop device)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        Ok(_) => Ok(()),
     }
 }

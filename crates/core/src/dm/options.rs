@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use convoy_thinpool::{BlockSize, Sectors, DEFAULT_POOL_NAME};
 
 use crate::error::{Error, Result};
+use crate::guard_fill::FillThresholds;
 use crate::names::parse_size;
 
 /// Default thin size: 100 GiB.
@@ -26,15 +27,19 @@ pub(crate) struct DmOptions {
     pub default_volume_size: u64,
     /// `dm.fs`: `ext4` or `xfs`.
     pub filesystem: String,
+    /// `dm.fillwarn`, `dm.fillrefuse` (`guard_fill.rs`).
+    pub fill: FillThresholds,
 }
 
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 8] = [
     "dm.datadev",
     "dm.metadatadev",
     "dm.thinpoolname",
     "dm.thinpoolblocksize",
     "dm.defaultvolumesize",
     "dm.fs",
+    crate::guard_fill::FILL_WARN_OPTION,
+    crate::guard_fill::FILL_REFUSE_OPTION,
 ];
 
 impl DmOptions {
@@ -96,7 +101,9 @@ impl DmOptions {
                 format!("{filesystem:?} is not supported (ext4 or xfs)"),
             ));
         }
+        let fill = FillThresholds::parse(opts)?;
         Ok(DmOptions {
+            fill,
             data_device,
             metadata_device,
             pool_name,

@@ -1,6 +1,10 @@
 //! Start-up reconciliation of the devicemapper driver with its records (which the manager has
 //! already settled: no `Creating`/`Deleting` objects remain):
 //!
+//! 0. rename this pool's active thin devices that an older convoy named after their volume or
+//!    snapshot to `convoy-<pool>-thin-<id>` (`names.rs`; one atomic rename each, repeated
+//!    harmlessly by the next start if a crash stops it half-way; only devices whose table
+//!    points into this pool are touched);
 //! 1. resume thin devices a crash left suspended (inside a snapshot), release a metadata
 //!    snapshot a crash left held, remove table-less devices of snapshots a crash left between
 //!    creating a device and loading its table (volumes' are removed when activated);
@@ -15,13 +19,15 @@
 
 use std::collections::BTreeSet;
 
+use convoy_thinpool::ThinId;
+
 use crate::error::{Error, Result};
 use crate::records::VolumeRecord;
 
 use super::{meta, mounts, DmDriver};
 
 pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<String>> {
-    let mut report = Vec::new();
+    let mut report = migrate_names(d)?;
     let resumed = d
         .pool
         .resume_suspended()
@@ -38,24 +44,26 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
     // A crash between creating a snapshot's device (for a backup) and loading its table
     // leaves a table-less device that no listing of the pool's devices shows.
     for snap in records.iter().flat_map(|r| r.snapshots.values()) {
+        let Some(id) = snap.dev_id.and_then(|i| ThinId::new(u64::from(i)).ok()) else {
+            continue;
+        };
+        let name = d.device_name(id);
         if d.pool
-            .remove_half_made(&snap.name)
-            .map_err(Error::dm(format!(
-                "remove the half-made device {}",
-                snap.name
-            )))?
+            .remove_half_made(&name)
+            .map_err(Error::dm(format!("remove the half-made device {name}")))?
         {
             report.push(format!(
-                "devicemapper: removed the table-less device {}, left half-made by a crash",
+                "devicemapper: removed the table-less device {name} (snapshot {}), left \
+                 half-made by a crash",
                 snap.name
             ));
         }
     }
 
-    let mut volume_names = BTreeSet::new();
+    let mut volume_devices = BTreeSet::new();
     for rec in records {
-        volume_names.insert(rec.name.clone());
         let dev = d.activate_volume(rec)?;
+        volume_devices.insert(dev.name.clone());
         if let Some(at) = &rec.mount_point {
             match mounts::device_at(at)? {
                 Some((ma, mi)) if ma == dev.device.major && mi == dev.device.minor => {
@@ -87,11 +95,20 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
         .list_active()
         .map_err(Error::dm("list active thin devices"))?
     {
-        if !volume_names.contains(&dev.name) {
+        if !volume_devices.contains(&dev.name) {
+            // Name the object: reports speak of the user's names, not only of devices.
+            let snapshot = records.iter().find_map(|r| {
+                r.snapshots
+                    .values()
+                    .find(|s| s.dev_id == Some(dev.id.get()))
+                    .map(|s| format!(", snapshot {} of volume {}", s.name, r.name))
+            });
             match d.pool.deactivate(&dev.name) {
                 Ok(()) => report.push(format!(
-                    "devicemapper: deactivated {} (thin id {}), not a volume",
-                    dev.name, dev.id
+                    "devicemapper: deactivated {} (thin id {}{}), not a volume",
+                    dev.name,
+                    dev.id,
+                    snapshot.unwrap_or_default()
                 )),
                 Err(e) => report.push(format!(
                     "devicemapper: left {} (thin id {}) active: {e}",
@@ -114,6 +131,35 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
             report.push(format!(
                 "devicemapper: deleted orphan thin id {id} (no record names it)"
             ));
+        }
+    }
+    Ok(report)
+}
+
+/// Step 0: renames this pool's active thin devices that do not have convoy's name for their
+/// thin id (an older convoy named them after the volume or snapshot). Devices of other pools
+/// and non-thin devices are never listed, so never touched. A rename that fails is reported
+/// and the device left as it is (activation then answers why).
+fn migrate_names(d: &DmDriver) -> Result<Vec<String>> {
+    let mut report = Vec::new();
+    for dev in d
+        .pool
+        .list_active()
+        .map_err(Error::dm("list active thin devices"))?
+    {
+        let name = d.device_name(dev.id);
+        if dev.name == name {
+            continue;
+        }
+        match d.pool.rename(&dev.name, &name) {
+            Ok(_) => report.push(format!(
+                "devicemapper: renamed {} (thin id {}) to {name}",
+                dev.name, dev.id
+            )),
+            Err(e) => report.push(format!(
+                "devicemapper: could not rename {} (thin id {}) to {name}: {e}",
+                dev.name, dev.id
+            )),
         }
     }
     Ok(report)

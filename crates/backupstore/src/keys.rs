@@ -1,0 +1,484 @@
+//! The store marker's cipher and the key slots of an encrypted store: `keys/<slot>.json`, each
+//! wrapping the store's master key under a key derived from a passphrase (Argon2id) or a key
+//! file (BLAKE3). See `docs/backup-format.md`, "Encryption".
+
+use std::time::SystemTime;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{hex, random, unhex, KdfParams, Keys, Secret, SecretSource, CIPHER_NAME};
+use crate::error::{BackupError, Result};
+use crate::layout;
+use crate::store::Store;
+
+/// Prefix of the key slots.
+pub(crate) fn keys_prefix() -> Path {
+    Path::from("keys")
+}
+
+fn slot_key(slot: &str) -> Path {
+    Path::from(format!("keys/{slot}.json"))
+}
+
+/// What the marker says about encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MarkerCipher {
+    /// `"cipher": "none"`.
+    None,
+    /// An encrypted store: its id (`key_id`).
+    Sealed([u8; 16]),
+}
+
+/// Reads the marker: `None` when the store has none yet (a new store). Refuses other versions,
+/// unknown ciphers and unreadable markers.
+pub(crate) async fn read_marker(store: &Store) -> Result<Option<MarkerCipher>> {
+    let Some(existing) = store.get_opt(&layout::marker()).await? else {
+        return Ok(None);
+    };
+    let unreadable = || {
+        BackupError::InvalidArgument(format!(
+            "{} has an unreadable store marker {}",
+            store.dest,
+            layout::marker()
+        ))
+    };
+    let v = serde_json::from_slice::<serde_json::Value>(&existing).map_err(|_| unreadable())?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(found) if found == u64::from(crate::FORMAT_VERSION) => {}
+        Some(found) => {
+            return Err(BackupError::UnsupportedFormat {
+                what: format!("the store at {}", store.dest),
+                found,
+            })
+        }
+        None => return Err(unreadable()),
+    }
+    match v.get("cipher").and_then(|c| c.as_str()) {
+        None | Some("none") => Ok(Some(MarkerCipher::None)),
+        Some(CIPHER_NAME) => {
+            let id = v
+                .get("key_id")
+                .and_then(|k| k.as_str())
+                .and_then(unhex)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(unreadable)?;
+            Ok(Some(MarkerCipher::Sealed(id)))
+        }
+        Some(other) => Err(BackupError::Key {
+            dest: store.dest.clone(),
+            reason: format!(
+                "the store is encrypted with {other:?}, which this build does not support (only {CIPHER_NAME})"
+            ),
+        }),
+    }
+}
+
+/// The marker's JSON.
+pub(crate) fn marker_body(cipher: &MarkerCipher) -> Vec<u8> {
+    let (c, id) = match cipher {
+        MarkerCipher::None => ("none", None),
+        MarkerCipher::Sealed(id) => (CIPHER_NAME, Some(hex(id))),
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "format": "convoy-backupstore",
+        "version": crate::FORMAT_VERSION,
+        "cipher": c,
+        "key_id": id,
+    }))
+    .expect("json")
+}
+
+/// Key derivation of a slot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "algorithm", rename_all = "lowercase")]
+enum Kdf {
+    /// Passphrase slots.
+    Argon2id {
+        version: u32,
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+    },
+    /// Key file slots: `derive_key(context, salt | file content)`.
+    Blake3,
+}
+
+/// One key slot object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Slot {
+    slot: String,
+    kind: String,
+    created: String,
+    kdf: Kdf,
+    salt: String,
+    check: String,
+    nonce: String,
+    wrapped: String,
+}
+
+/// A key slot as `backup key list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotInfo {
+    /// Slot name (what `backup key remove` takes).
+    pub slot: String,
+    /// `passphrase` or `keyfile`.
+    pub kind: String,
+    /// When it was added (RFC 3339).
+    pub created: String,
+    /// Key derivation, e.g. `argon2id m=65536KiB t=3 p=1`.
+    pub kdf: String,
+}
+
+const SLOT_AAD: &[u8] = b"convoy-backupstore 2 key slot\0";
+const CHECK_CONTEXT: &[u8] = b"convoy-backupstore 2 slot check";
+const KEYFILE_CONTEXT: &str = "convoy-backupstore 2 key file slot";
+
+/// Reads a secret off the async runtime (a passphrase command may take its time).
+async fn read_secret(store: &Store, source: &SecretSource) -> Result<Secret> {
+    let (source, dest) = (source.clone(), store.dest.clone());
+    tokio::task::spawn_blocking(move || source.read(&dest))
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))?
+}
+
+fn key_err(store: &Store, reason: String) -> BackupError {
+    BackupError::Key {
+        dest: store.dest.clone(),
+        reason,
+    }
+}
+
+/// Derives a slot's wrapping key from `secret`; `None` when the secret is of the other kind.
+async fn derive(
+    store: &Store,
+    slot: &Slot,
+    secret: &Secret,
+) -> Result<Option<Zeroizing<[u8; 32]>>> {
+    let salt = unhex(&slot.salt)
+        .filter(|s| s.len() >= 16)
+        .ok_or_else(|| key_err(store, format!("key slot {} has a bad salt", slot.slot)))?;
+    match (&slot.kdf, secret) {
+        (
+            Kdf::Argon2id {
+                version,
+                memory_kib,
+                iterations,
+                parallelism,
+            },
+            Secret::Passphrase(p),
+        ) => {
+            let bad = |why: String| {
+                key_err(
+                    store,
+                    format!(
+                        "key slot {} has unusable Argon2id parameters: {why}",
+                        slot.slot
+                    ),
+                )
+            };
+            if *version != 0x13 || *memory_kib > (4 << 20) || *iterations > 64 || *parallelism > 16
+            {
+                return Err(bad(format!(
+                    "version {version}, {memory_kib} KiB, {iterations} passes, {parallelism} lanes"
+                )));
+            }
+            let params = argon2::Params::new(*memory_kib, *iterations, *parallelism, Some(32))
+                .map_err(|e| bad(e.to_string()))?;
+            let p = p.clone();
+            let kek = crate::worker::run(move || {
+                let mut out = Zeroizing::new([0u8; 32]);
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                    .hash_password_into(&p, &salt, &mut out[..])
+                    .map(|()| out)
+            })
+            .await?
+            .map_err(|e| bad(e.to_string()))?;
+            Ok(Some(kek))
+        }
+        (Kdf::Blake3, Secret::KeyFile(k)) => {
+            let mut h = blake3::Hasher::new_derive_key(KEYFILE_CONTEXT);
+            h.update(&salt);
+            h.update(k);
+            Ok(Some(Zeroizing::new(*h.finalize().as_bytes())))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn check_of(kek: &[u8; 32]) -> String {
+    hex(&blake3::keyed_hash(kek, CHECK_CONTEXT).as_bytes()[..16])
+}
+
+fn slot_aad(store_id: &[u8; 16], slot: &str) -> Vec<u8> {
+    let mut a = SLOT_AAD.to_vec();
+    a.extend_from_slice(store_id);
+    a.extend_from_slice(slot.as_bytes());
+    a
+}
+
+/// Makes a new slot wrapping `master` under `secret`.
+async fn make_slot(
+    store: &Store,
+    store_id: &[u8; 16],
+    master: &[u8; 32],
+    secret: &Secret,
+    kdf: KdfParams,
+) -> Result<Slot> {
+    let mut name = [0u8; 4];
+    random(&mut name)?;
+    let mut salt = [0u8; 32];
+    random(&mut salt)?;
+    let mut nonce = [0u8; 24];
+    random(&mut nonce)?;
+    let (kind, kdf) = match secret {
+        Secret::Passphrase(_) => (
+            "passphrase",
+            Kdf::Argon2id {
+                version: 0x13,
+                memory_kib: kdf.memory_kib,
+                iterations: kdf.iterations,
+                parallelism: kdf.parallelism,
+            },
+        ),
+        Secret::KeyFile(_) => ("keyfile", Kdf::Blake3),
+    };
+    let mut slot = Slot {
+        slot: hex(&name),
+        kind: kind.into(),
+        created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        kdf,
+        salt: hex(&salt),
+        check: String::new(),
+        nonce: hex(&nonce),
+        wrapped: String::new(),
+    };
+    let kek = derive(store, &slot, secret)
+        .await?
+        .expect("the slot's kind follows the secret");
+    slot.check = check_of(&kek);
+    let wrapped = XChaCha20Poly1305::new((&*kek).into())
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: master,
+                aad: &slot_aad(store_id, &slot.slot),
+            },
+        )
+        .map_err(|_| BackupError::Task("sealing the key failed".into()))?;
+    slot.wrapped = hex(&wrapped);
+    Ok(slot)
+}
+
+/// Reads every key slot (name order).
+async fn read_slots(store: &Store) -> Result<Vec<(String, std::result::Result<Slot, String>)>> {
+    let keys: Vec<Path> = store.list(&keys_prefix()).try_collect().await?;
+    let mut out = Vec::new();
+    for k in keys {
+        let Some(name) = k.filename().and_then(|f| f.strip_suffix(".json")) else {
+            continue;
+        };
+        let name = name.to_string();
+        let Some(body) = store.get_opt(&k).await? else {
+            continue;
+        };
+        let parsed = serde_json::from_slice::<Slot>(&body)
+            .map_err(|e| format!("unreadable: {e}"))
+            .and_then(|s| {
+                if s.slot == name {
+                    Ok(s)
+                } else {
+                    Err(format!("it names itself {:?}", s.slot))
+                }
+            });
+        out.push((name, parsed));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Opens the master key of store `store_id` with the secret from `source`.
+pub(crate) async fn unlock(
+    store: &Store,
+    store_id: [u8; 16],
+    source: &SecretSource,
+) -> Result<Keys> {
+    let secret = read_secret(store, source).await?;
+    let slots = read_slots(store).await?;
+    if slots.is_empty() {
+        return Err(key_err(
+            store,
+            "the store is encrypted but has no key slot under keys/ (deleted?): it cannot be opened"
+                .into(),
+        ));
+    }
+    let mut tried = Vec::new();
+    let mut damaged = Vec::new();
+    for (name, slot) in &slots {
+        let slot = match slot {
+            Ok(s) => s,
+            Err(why) => {
+                damaged.push(format!("{name} ({why})"));
+                continue;
+            }
+        };
+        let Some(kek) = derive(store, slot, &secret).await? else {
+            continue;
+        };
+        tried.push(name.clone());
+        if check_of(&kek) != slot.check {
+            continue;
+        }
+        let altered = || {
+            key_err(
+                store,
+                format!(
+                    "key slot {name} is damaged or altered: the secret matches its check value \
+                     but the wrapped key fails to authenticate"
+                ),
+            )
+        };
+        let nonce = unhex(&slot.nonce)
+            .filter(|n| n.len() == 24)
+            .ok_or_else(altered)?;
+        let wrapped = unhex(&slot.wrapped).ok_or_else(altered)?;
+        let master = XChaCha20Poly1305::new((&*kek).into())
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &wrapped,
+                    aad: &slot_aad(&store_id, name),
+                },
+            )
+            .map_err(|_| altered())?;
+        let master = Zeroizing::new(master);
+        let master: [u8; 32] = master[..].try_into().map_err(|_| altered())?;
+        return Ok(Keys::new(store_id, master));
+    }
+    let kind = match secret {
+        Secret::Passphrase(_) => "passphrase",
+        Secret::KeyFile(_) => "keyfile",
+    };
+    let mut reason = if tried.is_empty() {
+        format!(
+            "{source} is a {kind}, and none of the store's key slots ({}) is a {kind} slot",
+            slots
+                .iter()
+                .map(|(n, s)| match s {
+                    Ok(s) => format!("{n}: {}", s.kind),
+                    Err(_) => n.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!(
+            "{source} opens none of its {kind} key slots ({}): wrong {kind}, or the slot was altered",
+            tried.join(", ")
+        )
+    };
+    if !damaged.is_empty() {
+        reason.push_str(&format!("; damaged key slots: {}", damaged.join(", ")));
+    }
+    Err(key_err(store, reason))
+}
+
+/// Creates the key material of a new encrypted store and its first slot; returns the store id,
+/// the keys and the slot name. The caller writes the marker afterwards.
+pub(crate) async fn create(
+    store: &Store,
+    source: &SecretSource,
+    kdf: KdfParams,
+) -> Result<([u8; 16], Keys, String)> {
+    let secret = read_secret(store, source).await?;
+    let mut store_id = [0u8; 16];
+    random(&mut store_id)?;
+    let mut master = Zeroizing::new([0u8; 32]);
+    random(&mut master[..])?;
+    let slot = make_slot(store, &store_id, &master, &secret, kdf).await?;
+    write_slot(store, &slot).await?;
+    Ok((store_id, Keys::new(store_id, *master), slot.slot))
+}
+
+async fn write_slot(store: &Store, slot: &Slot) -> Result<()> {
+    let body = serde_json::to_vec_pretty(slot).expect("json");
+    if !store.put_new(&slot_key(&slot.slot), body).await? {
+        return Err(key_err(
+            store,
+            format!("key slot {} exists already", slot.slot),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds a slot for the secret from `source` to an unlocked store; returns its name.
+pub(crate) async fn add(
+    store: &Store,
+    keys: &Keys,
+    source: &SecretSource,
+    kdf: KdfParams,
+) -> Result<String> {
+    let secret = read_secret(store, source).await?;
+    let slot = make_slot(store, &keys.store_id, keys.master(), &secret, kdf).await?;
+    write_slot(store, &slot).await?;
+    Ok(slot.slot)
+}
+
+/// Removes slot `name` of an unlocked store, unless it is the last one.
+pub(crate) async fn remove(store: &Store, name: &str) -> Result<()> {
+    let slots = read_slots(store).await?;
+    if !slots.iter().any(|(n, _)| n == name) {
+        return Err(key_err(
+            store,
+            format!(
+                "no key slot {name:?} (slots: {})",
+                slots
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if !slots.iter().any(|(n, s)| n != name && s.is_ok()) {
+        return Err(key_err(
+            store,
+            format!("key slot {name} is the store's last usable slot; add another one first"),
+        ));
+    }
+    store.delete(&slot_key(name)).await
+}
+
+/// Lists the slots (no key needed).
+pub(crate) async fn list(store: &Store) -> Result<Vec<SlotInfo>> {
+    Ok(read_slots(store)
+        .await?
+        .into_iter()
+        .map(|(name, s)| match s {
+            Ok(s) => SlotInfo {
+                slot: name,
+                kind: s.kind,
+                created: s.created,
+                kdf: match s.kdf {
+                    Kdf::Argon2id {
+                        memory_kib,
+                        iterations,
+                        parallelism,
+                        ..
+                    } => format!("argon2id m={memory_kib}KiB t={iterations} p={parallelism}"),
+                    Kdf::Blake3 => "blake3 (key file)".into(),
+                },
+            },
+            Err(why) => SlotInfo {
+                slot: name,
+                kind: "damaged".into(),
+                created: String::new(),
+                kdf: why,
+            },
+        })
+        .collect())
+}

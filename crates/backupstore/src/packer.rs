@@ -1,0 +1,224 @@
+//! Gathers the new blocks of a backup into pack objects of about `pack_size` bytes and
+//! uploads them, a few at once, each after the backup's reference record for it; writes the
+//! backup's reference to every other pack it uses. Memory: the pack being filled plus at most
+//! `max_uploads` packs being sent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use convoy_blockstore::{BlockId, PackBuilder};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use crate::error::Result;
+use crate::layout;
+use crate::manifest::Loc;
+use crate::sealed::{finish_sealed_pack, sealed_pack_builder};
+use crate::store::Store;
+use crate::url::BackupRef;
+
+/// How packs are made and sent.
+#[derive(Clone, Debug)]
+pub(crate) struct PackerConfig {
+    /// Target pack size in bytes.
+    pub pack_size: usize,
+    /// Packs above this go as multipart uploads.
+    pub multipart_above: usize,
+    /// Uploads (packs or references) in flight at once.
+    pub max_uploads: usize,
+    /// Upload bandwidth limit in bytes per second.
+    pub limit_upload: Option<u64>,
+}
+
+/// Paces uploads to a rate: each upload waits until the bytes sent before it, at `rate`,
+/// would have taken as long as has passed since the start.
+pub(crate) struct Pacer {
+    start: Instant,
+    rate: u64,
+    reserved: std::sync::Mutex<u64>,
+}
+
+impl Pacer {
+    /// A pacer of `rate` bytes per second.
+    pub fn new(rate: u64) -> Self {
+        Pacer {
+            start: Instant::now(),
+            rate: rate.max(1),
+            reserved: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Reserves `n` more bytes; returns when, after the start, they may be sent: once every
+    /// byte reserved so far, these included, would have gone at the rate. So no upload starts
+    /// before the average rate since the start allows all of it, and a backup's average never
+    /// exceeds the limit. (Counting only the bytes *before* it let the last pack go early: 64
+    /// MiB in 16 MiB packs at 16 MiB/s took 3.2 s, 20 MiB/s on average.)
+    fn reserve(&self, n: u64) -> Duration {
+        let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        *r += n;
+        Duration::from_secs_f64(*r as f64 / self.rate as f64)
+    }
+
+    /// Waits until `n` more bytes may be sent.
+    pub async fn admit(&self, n: u64) {
+        let due = self.start + self.reserve(n);
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// Random pack id (packs are named at creation; their content is verified block by block).
+fn new_pack_id() -> BlockId {
+    let mut id = [0u8; 32];
+    id[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    id[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    BlockId(id)
+}
+
+/// The packer of one backup.
+pub(crate) struct Packer {
+    store: Arc<Store>,
+    me: BackupRef,
+    cfg: PackerConfig,
+    pacer: Option<Arc<Pacer>>,
+    current: Option<(BlockId, PackBuilder)>,
+    mine: HashMap<BlockId, Loc>,
+    referenced: HashSet<BlockId>,
+    inflight: FuturesUnordered<BoxFuture<'static, Result<()>>>,
+    packs: u64,
+}
+
+impl Packer {
+    /// A packer writing for backup `me`.
+    pub fn new(store: Arc<Store>, me: BackupRef, cfg: PackerConfig) -> Self {
+        Packer {
+            store,
+            me,
+            pacer: cfg.limit_upload.map(|r| Arc::new(Pacer::new(r))),
+            cfg,
+            current: None,
+            mine: HashMap::new(),
+            referenced: HashSet::new(),
+            inflight: FuturesUnordered::new(),
+            packs: 0,
+        }
+    }
+
+    async fn push(&mut self, f: BoxFuture<'static, Result<()>>) -> Result<()> {
+        self.inflight.push(f);
+        while self.inflight.len() > self.cfg.max_uploads.max(1) {
+            if let Some(r) = self.inflight.next().await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Adds a new block (encoded); returns where it is stored and whether it was added (false:
+    /// this backup already stored the same content).
+    pub async fn add(&mut self, id: BlockId, encoded: &[u8], raw_len: u32) -> Result<(Loc, bool)> {
+        if let Some(l) = self.mine.get(&id) {
+            return Ok((*l, false));
+        }
+        let cap = self.cfg.pack_size;
+        let sealed = self.store.keys().is_some();
+        let (pack, builder) = self.current.get_or_insert_with(|| {
+            let b = if sealed {
+                sealed_pack_builder(cap)
+            } else {
+                PackBuilder::new(cap)
+            };
+            (new_pack_id(), b)
+        });
+        let e = builder.push(id, encoded, raw_len);
+        let loc = Loc {
+            pack: *pack,
+            offset: e.offset,
+            stored_len: e.stored_len,
+        };
+        self.mine.insert(id, loc);
+        if builder.len() >= cap {
+            self.flush().await?;
+        }
+        Ok((loc, true))
+    }
+
+    /// Sends the pack being filled (its reference record first).
+    async fn flush(&mut self) -> Result<()> {
+        let Some((pack, builder)) = self.current.take() else {
+            return Ok(());
+        };
+        self.referenced.insert(pack);
+        self.packs += 1;
+        let bytes = match self.store.keys() {
+            None => builder.finish(),
+            Some(keys) => finish_sealed_pack(builder, keys, &pack)?,
+        };
+        let store = self.store.clone();
+        let me = self.me.clone();
+        let pacer = self.pacer.clone();
+        let above = self.cfg.multipart_above;
+        self.push(Box::pin(async move {
+            store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
+            if let Some(p) = pacer {
+                p.admit(bytes.len() as u64).await;
+            }
+            store.put_large(&layout::pack(&pack), bytes, above).await
+        }))
+        .await
+    }
+
+    /// Records that this backup uses blocks of `pack` (an existing pack).
+    pub async fn reference(&mut self, pack: BlockId) -> Result<()> {
+        if !self.referenced.insert(pack) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let me = self.me.clone();
+        self.push(Box::pin(async move {
+            store.put(&store.pack_ref(&pack, &me), Bytes::new()).await
+        }))
+        .await
+    }
+
+    /// After a failure: lets the uploads already started finish (their results do not
+    /// matter: without a manifest they are garbage that `repair` removes); starts none.
+    pub async fn abandon(mut self) {
+        while self.inflight.next().await.is_some() {}
+    }
+
+    /// Sends the last pack and waits for every upload; returns the packs written.
+    pub async fn finish(&mut self) -> Result<u64> {
+        self.flush().await?;
+        while let Some(r) = self.inflight.next().await {
+            r?;
+        }
+        Ok(self.packs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_spaces_uploads_at_the_rate() {
+        // 10 uploads of 1 MiB at 1 MiB/s: the k-th (from 1) may start k seconds after the
+        // start, when the bytes up to its end are due; one of 3 MiB then waits 3 s more.
+        let p = Pacer::new(1 << 20);
+        for k in 1..=10u64 {
+            assert_eq!(p.reserve(1 << 20), Duration::from_secs(k));
+        }
+        assert_eq!(p.reserve(3 << 20), Duration::from_secs(13));
+        assert_eq!(p.reserve(1 << 19), Duration::from_millis(13_500));
+    }
+}
