@@ -57,6 +57,8 @@ mod lifecycle;
 mod manager;
 mod names;
 mod open;
+mod original;
+pub use original::original_saved_config;
 mod records;
 mod retention;
 mod snapshots;
@@ -66,6 +68,8 @@ mod vfs;
 mod vfs_image;
 
 pub use backup_secret::configure_backup_secret;
+/// Parses the form [`ruby_date`] writes (Go's `time.RubyDate`) into Unix seconds.
+pub use convoy_backupstore::legacy::format::parse_ruby_date;
 /// Where the secret of encrypted backup stores comes from.
 pub use convoy_backupstore::SecretSource as BackupSecretSource;
 pub use dm::DEVICEMAPPER;

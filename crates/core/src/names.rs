@@ -201,4 +201,17 @@ mod tests {
         // 2024-02-29 (leap day, a Thursday).
         assert_eq!(ruby_date(1_709_164_800), "Thu Feb 29 00:00:00 +0000 2024");
     }
+
+    #[test]
+    fn ruby_dates_round_trip_through_the_one_parser() {
+        for secs in [0u64, 1_136_214_245, 1_800_000_000] {
+            let text = ruby_date(secs);
+            assert_eq!(crate::parse_ruby_date(&text), Some(secs as i64), "{text}");
+        }
+        assert_eq!(
+            crate::parse_ruby_date("Mon Jan 02 15:04:05 -0700 2006"),
+            Some(1_136_214_245 + 7 * 3600)
+        );
+        assert_eq!(crate::parse_ruby_date("yesterday"), None);
+    }
 }

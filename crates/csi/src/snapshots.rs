@@ -21,7 +21,7 @@ fn csi_snapshot(s: &SnapshotResponse, volume: &str) -> Snapshot {
         size_bytes,
         snapshot_id: s.name.clone(),
         source_volume_id: volume.to_string(),
-        creation_time: util::parse_ruby_date(&s.created_time)
+        creation_time: convoy_core::parse_ruby_date(&s.created_time)
             .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
         ready_to_use: true,
         group_snapshot_id: String::new(),

@@ -93,51 +93,6 @@ pub fn page<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T>, String),
     ))
 }
 
-/// Seconds since the epoch of a time in the original's form (`Mon Jan 02 15:04:05 -0700 2006`,
-/// what convoy records); `None` when it is not in that form.
-pub fn parse_ruby_date(text: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let [_, month, day, clock, zone, year] = parts.as_slice() else {
-        return None;
-    };
-    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
-    let day: i64 = day.parse().ok()?;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = clock
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    let (sign, digits) = match zone.split_at_checked(1)? {
-        ("+", d) => (1, d),
-        ("-", d) => (-1, d),
-        _ => return None,
-    };
-    if digits.len() != 4 {
-        return None;
-    }
-    let zone_h: i64 = digits[..2].parse().ok()?;
-    let zone_m: i64 = digits[2..].parse().ok()?;
-    let offset = sign * (zone_h * 3600 + zone_m * 60);
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Runs `work` in a task of its own and waits for it: a client that hangs up drops only the
 /// wait, never the work half-way (as the daemon's `/v1` handlers do).
 pub async fn detached<R, F>(rpc: &'static str, work: F) -> Result<R, Status>
@@ -183,18 +138,5 @@ mod tests {
             page(items, "9", 1).unwrap_err().code(),
             tonic::Code::Aborted
         );
-    }
-
-    #[test]
-    fn ruby_dates_round_trip() {
-        for secs in [0u64, 1_136_214_245, 1_800_000_000] {
-            let text = convoy_core::ruby_date(secs);
-            assert_eq!(parse_ruby_date(&text), Some(secs as i64), "{text}");
-        }
-        assert_eq!(
-            parse_ruby_date("Mon Jan 02 15:04:05 -0700 2006"),
-            Some(1_136_214_245 + 7 * 3600)
-        );
-        assert_eq!(parse_ruby_date("yesterday"), None);
     }
 }
