@@ -42,6 +42,14 @@ pub(crate) trait Driver: Send + Sync {
         Ok(())
     }
 
+    /// Takes over what the original Convoy (0.5.x) left under the root for this driver, before
+    /// the records are loaded: writes convoy's records for its volumes and retires its files
+    /// (`original.rs`). Returns report lines; refuses (changing nothing) what it cannot adopt
+    /// safely.
+    fn adopt_original(&self, _store: &crate::records::RecordStore) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Fills in what a new volume will be (id or path, size) without making anything.
     fn plan_volume(&self, rec: &mut VolumeRecord, size: Option<u64>) -> Result<()>;
 

@@ -43,9 +43,22 @@ fn lock_root(root: &Path) -> Result<Flock<File>> {
     })
 }
 
-/// Reads `convoy.cfg` when the config names no drivers; writes it otherwise.
-fn settle_config(config: ManagerConfig) -> Result<ManagerConfig> {
+/// Reads `convoy.cfg` when the config names no drivers; writes it otherwise. The original
+/// Convoy's `convoy.cfg` (another format) is read, not written: [`finish_original_config`]
+/// replaces it once the drivers have adopted the original's volumes (`.1` is then true).
+fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, bool)> {
     let path = config.root.join(CONFIG_FILE);
+    if let Some(original) = crate::original::original_saved_config(&config.root)? {
+        let config = if config.drivers.is_empty() {
+            ManagerConfig {
+                root: config.root,
+                ..original
+            }
+        } else {
+            config
+        };
+        return Ok((config, true));
+    }
     if config.drivers.is_empty() {
         let bytes = fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -65,14 +78,24 @@ fn settle_config(config: ManagerConfig) -> Result<ManagerConfig> {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        return Ok(ManagerConfig {
-            root: config.root,
-            ..saved
-        });
+        return Ok((
+            ManagerConfig {
+                root: config.root,
+                ..saved
+            },
+            false,
+        ));
     }
     let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&path, &bytes)?;
-    Ok(config)
+    Ok((config, false))
+}
+
+/// Keeps the original's `convoy.cfg` in the adopted directory and writes convoy's in its place.
+fn finish_original_config(config: &ManagerConfig) -> Result<()> {
+    crate::original::preserve(&config.root, Path::new(CONFIG_FILE))?;
+    let bytes = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&config.root.join(CONFIG_FILE), &bytes)
 }
 
 fn make_driver(name: &str, config: &ManagerConfig) -> Result<Arc<dyn Driver>> {
@@ -149,6 +172,7 @@ fn start_driver(
     store: &RecordStore,
     report: &mut Vec<String>,
 ) -> Result<Vec<VolumeRecord>> {
+    report.extend(driver.adopt_original(store)?);
     let records = store.load_all()?;
     let mut known = records.clone();
     known.extend(store.load_released()?);
@@ -192,7 +216,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
     if !config.drivers.is_empty() {
         check_driver_opts(&config)?;
     }
-    let config = settle_config(config)?;
+    let (config, from_original) = settle_config(config)?;
     let mut drivers = BTreeMap::new();
     let mut stores = BTreeMap::new();
     let mut degraded = BTreeMap::new();
@@ -257,6 +281,9 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             }
             state.volumes.insert(rec.name.clone(), rec);
         }
+    }
+    if from_original && degraded.is_empty() {
+        finish_original_config(&config)?;
     }
     Ok(VolumeManager {
         inner: Arc::new(Inner {

@@ -132,8 +132,20 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
         drivers: args.drivers.clone(),
         driver_opts: parse_driver_opts(&args.driver_opts)?,
     };
+    // The original Convoy's saved setup (its convoy.cfg and devicemapper.cfg) is read as
+    // convoy's; the manager adopts its volumes (docs/migrating.md).
+    let original = if args.ignore_config_file {
+        None
+    } else {
+        convoy_core::original_saved_config(&args.root).map_err(|e| DaemonError::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
+    };
     let saved = if args.ignore_config_file {
         None
+    } else if original.is_some() {
+        original.clone()
     } else {
         load_config(&path)?
     };
@@ -145,8 +157,15 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
         None => Ok(config),
         Some(saved) => {
             let drivers_differ = !config.drivers.is_empty() && config.drivers != saved.drivers;
-            let opts_differ =
-                !config.driver_opts.is_empty() && config.driver_opts != saved.driver_opts;
+            let opts_differ = if original.is_some() {
+                // The original's flags were not saved; each one given must name its pool.
+                config
+                    .driver_opts
+                    .iter()
+                    .any(|(k, v)| !same_option(k, v, saved.driver_opts.get(k)))
+            } else {
+                !config.driver_opts.is_empty() && config.driver_opts != saved.driver_opts
+            };
             if drivers_differ || opts_differ {
                 return Err(DaemonError::Config {
                     path,
@@ -164,6 +183,22 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
             })
         }
     }
+}
+
+/// Whether a driver option given on the command line says what the saved setup says (sizes
+/// compared as sizes: `2G` is `2147483648`).
+fn same_option(key: &str, given: &str, saved: Option<&String>) -> bool {
+    let Some(saved) = saved else {
+        return false;
+    };
+    if given == saved {
+        return true;
+    }
+    key == "dm.defaultvolumesize"
+        && matches!(
+            (convoy_core::parse_size(given), convoy_core::parse_size(saved)),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
 
 fn load_config(path: &Path) -> Result<Option<ManagerConfig>> {
@@ -237,5 +272,43 @@ mod tests {
         std::fs::write(dir.path().join(CONFIG_FILE), b"garbage").unwrap();
         let err = manager_config(&args(dir.path(), &["vfs"], &[])).unwrap_err();
         assert!(err.to_string().contains("cannot parse"), "{err}");
+    }
+
+    #[test]
+    fn the_original_daemons_saved_setup_is_read_and_its_flags_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            r#"{"Root":"/r","DriverList":["devicemapper"],"DefaultDriver":"devicemapper","MountNamespaceFD":"","IgnoreDockerDelete":false,"CreateOnDockerMount":false,"CmdTimeout":""}"#,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("devicemapper")).unwrap();
+        std::fs::write(
+            dir.path().join("devicemapper/devicemapper.cfg"),
+            r#"{"Root":"/r/devicemapper","DataDevice":"/dev/vdb","MetadataDevice":"/dev/vdc","ThinpoolDevice":"/dev/mapper/convoy-pool","ThinpoolSize":6442450944,"ThinpoolBlockSize":4096,"DefaultVolumeSize":2147483648,"LastDevID":3}"#,
+        )
+        .unwrap();
+        // No flags, or the original daemon's own flags: the saved setup, reused by the manager.
+        let none = manager_config(&args(dir.path(), &[], &[])).unwrap();
+        assert!(none.drivers.is_empty());
+        let same = manager_config(&args(
+            dir.path(),
+            &["devicemapper"],
+            &[
+                "dm.datadev=/dev/vdb",
+                "dm.metadatadev=/dev/vdc",
+                "dm.defaultvolumesize=2G",
+            ],
+        ))
+        .unwrap();
+        assert!(same.drivers.is_empty());
+        // Another pool is refused before anything is opened.
+        let err = manager_config(&args(
+            dir.path(),
+            &["devicemapper"],
+            &["dm.datadev=/dev/vdd", "dm.metadatadev=/dev/vdc"],
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("/dev/vdd"), "{err}");
     }
 }

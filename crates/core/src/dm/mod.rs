@@ -3,6 +3,7 @@
 //! Thin devices are named `convoy-<pool>-thin-<id>` (`names.rs`), never after the user's
 //! volumes; a snapshot is activated only while a backup reads it.
 
+mod adopt;
 mod lifecycle;
 mod meta;
 mod mounts;
@@ -472,6 +473,10 @@ impl Driver for DmDriver {
 
     fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>> {
         reconcile::reconcile(self, records)
+    }
+
+    fn adopt_original(&self, store: &crate::records::RecordStore) -> Result<Vec<String>> {
+        adopt::adopt_original(self, store)
     }
 
     fn backup_chunk_size(&self) -> Option<u32> {
