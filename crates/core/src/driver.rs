@@ -112,6 +112,19 @@ pub(crate) trait Driver: Send + Sync {
         None
     }
 
+    /// The pool's block size and the byte ranges of `snap` that hold data, or (with `base`,
+    /// a snapshot of the same volume) that differ from `base` — without activating anything.
+    fn block_ranges(
+        &self,
+        snap: &SnapshotRecord,
+        _base: Option<&SnapshotRecord>,
+    ) -> Result<(u64, Vec<std::ops::Range<u64>>)> {
+        Err(Error::Unsupported {
+            what: format!("block metadata of snapshot {}", snap.name),
+            why: format!("the {} driver has no block metadata", self.name()),
+        })
+    }
+
     /// Opens a snapshot for a backup: every mapped range, or the ranges changed since
     /// `parent` when it is given.
     fn backup_source(

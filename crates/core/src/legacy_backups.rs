@@ -126,16 +126,12 @@ impl BlockSink for ScratchSink {
 
 /// The byte ranges of a backup's blocks, adjacent ones merged.
 fn block_ranges(blocks: &[format::BlockMapping]) -> Vec<Range<u64>> {
-    let mut offsets: Vec<u64> = blocks.iter().map(|b| b.offset as u64).collect();
-    offsets.sort_unstable();
-    let mut ranges: Vec<Range<u64>> = Vec::new();
-    for o in offsets {
-        match ranges.last_mut() {
-            Some(last) if last.end >= o => last.end = last.end.max(o + format::BLOCK_SIZE),
-            _ => ranges.push(o..o + format::BLOCK_SIZE),
-        }
-    }
-    ranges
+    crate::block_ranges::coalesce(
+        blocks
+            .iter()
+            .map(|b| b.offset as u64..b.offset as u64 + format::BLOCK_SIZE)
+            .collect(),
+    )
 }
 
 /// Converts every backup of the original's store at `old_dest` into convoy's format at

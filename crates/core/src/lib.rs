@@ -42,7 +42,9 @@
 //! ```
 
 mod backups;
+mod block_ranges;
 pub use backups::unescape_backup_url;
+pub use block_ranges::BlockRanges;
 mod legacy_backups;
 pub use legacy_backups::{import_legacy_backups, ImportReport};
 mod backup_secret;

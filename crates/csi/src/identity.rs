@@ -33,6 +33,7 @@ impl<M: Manager> Identity for Csi<M> {
             capabilities: vec![
                 service(service::Type::ControllerService),
                 service(service::Type::VolumeAccessibilityConstraints),
+                service(service::Type::SnapshotMetadataService),
                 PluginCapability {
                     r#type: Some(Type::VolumeExpansion(VolumeExpansion {
                         r#type: volume_expansion::Type::Online as i32,

@@ -7,7 +7,7 @@
 //! up) and no second process ever writes the records.
 //!
 //! * [`Csi`]: the services' shared state (manager, node id, CSI records); it implements the
-//!   generated `Identity`, `Controller` and `Node` server traits.
+//!   generated `Identity`, `Controller`, `Node` and `SnapshotMetadata` server traits.
 //! * [`serve`]: runs the services on a unix socket until a shutdown future completes.
 //! * [`launch`]: what `convoyd --csi-endpoint` does — the daemon and the CSI server together.
 //! * [`pb`]: the CSI messages, compiled from `proto/csi.proto` by protox (pure Rust; no
@@ -31,6 +31,7 @@ pub mod launch;
 mod mounts;
 mod node;
 mod records;
+mod snapshot_metadata;
 mod snapshots;
 pub mod util;
 
@@ -103,8 +104,8 @@ impl<M: Manager> Csi<M> {
     }
 }
 
-/// Serves the Identity, Controller and Node services of `csi` on `listener` until `shutdown`
-/// completes.
+/// Serves the Identity, Controller, Node and SnapshotMetadata services of `csi` on `listener`
+/// until `shutdown` completes.
 pub async fn serve<M: Manager>(
     listener: UnixListener,
     csi: Csi<M>,
@@ -113,7 +114,10 @@ pub async fn serve<M: Manager>(
     tonic::transport::Server::builder()
         .add_service(pb::identity_server::IdentityServer::new(csi.clone()))
         .add_service(pb::controller_server::ControllerServer::new(csi.clone()))
-        .add_service(pb::node_server::NodeServer::new(csi))
+        .add_service(pb::node_server::NodeServer::new(csi.clone()))
+        .add_service(pb::snapshot_metadata_server::SnapshotMetadataServer::new(
+            csi,
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,

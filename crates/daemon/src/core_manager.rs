@@ -256,6 +256,16 @@ impl Manager for VolumeManager {
             .map_err(map_err)
     }
 
+    async fn snapshot_block_ranges(
+        &self,
+        target: &str,
+        base: Option<&str>,
+    ) -> Result<convoy_core::BlockRanges> {
+        VolumeManager::snapshot_block_ranges(self, target, base)
+            .await
+            .map_err(map_err)
+    }
+
     async fn inspect_snapshot(&self, name: &str) -> Result<SnapshotResponse> {
         let snapshot = VolumeManager::inspect_snapshot(self, name)
             .await

@@ -77,6 +77,13 @@ pub trait Manager: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<VolumeResponse>> + Send;
     /// Points a snapshot's volume back at the snapshot's data; answers the volume.
     fn revert_snapshot(&self, name: &str) -> impl Future<Output = Result<VolumeResponse>> + Send;
+    /// The byte ranges of snapshot `target` that hold data, or (with `base`, a snapshot of the
+    /// same volume) that differ from `base` (the CSI SnapshotMetadata service).
+    fn snapshot_block_ranges(
+        &self,
+        target: &str,
+        base: Option<&str>,
+    ) -> impl Future<Output = Result<convoy_core::BlockRanges>> + Send;
     /// Snapshots a volume.
     fn create_snapshot(
         &self,

@@ -483,6 +483,25 @@ impl Driver for DmDriver {
         u32::try_from(self.block_bytes()).ok()
     }
 
+    fn block_ranges(
+        &self,
+        snap: &SnapshotRecord,
+        base: Option<&SnapshotRecord>,
+    ) -> Result<(u64, Vec<std::ops::Range<u64>>)> {
+        let id = u64::from(thin_id(snap.dev_id, &snap.name)?.get());
+        let base_id = base
+            .map(|b| thin_id(b.dev_id, &b.name).map(|i| u64::from(i.get())))
+            .transpose()?;
+        let block = self.block_bytes();
+        let _one = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
+        let ranges =
+            meta::with_metadata(&self.pool, &self.opts.metadata_device, |md| match base_id {
+                Some(b) => meta::changed_ranges(md, b, id, block, snap.size),
+                None => meta::mapped_ranges(md, id, block, snap.size),
+            })?;
+        Ok((block, ranges))
+    }
+
     fn backup_source(
         &self,
         vol: &VolumeRecord,
