@@ -119,6 +119,26 @@ impl Server {
             .unwrap_or(text)
     }
 
+    /// POSTs `body` to `route` of the daemon's `/v1` API; answers the body.
+    pub async fn v1_post(&self, route: &str, body: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        s.write_all(
+            format!(
+                "POST {route} HTTP/1.0\r\nHost: convoy\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(text)
+    }
+
     /// Stops the servers and waits for them; panics if serving failed.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
