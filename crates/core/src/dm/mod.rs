@@ -509,26 +509,8 @@ impl Driver for DmDriver {
         parent: Option<&SnapshotRecord>,
     ) -> Result<BackupSource> {
         let id = thin_id(snap.dev_id, &snap.name)?;
-        let parent_id = parent.map(|p| thin_id(p.dev_id, &p.name)).transpose()?;
-        let ranges = {
-            let _one = self.metadata.lock().unwrap_or_else(|e| e.into_inner());
-            meta::with_metadata(
-                &self.pool,
-                &self.opts.metadata_device,
-                |md| match parent_id {
-                    Some(p) => meta::changed_ranges(
-                        md,
-                        u64::from(p.get()),
-                        u64::from(id.get()),
-                        self.block_bytes(),
-                        snap.size,
-                    ),
-                    None => {
-                        meta::mapped_ranges(md, u64::from(id.get()), self.block_bytes(), snap.size)
-                    }
-                },
-            )?
-        };
+        // The same metadata read as the SnapshotMetadata service's.
+        let (_, ranges) = self.block_ranges(snap, parent)?;
         let dev = self
             .pool
             .activate(id, &self.device_name(id), Sectors(snap.size / 512))
@@ -541,7 +523,7 @@ impl Driver for DmDriver {
             source: std::sync::Arc::new(file),
             size: None,
             ranges,
-            incremental: parent_id.is_some(),
+            incremental: parent.is_some(),
         })
     }
 
