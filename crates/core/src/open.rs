@@ -86,16 +86,20 @@ fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, bool)> {
             false,
         ));
     }
-    let bytes = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(&path, &bytes)?;
+    save_config(&config)?;
     Ok((config, false))
+}
+
+/// Writes `<root>/convoy.cfg`, atomically.
+fn save_config(config: &ManagerConfig) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&config.root.join(CONFIG_FILE), &bytes)
 }
 
 /// Keeps the original's `convoy.cfg` in the adopted directory and writes convoy's in its place.
 fn finish_original_config(config: &ManagerConfig) -> Result<()> {
     crate::original::preserve(&config.root, Path::new(CONFIG_FILE))?;
-    let bytes = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(&config.root.join(CONFIG_FILE), &bytes)
+    save_config(config)
 }
 
 fn make_driver(name: &str, config: &ManagerConfig) -> Result<Arc<dyn Driver>> {

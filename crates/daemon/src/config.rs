@@ -134,20 +134,17 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
     };
     // The original Convoy's saved setup (its convoy.cfg and devicemapper.cfg) is read as
     // convoy's; the manager adopts its volumes (docs/migrating.md).
-    let original = if args.ignore_config_file {
-        None
-    } else {
+    let (saved, from_original) = if args.ignore_config_file {
+        (None, false)
+    } else if let Some(original) =
         convoy_core::original_saved_config(&args.root).map_err(|e| DaemonError::Config {
             path: path.clone(),
             message: e.to_string(),
         })?
-    };
-    let saved = if args.ignore_config_file {
-        None
-    } else if original.is_some() {
-        original.clone()
+    {
+        (Some(original), true)
     } else {
-        load_config(&path)?
+        (load_config(&path)?, false)
     };
     match saved {
         None if config.drivers.is_empty() => Err(DaemonError::Config {
@@ -157,7 +154,7 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
         None => Ok(config),
         Some(saved) => {
             let drivers_differ = !config.drivers.is_empty() && config.drivers != saved.drivers;
-            let opts_differ = if original.is_some() {
+            let opts_differ = if from_original {
                 // The original's flags were not saved; each one given must name its pool.
                 config
                     .driver_opts
