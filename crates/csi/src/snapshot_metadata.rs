@@ -71,8 +71,30 @@ fn pages(
     Ok(pages)
 }
 
-fn stream<T: Send + 'static>(messages: Vec<T>) -> Messages<T> {
-    Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))
+/// The block ranges `target` has (or, with `base`, that differ from `base`), as a stream of
+/// messages made by `message` from each page's extents and the volume's size: the two RPCs
+/// differ only in their message types.
+async fn ranges_stream<M: Manager, T: Send + 'static>(
+    manager: &M,
+    rpc: &'static str,
+    (target, base): (String, Option<String>),
+    (starting_offset, max_results): (i64, i32),
+    message: impl Fn(Vec<BlockMetadata>, i64) -> T,
+) -> Result<Messages<T>, Status> {
+    let manager = manager.clone();
+    let ranges = util::detached(rpc, async move {
+        manager
+            .snapshot_block_ranges(&target, base.as_deref())
+            .await
+            .map_err(util::status)
+    })
+    .await?;
+    let capacity = ranges.volume_size as i64;
+    let messages: Vec<T> = pages(&ranges, starting_offset, max_results)?
+        .into_iter()
+        .map(|extents| message(extents, capacity))
+        .collect();
+    Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))))
 }
 
 #[tonic::async_trait]
@@ -86,24 +108,19 @@ impl<M: Manager> SnapshotMetadata for Csi<M> {
     ) -> Result<Response<Self::GetMetadataAllocatedStream>, Status> {
         let r = request.into_inner();
         let id = util::required(&r.snapshot_id, "snapshot_id")?.to_string();
-        let manager = self.manager.clone();
-        let ranges = util::detached("GetMetadataAllocated", async move {
-            manager
-                .snapshot_block_ranges(&id, None)
-                .await
-                .map_err(util::status)
-        })
-        .await?;
-        let capacity = ranges.volume_size as i64;
-        let messages = pages(&ranges, r.starting_offset, r.max_results)?
-            .into_iter()
-            .map(|block_metadata| GetMetadataAllocatedResponse {
+        let messages = ranges_stream(
+            &self.manager,
+            "GetMetadataAllocated",
+            (id, None),
+            (r.starting_offset, r.max_results),
+            |block_metadata, volume_capacity_bytes| GetMetadataAllocatedResponse {
                 block_metadata_type: BlockMetadataType::VariableLength as i32,
-                volume_capacity_bytes: capacity,
+                volume_capacity_bytes,
                 block_metadata,
-            })
-            .collect();
-        Ok(Response::new(stream(messages)))
+            },
+        )
+        .await?;
+        Ok(Response::new(messages))
     }
 
     async fn get_metadata_delta(
@@ -113,24 +130,19 @@ impl<M: Manager> SnapshotMetadata for Csi<M> {
         let r = request.into_inner();
         let base = util::required(&r.base_snapshot_id, "base_snapshot_id")?.to_string();
         let target = util::required(&r.target_snapshot_id, "target_snapshot_id")?.to_string();
-        let manager = self.manager.clone();
-        let ranges = util::detached("GetMetadataDelta", async move {
-            manager
-                .snapshot_block_ranges(&target, Some(&base))
-                .await
-                .map_err(util::status)
-        })
-        .await?;
-        let capacity = ranges.volume_size as i64;
-        let messages = pages(&ranges, r.starting_offset, r.max_results)?
-            .into_iter()
-            .map(|block_metadata| GetMetadataDeltaResponse {
+        let messages = ranges_stream(
+            &self.manager,
+            "GetMetadataDelta",
+            (target, Some(base)),
+            (r.starting_offset, r.max_results),
+            |block_metadata, volume_capacity_bytes| GetMetadataDeltaResponse {
                 block_metadata_type: BlockMetadataType::VariableLength as i32,
-                volume_capacity_bytes: capacity,
+                volume_capacity_bytes,
                 block_metadata,
-            })
-            .collect();
-        Ok(Response::new(stream(messages)))
+            },
+        )
+        .await?;
+        Ok(Response::new(messages))
     }
 }
 
