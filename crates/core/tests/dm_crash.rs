@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{write_file, Fixture, MIB};
-use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, StoreOptions, VolumeManager};
-
-const CHILD_CONFIG: &str = "CONVOY_CORE_TEST_CONFIG";
-const CHILD_STEP: &str = "CONVOY_CORE_TEST_STEP";
-const CHILD_ARG: &str = "CONVOY_CORE_TEST_ARG";
+use convoy_core::{CreateVolumeRequest, NoProgress, StoreOptions, VolumeManager};
 
 fn named(name: &str) -> CreateVolumeRequest {
     CreateVolumeRequest {
@@ -25,11 +20,7 @@ fn named(name: &str) -> CreateVolumeRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper: run in a child process by dm_killed_mid_step_is_reconciled"]
 async fn crash_child() {
-    let config: ManagerConfig =
-        serde_json::from_str(&std::env::var(CHILD_CONFIG).expect("run by the parent test"))
-            .unwrap();
-    let step = std::env::var(CHILD_STEP).unwrap();
-    let arg = std::env::var(CHILD_ARG).unwrap_or_default();
+    let (config, step, arg) = common::child_request();
     let m = VolumeManager::open(config).await.unwrap();
     let st = StoreOptions::default();
     match step.as_str() {
@@ -47,51 +38,6 @@ async fn crash_child() {
         other => panic!("unknown step {other}"),
     }
     panic!("the crash point of step {step} was not reached");
-}
-
-fn run_child(fx: &Fixture, point: &str, step: &str, arg: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_CONFIG, serde_json::to_string(&fx.config()).unwrap())
-        .env(CHILD_STEP, step)
-        .env(CHILD_ARG, arg)
-        .env("CONVOY_CORE_CRASH_AT", point)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "{point}: the child did not crash: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("crash injected at {point}")),
-        "{point}: the child failed elsewhere: {stderr}\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-/// Re-opens twice: the second open must find nothing left to do.
-async fn reopen_settled(fx: &Fixture, point: &str) -> (VolumeManager, String) {
-    let m = fx.open().await;
-    let report = m.reconcile_report().join("\n");
-    drop(m);
-    let m = fx.open().await;
-    let again: Vec<&String> = m
-        .reconcile_report()
-        .iter()
-        .filter(|l| !l.contains("thawed"))
-        .collect();
-    assert!(
-        again.is_empty(),
-        "{point}: second start-up still had work: {again:?}"
-    );
-    (m, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,8 +85,8 @@ async fn dm_killed_mid_step_is_reconciled() {
         } else {
             dest.as_str()
         };
-        run_child(&fx, point, step, arg);
-        let (m, report) = reopen_settled(&fx, point).await;
+        common::run_crash_child(&fx, "crash_child", point, step, arg);
+        let (m, report) = common::reopen_settled(&fx, point).await;
         assert!(
             report.contains(object),
             "{point}: report does not name {object}: {report}"

@@ -5,15 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{run, write_file, Fixture, MIB};
-use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
-
-const CHILD_CONFIG: &str = "CONVOY_CORE_TEST_CONFIG";
-const CHILD_STEP: &str = "CONVOY_CORE_TEST_STEP";
-const CHILD_ARG: &str = "CONVOY_CORE_TEST_ARG";
+use convoy_core::{CreateVolumeRequest, NoProgress, VolumeManager};
 
 fn named(name: &str) -> CreateVolumeRequest {
     CreateVolumeRequest {
@@ -26,11 +21,7 @@ fn named(name: &str) -> CreateVolumeRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper: run in a child process by dm_lifecycle_killed_mid_step_is_reconciled"]
 async fn lifecycle_crash_child() {
-    let config: ManagerConfig =
-        serde_json::from_str(&std::env::var(CHILD_CONFIG).expect("run by the parent test"))
-            .unwrap();
-    let step = std::env::var(CHILD_STEP).unwrap();
-    let arg = std::env::var(CHILD_ARG).unwrap_or_default();
+    let (config, step, arg) = common::child_request();
     let m = VolumeManager::open(config).await.unwrap();
     match step.as_str() {
         "expand" => drop(m.expand_volume(&arg, 128 * MIB).await),
@@ -54,49 +45,10 @@ async fn lifecycle_crash_child() {
     panic!("the crash point of step {step} was not reached");
 }
 
-fn run_child(fx: &Fixture, point: &str, step: &str, arg: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "lifecycle_crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_CONFIG, serde_json::to_string(&fx.config()).unwrap())
-        .env(CHILD_STEP, step)
-        .env(CHILD_ARG, arg)
-        .env("CONVOY_CORE_CRASH_AT", point)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "{point}: the child did not crash: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("crash injected at {point}")),
-        "{point}: the child failed elsewhere: {stderr}\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Re-opens twice: the second open must find nothing left to do; no orphan was ever found.
 async fn reopen_settled(fx: &Fixture, point: &str) -> (VolumeManager, String) {
-    let m = fx.open().await;
-    let report = m.reconcile_report().join("\n");
+    let (m, report) = common::reopen_settled(fx, point).await;
     assert!(!report.contains("orphan"), "{point}: {report}");
-    drop(m);
-    let m = fx.open().await;
-    let again: Vec<&String> = m
-        .reconcile_report()
-        .iter()
-        .filter(|l| !l.contains("thawed"))
-        .collect();
-    assert!(
-        again.is_empty(),
-        "{point}: second start-up still had work: {again:?}"
-    );
     // The active thin devices are exactly the volumes'.
     let mut volumes: Vec<String> = m
         .list_volumes(None)
@@ -155,7 +107,7 @@ async fn dm_lifecycle_killed_mid_step_is_reconciled() {
         write_file(&gat.join("g"), 9, MIB as usize);
         let g = std::fs::read(gat.join("g")).unwrap();
         drop(m);
-        run_child(&fx, point, "expand", &name);
+        common::run_crash_child(&fx, "lifecycle_crash_child", point, "expand", &name);
         let (m, report) = reopen_settled(&fx, point).await;
         assert!(report.contains("finished the expand"), "{point}: {report}");
         let v = m.inspect_volume(&name).await.unwrap();
@@ -172,7 +124,7 @@ async fn dm_lifecycle_killed_mid_step_is_reconciled() {
         ("clone-after-snap", "clone"),
         ("clone-after-snap", "clone-volume"),
     ] {
-        run_child(&fx, point, step, "cl");
+        common::run_crash_child(&fx, "lifecycle_crash_child", point, step, "cl");
         let (m, report) = reopen_settled(&fx, point).await;
         assert!(report.contains("cl"), "{point}: {report}");
         assert!(m.inspect_volume("cl").await.is_err(), "{point}");
@@ -199,7 +151,7 @@ async fn dm_lifecycle_killed_mid_step_is_reconciled() {
         std::fs::write(rat.join("f"), b"new").unwrap();
         m.umount_volume(&name).await.unwrap();
         drop(m);
-        run_child(&fx, point, "revert", &snap);
+        common::run_crash_child(&fx, "lifecycle_crash_child", point, "revert", &snap);
         let (m, report) = reopen_settled(&fx, point).await;
         let word = if reverted { "finished" } else { "rolled back" };
         assert!(

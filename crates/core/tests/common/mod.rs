@@ -200,3 +200,68 @@ pub fn thin_checksum(fx: &Fixture, id: u64, size: u64) -> String {
     pool.deactivate("cc-checksum").unwrap();
     sum
 }
+
+/// The crash tests' child process: a test of the same binary, run with the fixture's config
+/// and a step in these variables, that performs the step until the crash point named in
+/// `CONVOY_CORE_CRASH_AT` aborts it.
+pub const CHILD_CONFIG: &str = "CONVOY_CORE_TEST_CONFIG";
+pub const CHILD_STEP: &str = "CONVOY_CORE_TEST_STEP";
+pub const CHILD_ARG: &str = "CONVOY_CORE_TEST_ARG";
+
+/// The child's config, step and argument (inside the child test).
+pub fn child_request() -> (ManagerConfig, String, String) {
+    let config =
+        serde_json::from_str(&std::env::var(CHILD_CONFIG).expect("run by the parent test"))
+            .unwrap();
+    let step = std::env::var(CHILD_STEP).unwrap();
+    let arg = std::env::var(CHILD_ARG).unwrap_or_default();
+    (config, step, arg)
+}
+
+/// Runs test `child` of this binary on `step arg`, crashing at `point`; panics unless it
+/// crashed there.
+pub fn run_crash_child(fx: &Fixture, child: &str, point: &str, step: &str, arg: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_CONFIG, serde_json::to_string(&fx.config()).unwrap())
+        .env(CHILD_STEP, step)
+        .env(CHILD_ARG, arg)
+        .env("CONVOY_CORE_CRASH_AT", point)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{point}: the child did not crash: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("crash injected at {point}")),
+        "{point}: the child failed elsewhere: {stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Re-opens twice after a crash: the second open must find nothing left to do. Answers the
+/// second manager and the first open's report.
+pub async fn reopen_settled(fx: &Fixture, point: &str) -> (VolumeManager, String) {
+    let m = fx.open().await;
+    let report = m.reconcile_report().join("\n");
+    drop(m);
+    let m = fx.open().await;
+    let again: Vec<&String> = m
+        .reconcile_report()
+        .iter()
+        .filter(|l| !l.contains("thawed"))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "{point}: second start-up still had work: {again:?}"
+    );
+    (m, report)
+}
