@@ -61,6 +61,16 @@ mod names;
 mod open;
 mod original;
 pub use original::original_saved_config;
+mod policy;
+pub use policy::{
+    format_interval, format_keep, parse_interval, parse_keep, policy_snapshot_name, rfc3339,
+    validate_policy_name, Action as PolicyAction, Policy, PolicyEngine, PolicyStatus, PolicyTarget,
+    ALL_VOLUMES, DEFAULT_POLICY_NAME,
+};
+/// A policy's run state and the jobs it hands out.
+pub mod policy_state {
+    pub use crate::policy::book::{ActionState, Job, MadeBackup, MadeSnapshot, RunState};
+}
 mod records;
 mod retention;
 mod snapshots;

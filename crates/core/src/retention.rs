@@ -92,7 +92,7 @@ const HOUR: i64 = 3600;
 const DAY: i64 = 86_400;
 
 /// Days since 1970-01-01 → (year, month 1–12), proleptic Gregorian (Hinnant's algorithm).
-fn year_month(days: i64) -> (i64, i64) {
+pub(crate) fn year_month(days: i64) -> (i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -102,6 +102,18 @@ fn year_month(days: i64) -> (i64, i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month)
+}
+
+/// (year, month 1–12, day 1–31) → days since 1970-01-01, proleptic Gregorian (the inverse of
+/// [`year_month`] with the day).
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The period of `time` for each tier: hour, day, week (Monday-based), month.
