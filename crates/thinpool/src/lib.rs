@@ -69,6 +69,7 @@
 mod devnode;
 mod dmio;
 mod error;
+mod events;
 mod metasnap;
 mod names;
 mod pool;
@@ -81,6 +82,7 @@ mod units;
 
 pub use devicemapper::Device;
 pub use error::{Error, Result};
+pub use events::{ArmedEvents, PoolEvents};
 pub use metasnap::MetadataSnapshot;
 pub use names::{mapper_path, validate_name, DEFAULT_POOL_NAME, DEV_MAPPER_DIR, MAX_NAME_LEN};
 pub use pool::{BlockZeroing, PoolConfig, SetupAction, ThinPool};

@@ -47,6 +47,9 @@ pub struct PoolConfig {
     /// Let [`ThinPool::create`] overwrite a metadata device that holds something else (or an
     /// old pool). Never used by [`ThinPool::open`].
     pub force: bool,
+    /// The pool's low-water mark as a percent of its data blocks: when fewer blocks than that
+    /// are free, the kernel raises a device-mapper event once ([`PoolEvents`]). 0: none.
+    pub low_water_free_percent: u8,
 }
 
 impl PoolConfig {
@@ -59,6 +62,7 @@ impl PoolConfig {
             block_size: BlockSize::DEFAULT,
             zeroing: BlockZeroing::Zero,
             force: false,
+            low_water_free_percent: 0,
         }
     }
 
@@ -77,6 +81,13 @@ impl PoolConfig {
     /// Set block zeroing.
     pub fn with_zeroing(mut self, zeroing: BlockZeroing) -> Self {
         self.zeroing = zeroing;
+        self
+    }
+
+    /// Raise a device-mapper event when fewer than `percent` % of the data blocks are free
+    /// (the table's low-water mark; 0 for none, values over 100 count as 100).
+    pub fn with_low_water_free_percent(mut self, percent: u8) -> Self {
+        self.low_water_free_percent = percent.min(100);
         self
     }
 
@@ -389,11 +400,13 @@ impl ThinPool {
                 found: found.to_string().trim().to_owned(),
             });
         }
-        if want.feature_args != have.feature_args {
-            // Same devices, other policy (zeroing / no-space): load the wanted features,
-            // keeping the active length, and resume.
+        let want_low = low_water(&config, config.block_size.blocks_in(found.table.length));
+        if want.feature_args != have.feature_args || want_low != have.low_water_mark {
+            // Same devices, other policy (zeroing / no-space / low-water mark): load the
+            // wanted features, keeping the active length, and resume.
             let mut table = found.clone();
             table.table.params.feature_args = want.feature_args.clone();
+            table.table.params.low_water_mark = want_low;
             let id = DevId::Name(dm_name(&config.name)?);
             dm.table_load(&id, &table.to_raw_table(), DmOptions::default())
                 .map_err(|e| load_error(&config, e))?;
@@ -464,6 +477,11 @@ pub(crate) fn feature_args(zeroing: BlockZeroing) -> Vec<String> {
     args
 }
 
+/// The low-water mark, in free data blocks, of a pool of `data_blocks`.
+fn low_water(config: &PoolConfig, data_blocks: DataBlocks) -> DataBlocks {
+    DataBlocks(data_blocks.0 * u64::from(config.low_water_free_percent.min(100)) / 100)
+}
+
 fn pool_table(config: &PoolConfig, resolved: &Resolved) -> ThinPoolDevTargetTable {
     ThinPoolDevTargetTable::new(
         Sectors(0),
@@ -472,8 +490,8 @@ fn pool_table(config: &PoolConfig, resolved: &Resolved) -> ThinPoolDevTargetTabl
             resolved.meta,
             resolved.data,
             config.block_size.sectors(),
-            // No low-water event: convoy does not extend pools automatically.
-            DataBlocks(0),
+            // The event tells convoy early that the pool fills (convoy does not extend pools).
+            low_water(config, resolved.data_blocks),
             feature_args(config.zeroing),
         ),
     )
