@@ -103,6 +103,9 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Backups of snapshots.
     Backup(BackupArgs),
+    /// Scheduled snapshots and backups with retention.
+    #[command(subcommand)]
+    Policy(crate::policy_cmd::PolicyCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         /// The shell.

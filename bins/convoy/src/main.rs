@@ -3,6 +3,7 @@
 
 mod cli;
 mod output;
+mod policy_cmd;
 mod progress;
 mod store_ops;
 
@@ -159,6 +160,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let endpoint = args.s3_endpoint.unwrap_or_default();
             backup(&client, args.command, endpoint, &args.key, verbose).await?
         }
+        Command::Policy(command) => policy_cmd::policy(&client, command, verbose).await?,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "convoy", &mut std::io::stdout())
         }

@@ -268,6 +268,26 @@ impl Client {
         Ok(answer.body)
     }
 
+    /// `POST /v1/policies/set`; answers the policy as it now stands.
+    pub async fn set_policy(
+        &self,
+        request: &PolicySetRequest,
+    ) -> Result<PolicyListResponse, ApiError> {
+        self.call("POST", routes::POLICIES_SET, request).await
+    }
+
+    /// `POST /v1/policies/remove`.
+    pub async fn remove_policy(&self, request: &PolicyRemoveRequest) -> Result<(), ApiError> {
+        self.call_unit("POST", routes::POLICIES_REMOVE, request)
+            .await
+    }
+
+    /// `GET /v1/policies/list`.
+    pub async fn list_policies(&self) -> Result<PolicyListResponse, ApiError> {
+        self.call("GET", routes::POLICIES_LIST, &serde_json::json!({}))
+            .await
+    }
+
     /// `GET /v1/info`.
     pub async fn info(&self) -> Result<InfoResponse, ApiError> {
         self.call("GET", routes::INFO, &serde_json::json!({})).await
@@ -479,6 +499,7 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Answer<T> {
 }
 
 impl FromBare for VolumeResponse {}
+impl FromBare for PolicyListResponse {}
 impl FromBare for SnapshotResponse {}
 impl FromBare for BackupResponse {}
 impl FromBare for BackupUrlResponse {}

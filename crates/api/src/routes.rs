@@ -28,6 +28,12 @@ pub const BACKUPS_LIST: &str = "/v1/backups/list";
 pub const BACKUPS_INSPECT: &str = "/v1/backups/inspect";
 /// `DELETE`: delete one backup.
 pub const BACKUPS: &str = "/v1/backups";
+/// `POST`: set a policy (convoy's addition).
+pub const POLICIES_SET: &str = "/v1/policies/set";
+/// `POST`: remove a policy (convoy's addition).
+pub const POLICIES_REMOVE: &str = "/v1/policies/remove";
+/// `GET`: every policy with its state (convoy's addition).
+pub const POLICIES_LIST: &str = "/v1/policies/list";
 
 /// Docker: `POST`, handshake.
 pub const PLUGIN_ACTIVATE: &str = "/Plugin.Activate";

@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod policy;
+pub use policy::{
+    PolicyActionResponse, PolicyListResponse, PolicyRemoveRequest, PolicyResponse, PolicySetRequest,
+};
+
 /// `POST /v1/volumes/create`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

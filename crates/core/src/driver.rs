@@ -37,6 +37,18 @@ pub(crate) trait Driver: Send + Sync {
     /// a pool do nothing.
     fn observe_fill(&self) {}
 
+    /// Starts watching the driver's device-mapper events (see
+    /// [`crate::VolumeManager::arm_pool_events`]); drivers without a pool answer `None`.
+    fn arm_events(&self) -> Option<convoy_thinpool::ArmedEvents> {
+        None
+    }
+
+    /// Bytes of the pool allocated to each of `volumes` (its mapped blocks), by volume name,
+    /// for those the driver can tell; drivers without a pool answer nothing.
+    fn allocated_bytes(&self, _volumes: &[VolumeRecord]) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+
     /// Marks the ids and paths of existing records as used (called once at start-up).
     fn load(&self, _records: &[VolumeRecord]) -> Result<()> {
         Ok(())

@@ -180,6 +180,18 @@ impl VolumeManager {
         .await
     }
 
+    /// Starts watching the pools' device-mapper events: the returned waiter wakes on an event
+    /// raised from now on, such as the pool's low-water mark (set at `dm.fillwarn`'s data fill)
+    /// crossed or the pool out of space. Call [`VolumeManager::check_pool_fill`] after arming
+    /// and again when it wakes. `None` without a devicemapper pool.
+    pub fn arm_pool_events(&self) -> Option<convoy_thinpool::ArmedEvents> {
+        self.inner
+            .drivers
+            .iter()
+            .filter(|(name, _)| !self.inner.degraded.contains_key(*name))
+            .find_map(|(_, d)| d.arm_events())
+    }
+
     /// Reads each pool's fill and logs every threshold crossing since the last look (the
     /// daemon calls this periodically, so a crossing caused by writers is logged even when no
     /// request comes). See `docs/operations.md`.
@@ -192,6 +204,36 @@ impl VolumeManager {
             Ok(())
         })
         .await;
+    }
+
+    /// The bytes of its driver's pool each volume has allocated, by volume name, where the
+    /// driver can tell: devicemapper reads the mapped sectors of the volume's active thin
+    /// device; vfs tells nothing. Read for the daemon's metrics (`docs/operations.md`).
+    pub async fn volume_allocated_bytes(&self) -> BTreeMap<String, u64> {
+        let me = self.clone();
+        blocking(move || {
+            let ready: Vec<VolumeRecord> = me
+                .state()
+                .volumes
+                .values()
+                .filter(|v| v.state == ObjectState::Ready)
+                .cloned()
+                .collect();
+            let mut out = BTreeMap::new();
+            for (name, driver) in &me.inner.drivers {
+                let mine: Vec<VolumeRecord> = ready
+                    .iter()
+                    .filter(|r| &r.driver == name)
+                    .cloned()
+                    .collect();
+                if !mine.is_empty() && !me.inner.degraded.contains_key(name) {
+                    out.extend(driver.allocated_bytes(&mine));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub(crate) fn to_volume(&self, rec: &VolumeRecord) -> Volume {

@@ -38,6 +38,8 @@ pub async fn serve(
         manager,
         daemon,
         fill_watch: _fill_watch,
+        metrics: _metrics,
+        policy_runner: _policy_runner,
     } = convoy_daemon::launch::open(args).await?;
     let listener = bind_socket(socket)?;
     let csi_listener = match bind_socket(&csi.socket) {

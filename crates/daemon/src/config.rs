@@ -64,6 +64,23 @@ pub struct DaemonArgs {
     /// encrypted backup stores.
     #[arg(long, value_name = "COMMAND")]
     pub backup_passcmd: Option<String>,
+    /// Policy backup runs at once (scheduled backups beyond it wait their turn).
+    #[arg(long, value_name = "N", default_value_t = crate::policy_runner::DEFAULT_MAX_POLICY_BACKUPS,
+          value_parser = positive_count)]
+    pub policy_max_backups: usize,
+    /// Serve Prometheus metrics (OpenMetrics text, `GET /metrics`) over HTTP on this TCP
+    /// address, e.g. 127.0.0.1:9898; no authentication, so keep it local or firewalled.
+    /// Default: no metrics endpoint.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
+}
+
+/// A count of at least 1.
+fn positive_count(input: &str) -> std::result::Result<usize, String> {
+    match input.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{input:?} is not a whole number of at least 1")),
+    }
 }
 
 /// A `RATE` argument (`10M`, `10M/s`): bytes per second, more than zero.

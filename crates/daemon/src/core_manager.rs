@@ -9,6 +9,7 @@ use convoy_core::{
 };
 
 use crate::manager::NewVolume;
+use crate::metrics::TransferKind;
 use crate::{DaemonError, ErrorKind, Manager, Result};
 
 pub(crate) fn map_err(e: convoy_core::Error) -> DaemonError {
@@ -174,6 +175,16 @@ impl Manager for VolumeManager {
         volume: NewVolume,
         progress: Arc<dyn Progress>,
     ) -> Result<VolumeResponse> {
+        // A restore is measured (`metrics`): bytes written, as reported to its progress.
+        let restore = volume.backup_url.as_deref().map(|url| {
+            let counted = crate::metrics::CountingProgress::new(progress.clone());
+            let transfer = crate::metrics::Transfer::start(TransferKind::Restore, url);
+            (counted, transfer)
+        });
+        let progress: Arc<dyn Progress> = match &restore {
+            Some((counted, _)) => counted.clone(),
+            None => progress,
+        };
         let request = CreateVolumeRequest {
             name: volume.name,
             driver: volume.driver,
@@ -184,10 +195,11 @@ impl Manager for VolumeManager {
             from_volume: volume.from_volume,
             grow: volume.grow,
         };
-        VolumeManager::create_volume(self, request, progress)
-            .await
-            .map(volume_response)
-            .map_err(map_err)
+        let created = VolumeManager::create_volume(self, request, progress).await;
+        if let Some((counted, transfer)) = restore {
+            transfer.finish(created.as_ref().map(|_| counted.bytes()));
+        }
+        created.map(volume_response).map_err(map_err)
     }
 
     async fn expand_volume(&self, name: &str, size: u64) -> Result<VolumeResponse> {
@@ -285,9 +297,11 @@ impl Manager for VolumeManager {
             limit_upload,
             ..store(s3_endpoint)
         };
-        VolumeManager::create_backup(self, snapshot, dest, &store, progress)
-            .await
-            .map_err(map_err)
+        let transfer = crate::metrics::Transfer::start(TransferKind::Backup, dest);
+        let report =
+            VolumeManager::create_backup_report(self, snapshot, dest, &store, progress).await;
+        transfer.finish(report.as_ref().map(|r| r.bytes_read));
+        report.map(|r| r.backup_url).map_err(map_err)
     }
 
     async fn delete_backup(&self, url: &str, s3_endpoint: Option<String>) -> Result<()> {

@@ -19,23 +19,33 @@ pub struct PluginSettings {
     pub backup_limit_upload: Option<u64>,
 }
 
-/// The volume manager plus the daemon's own state (Docker mount references).
+/// The volume manager plus the daemon's own state (Docker mount references, policies).
 #[derive(Debug)]
 pub struct Daemon<M> {
     pub(crate) manager: M,
     pub(crate) settings: PluginSettings,
     /// Docker mount references; the lock also serializes Docker mounts and unmounts.
     pub(crate) docker_mounts: Mutex<DockerMounts>,
+    /// Scheduled snapshots and backups (`<root>/policies.json`); run by `policy_runner`.
+    pub(crate) policies: convoy_core::PolicyEngine,
 }
 
 impl<M: Manager> Daemon<M> {
     /// A daemon serving `manager`, keeping its own state under `root`.
     pub fn new(manager: M, root: &Path, settings: PluginSettings) -> Result<Self> {
+        let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())
+            .map_err(crate::core_manager::map_err)?;
         Ok(Self {
             manager,
             settings,
             docker_mounts: Mutex::new(DockerMounts::load(root)?),
+            policies,
         })
+    }
+
+    /// The policies (cheap to clone; clones share them).
+    pub fn policies(&self) -> &convoy_core::PolicyEngine {
+        &self.policies
     }
 
     /// The volume manager.

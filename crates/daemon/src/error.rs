@@ -81,6 +81,17 @@ pub enum DaemonError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The metrics endpoint cannot listen on its address.
+    #[error(
+        "--metrics-listen {address}: cannot listen there: {error}; give a free local \
+         ADDR:PORT, or leave the flag out"
+    )]
+    MetricsListen {
+        /// The address of `--metrics-listen`.
+        address: std::net::SocketAddr,
+        /// Why (in the message, not a source: clients print sources again).
+        error: std::io::Error,
+    },
 }
 
 impl DaemonError {

@@ -68,11 +68,20 @@ pub struct Opened {
     pub daemon: Daemon<VolumeManager>,
     /// Watches the pool's fill while it lives.
     pub fill_watch: crate::fill_watch::FillWatch,
+    /// The metrics endpoint (`--metrics-listen`), serving while it lives.
+    pub metrics: Option<crate::metrics::MetricsServer>,
+    /// Runs the policies while it lives.
+    pub policy_runner: crate::policy_runner::PolicyRunner,
 }
 
 /// Applies `args` (external commands, backup secret), opens the manager (start-up
 /// reconciliation logged), starts the pool-fill watch and makes the daemon's state.
 pub async fn open(args: &DaemonArgs) -> Result<Opened> {
+    let metrics_address = args
+        .metrics_listen
+        .as_deref()
+        .map(crate::metrics::parse_listen_address)
+        .transpose()?;
     crate::config::configure_external_commands(args)?;
     crate::config::configure_backup_secret(args);
     let config = manager_config(args)?;
@@ -92,10 +101,20 @@ pub async fn open(args: &DaemonArgs) -> Result<Opened> {
         crate::fill_watch::FILL_WATCH_INTERVAL,
     );
     let daemon = Daemon::new(manager.clone(), &args.root, settings)?;
+    let metrics = metrics_address
+        .map(|address| crate::metrics::MetricsServer::start(address, manager.clone()))
+        .transpose()?;
+    let policy_runner = crate::policy_runner::PolicyRunner::start(
+        manager.clone(),
+        daemon.policies().clone(),
+        args.policy_max_backups,
+    );
     Ok(Opened {
         manager,
         daemon,
         fill_watch,
+        metrics,
+        policy_runner,
     })
 }
 
@@ -109,6 +128,8 @@ pub async fn serve(
     let Opened {
         daemon,
         fill_watch: _fill_watch,
+        metrics: _metrics,
+        policy_runner: _policy_runner,
         ..
     } = open(args).await?;
     let listener = bind_socket(socket)?;

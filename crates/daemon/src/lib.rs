@@ -13,6 +13,8 @@
 //! * [`config`]: daemon flags ([`DaemonArgs`]) checked against the saved `<root>/convoy.cfg`.
 //! * [`launch`]: what `convoy daemon` and `convoyd` do — open the manager, bind, serve until
 //!   SIGTERM/SIGINT.
+//! * [`metrics`]: the opt-in Prometheus endpoint (`--metrics-listen`) and
+//!   [`metrics::record_policy_run`].
 //!
 //! ## Usage
 //!
@@ -31,8 +33,10 @@ pub mod fill_watch;
 mod http;
 pub mod launch;
 mod manager;
+pub mod metrics;
 pub mod mounts;
 mod plugin;
+pub mod policy_runner;
 mod progress;
 pub mod server;
 mod tasks;

@@ -21,7 +21,19 @@ use crate::v1::Shared;
 use crate::{DaemonError, ErrorKind, Manager, Result};
 
 /// `-o` options Docker users may pass to `docker volume create -d convoy`.
-const OPTIONS: &[&str] = &["size", "backup", "driver", "endpoint", "snapshot", "volume"];
+const OPTIONS: &[&str] = &[
+    "size",
+    "backup",
+    "driver",
+    "endpoint",
+    "snapshot",
+    "volume",
+    "snapshot-every",
+    "backup-every",
+    "backup-dest",
+    "keep-snapshots",
+    "keep-backups",
+];
 /// Options the original Convoy accepted for other drivers; accepted and ignored here.
 const IGNORED_OPTIONS: &[&str] = &["id", "type", "iops", "vm"];
 
@@ -90,13 +102,23 @@ pub(crate) async fn capabilities() -> Response {
     })
 }
 
-/// Translates Docker `-o` options into a volume to create.
-fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewVolume> {
+/// Translates Docker `-o` options into a volume to create and, when a policy option is given
+/// (`snapshot-every`, `backup-every`, `backup-dest`, `keep-snapshots`, `keep-backups`; the
+/// S3 `endpoint` applies to it too), the volume's `default` policy.
+fn new_volume(
+    name: &str,
+    opts: Option<BTreeMap<String, String>>,
+) -> Result<(NewVolume, Option<convoy_api::wire::PolicySetRequest>)> {
     let bad = |message: String| DaemonError::volume(ErrorKind::InvalidArgument, message);
     let mut volume = NewVolume {
         name: Some(name.to_string()),
         ..NewVolume::default()
     };
+    let mut policy = convoy_api::wire::PolicySetRequest {
+        volume_name: name.to_string(),
+        ..Default::default()
+    };
+    let mut has_policy = false;
     for (key, value) in opts.unwrap_or_default() {
         let value = value.trim().to_string();
         match key.to_ascii_lowercase().as_str() {
@@ -115,6 +137,18 @@ fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewV
             "endpoint" => volume.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
             "snapshot" => volume.from_snapshot = Some(value).filter(|v| !v.is_empty()),
             "volume" => volume.from_volume = Some(value).filter(|v| !v.is_empty()),
+            "snapshot-every" | "backup-every" | "backup-dest" | "keep-snapshots"
+            | "keep-backups" => {
+                has_policy = true;
+                let field = match key.to_ascii_lowercase().as_str() {
+                    "snapshot-every" => &mut policy.snapshot_every,
+                    "backup-every" => &mut policy.backup_every,
+                    "backup-dest" => &mut policy.backup_dest,
+                    "keep-snapshots" => &mut policy.keep_snapshots,
+                    _ => &mut policy.keep_backups,
+                };
+                *field = value;
+            }
             other if IGNORED_OPTIONS.contains(&other) => {
                 tracing::info!(
                     volume = name,
@@ -130,14 +164,22 @@ fn new_volume(name: &str, opts: Option<BTreeMap<String, String>>) -> Result<NewV
             }
         }
     }
-    Ok(volume)
+    if has_policy {
+        policy.s3_endpoint = volume.s3_endpoint.clone().unwrap_or_default();
+        return Ok((volume, Some(policy)));
+    }
+    Ok((volume, None))
 }
 
 pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: CreateRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        let volume = new_volume(name, r.opts)?;
+        let (volume, policy) = new_volume(name, r.opts)?;
+        // The policy is checked before anything is made.
+        let policy = policy
+            .map(|p| crate::v1::policy::policy_of(&route, &p))
+            .transpose()?;
         // Idempotent: dockerd may create a volume it already knows (and does after restarts).
         match d.manager.inspect_volume(name).await {
             Ok(_) => {}
@@ -154,6 +196,9 @@ pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
                 Err(e) => return Err(e),
             },
             Err(e) => return Err(e),
+        }
+        if let Some((volume, name, policy)) = policy {
+            crate::v1::policy::set_policy(&d, &volume, &name, policy).await?;
         }
         Ok(err_only(String::new()))
     })
@@ -188,6 +233,9 @@ pub(crate) async fn remove<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
             Err(e) => return Err(e),
         }
         mounts.forget(name)?;
+        d.policies
+            .forget_volume(name)
+            .map_err(crate::core_manager::map_err)?;
         Ok(err_only(String::new()))
     })
     .await
@@ -207,7 +255,7 @@ pub(crate) async fn mount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes
                 let what = format!("Docker mount-create of {name}");
                 d.manager
                     .create_volume(
-                        new_volume(name, None)?,
+                        new_volume(name, None)?.0,
                         progress::OperationProgress::new(what, None),
                     )
                     .await?
@@ -326,15 +374,47 @@ mod tests {
 
     #[test]
     fn clone_options_name_the_source() {
-        let v = new_volume("c1", opts(&[("snapshot", "snap1")])).unwrap();
+        let v = new_volume("c1", opts(&[("snapshot", "snap1")])).unwrap().0;
         assert_eq!(v.from_snapshot.as_deref(), Some("snap1"));
         assert_eq!(v.from_volume, None);
-        let v = new_volume("c2", opts(&[("Volume", " vol1 ")])).unwrap();
+        let v = new_volume("c2", opts(&[("Volume", " vol1 ")])).unwrap().0;
         assert_eq!(v.from_volume.as_deref(), Some("vol1"));
         // Empty means unset, as for backup=.
-        let v = new_volume("c3", opts(&[("snapshot", "")])).unwrap();
+        let v = new_volume("c3", opts(&[("snapshot", "")])).unwrap().0;
         assert_eq!(v.from_snapshot, None);
         let e = new_volume("c4", opts(&[("snap", "x")])).unwrap_err();
         assert!(e.to_string().contains("snapshot, volume"), "{e}");
+    }
+
+    #[test]
+    fn policy_options_make_the_volumes_default_policy_and_bad_ones_are_refused() {
+        let (v, p) = new_volume(
+            "db",
+            opts(&[
+                ("snapshot-every", "1h"),
+                ("Backup-Every", "1d"),
+                ("backup-dest", "s3://b@us-east-1/x"),
+                ("endpoint", "http://127.0.0.1:9000"),
+                ("keep-snapshots", "hourly=24"),
+                ("keep-backups", "daily=7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(v.name.as_deref(), Some("db"));
+        let p = p.unwrap();
+        let (volume, name, policy) =
+            crate::v1::policy::policy_of("/VolumeDriver.Create", &p).unwrap();
+        assert_eq!((volume.as_str(), name.as_str()), ("db", "default"));
+        assert_eq!(policy.snapshot_every, Some(3600));
+        assert_eq!(policy.backup_every, Some(86_400));
+        assert_eq!(policy.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(policy.keep_backups.daily, 7);
+        assert!(new_volume("plain", None).unwrap().1.is_none());
+        let (_, p) = new_volume("db", opts(&[("backup-every", "1d")])).unwrap();
+        let e = crate::v1::policy::policy_of("/VolumeDriver.Create", &p.unwrap()).unwrap_err();
+        assert!(e.to_string().contains("backup destination"), "{e}");
+        let (_, p) = new_volume("db", opts(&[("snapshot-every", "often")])).unwrap();
+        let e = crate::v1::policy::policy_of("/VolumeDriver.Create", &p.unwrap()).unwrap_err();
+        assert!(e.to_string().contains("SnapshotEvery"), "{e}");
     }
 }

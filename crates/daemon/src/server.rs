@@ -49,6 +49,9 @@ pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
         .route(r::BACKUPS_INSPECT, get(v1::backup_inspect::<M>))
         .route(r::BACKUPS, delete(v1::backup_delete::<M>))
         .route("/v1/backups/", delete(v1::backup_delete::<M>))
+        .route(r::POLICIES_SET, post(v1::policy::set::<M>))
+        .route(r::POLICIES_REMOVE, post(v1::policy::remove::<M>))
+        .route(r::POLICIES_LIST, get(v1::policy::list_route::<M>))
         .route(r::PLUGIN_ACTIVATE, post(plugin::activate))
         .route(r::DOCKER_CREATE, post(plugin::create::<M>))
         .route(r::DOCKER_REMOVE, post(plugin::remove::<M>))
@@ -62,6 +65,7 @@ pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn(v1::check_client_version))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(crate::metrics::track_request))
         .with_state(daemon)
 }
 

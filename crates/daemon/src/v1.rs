@@ -20,6 +20,8 @@ use crate::manager::NewVolume;
 use crate::progress;
 use crate::{Daemon, Manager, Result};
 
+pub(crate) mod policy;
+
 /// Shared handler state.
 pub(crate) type Shared<M> = State<Arc<Daemon<M>>>;
 
@@ -259,6 +261,9 @@ pub(crate) async fn volume_delete<M: Manager>(State(d): Shared<M>, call: Call) -
         let name = required(&route, "VolumeName", &r.volume_name)?;
         d.manager.delete_volume(name, r.reference_only).await?;
         d.docker_mounts.lock().await.forget(name)?;
+        d.policies
+            .forget_volume(name)
+            .map_err(crate::core_manager::map_err)?;
         Ok(Empty {})
     })
     .await

@@ -60,7 +60,9 @@ impl DmDriver {
         check_pool_device("dm.metadatadev", &opts.metadata_device)?;
         let config = PoolConfig::new(&opts.data_device, &opts.metadata_device)
             .with_name(&opts.pool_name)
-            .with_block_size(opts.block_size);
+            .with_block_size(opts.block_size)
+            // The kernel's low-water event then marks the crossing of dm.fillwarn (data).
+            .with_low_water_free_percent(100 - opts.fill.warn.min(100));
         let (pool, _action) = ThinPool::setup(config)
             .map_err(Error::dm(format!("set up pool {}", opts.pool_name)))?;
         Ok(DmDriver {
@@ -239,6 +241,27 @@ impl Driver for DmDriver {
         if let Some(fill) = self.pool_fill() {
             self.fill.observe(&fill);
         }
+    }
+
+    fn arm_events(&self) -> Option<convoy_thinpool::ArmedEvents> {
+        self.pool.events().arm().ok()
+    }
+
+    fn allocated_bytes(&self, volumes: &[VolumeRecord]) -> BTreeMap<String, u64> {
+        // The mapped sectors of each volume's active thin device (its status line); a volume
+        // whose device is not active is left out.
+        let Ok(active) = self.pool.list_active() else {
+            return BTreeMap::new();
+        };
+        volumes
+            .iter()
+            .filter_map(|rec| {
+                let id = thin_id(rec.dev_id, &rec.name).ok()?;
+                let dev = active.iter().find(|d| d.id == id)?;
+                let usage = self.pool.thin_usage(&dev.name).ok()?;
+                Some((rec.name.clone(), *usage.mapped * 512))
+            })
+            .collect()
     }
 
     fn load(&self, records: &[VolumeRecord]) -> Result<()> {
