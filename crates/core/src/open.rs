@@ -43,10 +43,22 @@ fn lock_root(root: &Path) -> Result<Flock<File>> {
     })
 }
 
-/// Reads `convoy.cfg` when the config names no drivers; writes it otherwise. The original
-/// Convoy's `convoy.cfg` (another format) is read, not written: [`finish_original_config`]
-/// replaces it once the drivers have adopted the original's volumes (`.1` is then true).
-fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, bool)> {
+/// How the setup was settled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Read from convoy's `convoy.cfg`.
+    Saved,
+    /// Given, to be written to `convoy.cfg` once the drivers have started (a setup that cannot
+    /// start is never saved, so the next start is not held to it).
+    Given,
+    /// Read from the original Convoy's `convoy.cfg` (another format), read, not written:
+    /// [`finish_original_config`] replaces it once the drivers have adopted its volumes.
+    Original,
+}
+
+/// Reads `convoy.cfg` when the config names no drivers; otherwise the given setup is to be
+/// saved once it has started.
+fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, Settled)> {
     let path = config.root.join(CONFIG_FILE);
     if let Some(original) = crate::original::original_saved_config(&config.root)? {
         let config = if config.drivers.is_empty() {
@@ -57,7 +69,7 @@ fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, bool)> {
         } else {
             config
         };
-        return Ok((config, true));
+        return Ok((config, Settled::Original));
     }
     if config.drivers.is_empty() {
         let bytes = fs::read(&path).map_err(|e| {
@@ -83,11 +95,10 @@ fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, bool)> {
                 root: config.root,
                 ..saved
             },
-            false,
+            Settled::Saved,
         ));
     }
-    save_config(&config)?;
-    Ok((config, false))
+    Ok((config, Settled::Given))
 }
 
 /// Writes `<root>/convoy.cfg`, atomically.
@@ -220,7 +231,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
     if !config.drivers.is_empty() {
         check_driver_opts(&config)?;
     }
-    let (config, from_original) = settle_config(config)?;
+    let (config, settled) = settle_config(config)?;
     let mut drivers = BTreeMap::new();
     let mut stores = BTreeMap::new();
     let mut degraded = BTreeMap::new();
@@ -286,8 +297,10 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             state.volumes.insert(rec.name.clone(), rec);
         }
     }
-    if from_original && degraded.is_empty() {
-        finish_original_config(&config)?;
+    match settled {
+        Settled::Original if degraded.is_empty() => finish_original_config(&config)?,
+        Settled::Given => save_config(&config)?,
+        _ => {}
     }
     Ok(VolumeManager {
         inner: Arc::new(Inner {

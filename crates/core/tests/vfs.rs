@@ -309,3 +309,32 @@ async fn vfs_backup_errors_are_clear() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
+
+#[tokio::test]
+async fn a_setup_that_cannot_start_is_not_saved_and_the_next_start_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    // A vfs.path that cannot be made (under a regular file).
+    fs::write(dir.path().join("file"), b"x").unwrap();
+    let mut bad = config(dir.path());
+    bad.driver_opts.insert(
+        "vfs.path".into(),
+        dir.path().join("file/vols").display().to_string(),
+    );
+    let e = VolumeManager::open(bad).await.unwrap_err();
+    assert!(e.to_string().contains("file/vols"), "{e}");
+    assert!(
+        !dir.path().join("root/convoy.cfg").exists(),
+        "a setup that did not start was saved"
+    );
+    // Without flags there is nothing to reuse; with good ones it starts and is saved.
+    let none = ManagerConfig {
+        root: dir.path().join("root"),
+        ..ManagerConfig::default()
+    };
+    let e = VolumeManager::open(none.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    drop(VolumeManager::open(config(dir.path())).await.unwrap());
+    assert!(dir.path().join("root/convoy.cfg").exists());
+    let again = VolumeManager::open(none).await.unwrap();
+    drop(again);
+}
