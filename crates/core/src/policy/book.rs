@@ -320,6 +320,15 @@ impl PolicyEngine {
         write_atomic(&self.path, &bytes)
     }
 
+    /// A copy of the state of `key` (default when it has none), read without a write.
+    pub(super) fn state(&self, key: &Key) -> RunState {
+        lock(&self.inner)
+            .states
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Changes the state of `key` and saves.
     pub(super) fn update<R>(&self, key: &Key, f: impl FnOnce(&mut RunState) -> R) -> Result<R> {
         let mut inner = lock(&self.inner);

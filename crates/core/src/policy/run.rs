@@ -232,6 +232,9 @@ impl PolicyEngine {
 
     /// Adopts snapshots made just before a crash (recorded as pending) if they exist.
     async fn settle_pending<T: PolicyTarget>(&self, key: &Key, target: &T) -> Result<()> {
+        if self.state(key).pending.is_empty() {
+            return Ok(());
+        }
         let pending = self.update(key, |s| std::mem::take(&mut s.pending))?;
         for p in pending {
             if target.snapshot_exists(&p.name).await {
@@ -266,7 +269,7 @@ impl PolicyEngine {
         policy: &super::Policy,
         target: &T,
     ) -> Result<()> {
-        let state = self.update(key, |s| s.clone())?;
+        let state = self.state(key);
         let mut failures = Vec::new();
         for name in snapshots_to_delete(&state, &policy.keep_snapshots) {
             if let Err(e) = self.delete_snapshot(key, &name, target).await {
