@@ -68,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    forget_package_env();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -75,6 +76,36 @@ fn main() -> ExitCode {
             eprintln!("xtask: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cargo xtask` runs under `cargo run`, which sets the xtask package's own variables
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...) in its environment. Every cargo this process
+/// starts would inherit them, and build scripts that declare `rerun-if-env-changed` on them
+/// (ring does, for `CARGO_MANIFEST_DIR` and `CARGO_PKG_*`) would then be re-run and everything
+/// above them rebuilt whenever the same tree is next built from a plain shell or from a test:
+/// minutes of rebuilding on every switch. Dropped here, once, before any thread starts.
+fn forget_package_env() {
+    let per_package = |name: &str| {
+        ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+    };
+    let names: Vec<_> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| per_package(name))
+        .collect();
+    for name in names {
+        std::env::remove_var(name);
     }
 }
 

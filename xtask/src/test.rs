@@ -80,6 +80,9 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     crate::prereq::ensure(crate::prereq::Level::Test, true)?;
     let mut ok = true;
     let mut totals = Counts::default();
+    // Each tier's wall time, so that a slow CI run says where its minutes went.
+    let started = std::time::Instant::now();
+    let stamp = |tier: &str| println!("{tier} took {:.0} s", started.elapsed().as_secs_f64());
     if !args.vm_only {
         println!("== host tier: cargo test --workspace");
         let (host_ok, counts) = host_tier()?;
@@ -87,6 +90,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
             "host-tier: {} passed, {} failed",
             counts.passed, counts.failed
         );
+        stamp("the host tier (with its build)");
         ok &= host_ok;
         totals.add(counts);
     }
@@ -96,11 +100,13 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         let (docker_ok, counts) = docker_tier(&built)?;
         ok &= docker_ok;
         totals.add(counts);
+        stamp("up to the end of the docker tier");
     }
     if !args.host_only {
         let (vm_ok, counts) = vm_tier(args, &built)?;
         ok &= vm_ok;
         totals.add(counts);
+        stamp("up to the end of the VM tier");
     }
     if !(args.no_reliability || args.host_only || args.vm_only || args.filter.is_some()) {
         println!("== reliability tier: cargo xtask reliability (quick scale)");
@@ -112,6 +118,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         );
         ok &= rel_ok;
         totals.add(counts);
+        stamp("up to the end of the reliability tier");
     }
     println!(
         "all tiers: {} passed, {} failed",

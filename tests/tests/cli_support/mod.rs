@@ -43,6 +43,25 @@ pub fn convoy_bin() -> PathBuf {
         // built already. `-p convoy -p convoyd` resolved a smaller feature set and rebuilt
         // core, daemon and their dependencies a second time: minutes on a fresh machine.
         build.args(["build", "-q", "--workspace", "--bins", "--tests"]);
+        // `cargo test` gave this process the test package's own variables; passed on, they
+        // differ from what a plain `cargo test` saw, and build scripts that watch them (ring
+        // watches `CARGO_MANIFEST_DIR` and `CARGO_PKG_*`) rebuilt half the tree here, minutes.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    &*name,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
