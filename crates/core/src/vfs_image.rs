@@ -32,6 +32,7 @@ use convoy_backupstore::BlockSource;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::vfs_layout::{place, FileMeta, Layout};
 
 /// Magic at the start of every image.
 const MAGIC: &[u8; 8] = b"CVYVFS1\n";
@@ -88,10 +89,6 @@ pub(crate) struct TreeImage {
     /// Regular files by offset: (offset, size, relative path).
     files: Vec<(u64, u64, String)>,
     size: u64,
-}
-
-fn align_up(n: u64, a: u64) -> u64 {
-    n.div_ceil(a) * a
 }
 
 fn mtime_of(meta: &fs::Metadata) -> Option<(i64, u32)> {
@@ -182,19 +179,31 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<Entry>) -> Result<()> {
 }
 
 impl TreeImage {
-    /// Indexes the tree at `root`, placing files on multiples of `align` bytes.
-    pub(crate) fn scan(root: &Path, align: u64) -> Result<Self> {
+    /// Indexes the tree at `root`, placing files on multiples of `align` bytes: unchanged
+    /// files where `base` (the layout of this snapshot's earlier scan, or of the parent
+    /// backup's snapshot) put them, the rest afresh (`vfs_layout`). Returns the image and its
+    /// layout.
+    pub(crate) fn scan(root: &Path, align: u64, base: Option<&Layout>) -> Result<(Self, Layout)> {
         let meta = fs::symlink_metadata(root).map_err(|e| Error::io("stat", root, e))?;
         let mut entries = Vec::new();
         walk(root, "", &mut entries)?;
-        // The offsets depend on the index length, which depends on the offsets: settle them by
-        // iterating (the length only grows, so this ends).
-        let mut head_len = 0u64;
+        let files: Vec<FileMeta> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| (e.path.clone(), e.size, e.mtime))
+            .collect();
+        let mut base = base;
+        // The offsets depend on the head's length, which depends on the offsets: settle them
+        // by iterating (the estimate only grows, so this ends).
+        let mut head_len = PREFIX + 64 * (entries.len() as u64 + 1);
         loop {
-            let mut at = align_up(PREFIX + head_len, align);
+            let Some(layout) = place(&files, align, head_len, base) else {
+                base = None;
+                continue;
+            };
+            let mut placed = layout.files.iter();
             for e in entries.iter_mut().filter(|e| e.kind == Kind::File) {
-                e.offset = at;
-                at = align_up(at + e.size, align);
+                e.offset = placed.next().expect("one place per file").offset;
             }
             let index = Index {
                 version: VERSION,
@@ -204,27 +213,28 @@ impl TreeImage {
             };
             let json = serde_json::to_vec(&index)
                 .map_err(|e| Error::Internal(format!("vfs image index: {e}")))?;
-            if head_len > 0 && json.len() as u64 <= head_len {
+            if PREFIX + json.len() as u64 <= head_len {
                 let mut head = Vec::with_capacity(PREFIX as usize + json.len());
                 head.extend_from_slice(MAGIC);
                 head.extend_from_slice(&(json.len() as u64).to_le_bytes());
                 head.extend_from_slice(&json);
-                let files = entries
+                let mut files: Vec<(u64, u64, String)> = layout
+                    .files
                     .iter()
-                    .filter(|e| e.kind == Kind::File)
-                    .map(|e| (e.offset, e.size, e.path.clone()))
+                    .map(|p| (p.offset, p.size, p.path.clone()))
                     .collect();
-                // Never empty: the store refuses a volume of size 0.
-                let size = at.max(align);
-                return Ok(TreeImage {
+                // Reads find files by offset.
+                files.sort();
+                let image = TreeImage {
                     root: root.to_path_buf(),
                     head,
                     files,
-                    size,
-                });
+                    size: layout.size,
+                };
+                return Ok((image, layout));
             }
             // Leave room so small growth of the offsets' digits does not need another pass.
-            head_len = json.len() as u64 + 64;
+            head_len = PREFIX + json.len() as u64 + 64;
         }
     }
 
@@ -480,7 +490,7 @@ mod tests {
         fs::write(src.join("d/f"), b"hello").unwrap();
         fs::write(src.join("empty"), b"").unwrap();
         symlink("d/f", src.join("l")).unwrap();
-        let img = TreeImage::scan(&src, 65536).unwrap();
+        let (img, _) = TreeImage::scan(&src, 65536, None).unwrap();
         assert_eq!(img.size() % 65536, 0);
         let mut bytes = vec![0u8; img.size() as usize];
         img.read_at(0, &mut bytes).unwrap();

@@ -166,7 +166,7 @@ async fn vfs_backup_restores_an_identical_tree() {
 }
 
 #[tokio::test]
-async fn vfs_second_backup_uploads_only_the_changed_file() {
+async fn vfs_later_backups_are_incremental_and_read_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let m = VolumeManager::open(config(dir.path())).await.unwrap();
     m.create_volume(named("vol1"), Arc::new(NoProgress))
@@ -183,34 +183,135 @@ async fn vfs_second_backup_uploads_only_the_changed_file() {
         .create_backup_report("s1", &dest, &Default::default(), Arc::new(NoProgress))
         .await
         .unwrap();
+    assert_eq!(first.kind, BackupKind::Full);
     assert!(first.blocks_uploaded >= 60, "{first:?}");
+    assert!(first.bytes_read >= 30 * (300 << 10), "{first:?}");
+    let at_s1 = describe(&at);
 
-    // Change one file (same size) and add nothing else.
+    // Change one file (same size), delete one, add one.
     fs::write(at.join("f17"), noise(999, 300 << 10)).unwrap();
+    fs::remove_file(at.join("f03")).unwrap();
+    fs::write(at.join("new"), noise(1000, 100 << 10)).unwrap();
     m.create_snapshot("vol1", Some("s2".into())).await.unwrap();
     let second = m
         .create_backup_report("s2", &dest, &Default::default(), Arc::new(NoProgress))
         .await
         .unwrap();
-    assert_eq!(second.kind, BackupKind::Full);
-    // The changed file's two chunks and the index chunk; everything else deduplicates.
     eprintln!("first: {first:?}\nsecond: {second:?}");
-    assert!(second.blocks_uploaded <= 3, "{second:?}");
-    assert!(second.blocks_deduplicated >= 58, "{second:?}");
+    assert_eq!(second.kind, BackupKind::Incremental, "{second:?}");
+    assert_eq!(second.parent_snapshot.as_deref(), Some("s1"));
+    // Read: the head's room, f17's and f03's old places (the new file fits in one of them).
+    // The 28 unchanged files (56 chunks) are not read at all.
+    assert!(second.bytes_read <= 6 * (256 << 10), "{second:?}");
+    assert!(second.blocks_uploaded <= 4, "{second:?}");
+    let at_s2 = describe(&at);
 
-    // Both backups restore to their own trees.
-    m.create_volume(restore_req("r2", &second.backup_url), Arc::new(NoProgress))
+    // Nothing changed: only the head is read.
+    m.create_snapshot("vol1", Some("s3".into())).await.unwrap();
+    let third = m
+        .create_backup_report("s3", &dest, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(third.kind, BackupKind::Incremental, "{third:?}");
+    assert!(third.bytes_read <= 2 * (256 << 10), "{third:?}");
+
+    // Each backup restores to its own tree (no chunk of a deleted or older file leaks in).
+    for (name, report, want) in [
+        ("r1", &first, &at_s1),
+        ("r2", &second, &at_s2),
+        ("r3", &third, &at_s2),
+    ] {
+        m.create_volume(restore_req(name, &report.backup_url), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        let got = m.mount_volume(name, None).await.unwrap();
+        assert_eq!(&describe(&got), want, "{name}");
+    }
+
+    // A layout is kept per snapshot and goes with it; a stray one is removed at start-up.
+    let layouts = dir.path().join("vols/.layouts");
+    assert_eq!(fs::read_dir(&layouts).unwrap().count(), 3);
+    m.delete_snapshot("s1").await.unwrap();
+    assert_eq!(fs::read_dir(&layouts).unwrap().count(), 2);
+    fs::write(layouts.join("stray.json"), b"{}").unwrap();
+    drop(m);
+    let m = VolumeManager::open(config(dir.path())).await.unwrap();
+    assert_eq!(fs::read_dir(&layouts).unwrap().count(), 2);
+
+    // s1 is gone: the next backup is incremental against s3, the last one.
+    fs::write(at.join("f20"), noise(2000, 300 << 10)).unwrap();
+    m.create_snapshot("vol1", Some("s4".into())).await.unwrap();
+    let fourth = m
+        .create_backup_report("s4", &dest, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(fourth.parent_snapshot.as_deref(), Some("s3"), "{fourth:?}");
+    m.create_volume(restore_req("r4", &fourth.backup_url), Arc::new(NoProgress))
         .await
         .unwrap();
     assert_eq!(
-        describe(&m.mount_volume("r2", None).await.unwrap()),
+        describe(&m.mount_volume("r4", None).await.unwrap()),
         describe(&at)
     );
-    m.create_volume(restore_req("r1", &first.backup_url), Arc::new(NoProgress))
+}
+
+#[tokio::test]
+async fn vfs_a_snapshot_backed_up_twice_keeps_one_layout() {
+    // The same snapshot to two destinations, the second with another parent: both backups
+    // and a child of each restore correctly.
+    let dir = tempfile::tempdir().unwrap();
+    let m = VolumeManager::open(config(dir.path())).await.unwrap();
+    m.create_volume(named("vv"), Arc::new(NoProgress))
         .await
         .unwrap();
-    let r1 = m.mount_volume("r1", None).await.unwrap();
-    assert_eq!(fs::read(r1.join("f17")).unwrap(), noise(27, 300 << 10));
+    let at = m.mount_volume("vv", None).await.unwrap();
+    for i in 0..8u64 {
+        fs::write(at.join(format!("f{i}")), noise(i, 200 << 10)).unwrap();
+    }
+    let a = format!("vfs://{}", dir.path().join("a").display());
+    let b = format!("vfs://{}", dir.path().join("b").display());
+    m.create_snapshot("vv", Some("s1".into())).await.unwrap();
+    m.create_backup_report("s1", &a, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    fs::remove_file(at.join("f0")).unwrap();
+    fs::write(at.join("f9"), noise(9, 50 << 10)).unwrap();
+    m.create_snapshot("vv", Some("s2".into())).await.unwrap();
+    let to_a = m
+        .create_backup_report("s2", &a, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let to_b = m
+        .create_backup_report("s2", &b, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(to_a.kind, BackupKind::Incremental);
+    assert_eq!(to_b.kind, BackupKind::Full);
+    let want = describe(&at);
+    fs::write(at.join("f5"), noise(55, 10 << 10)).unwrap();
+    m.create_snapshot("vv", Some("s3".into())).await.unwrap();
+    let mut urls = vec![to_a.backup_url, to_b.backup_url];
+    for dest in [&a, &b] {
+        let r = m
+            .create_backup_report("s3", dest, &Default::default(), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert_eq!(r.kind, BackupKind::Incremental, "{dest}");
+        urls.push(r.backup_url);
+    }
+    let want3 = describe(&at);
+    for (i, url) in urls.iter().enumerate() {
+        let name = format!("r{i}");
+        m.create_volume(restore_req(&name, url), Arc::new(NoProgress))
+            .await
+            .unwrap();
+        let got = describe(&m.mount_volume(&name, None).await.unwrap());
+        assert_eq!(
+            got,
+            if i < 2 { want.clone() } else { want3.clone() },
+            "{url}"
+        );
+    }
 }
 
 /// Puts a hand-made image into the store as a backup of `volume` made by `driver`.
