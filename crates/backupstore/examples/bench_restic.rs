@@ -23,90 +23,13 @@
 // The API takes a list of byte ranges; a single whole-image range is the full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-
-use convoy_backupstore::{BackupTarget, NoProgress, RestoreOptions, TargetOptions};
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 
 use bench_support::*;
-
-/// A convoy phase, in this (child) process.
-fn phase(args: &[String]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
-        let opts = TargetOptions {
-            secret: convoy_backupstore::SecretSource::choose(None, None, None),
-            ..Default::default()
-        };
-        let target = BackupTarget::open(&args[1], opts).unwrap();
-        match args[0].as_str() {
-            "init-encrypted" => {
-                target.init(true).await.unwrap();
-            }
-            "backup-full" => {
-                let img = std::fs::File::open(&args[2]).unwrap();
-                let size = img.metadata().unwrap().len();
-                let out = target
-                    .backup(
-                        Arc::new(img),
-                        &[0..size],
-                        None,
-                        meta(size, "full"),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-                eprintln!("convoy full: {:?}", out.stats);
-            }
-            "backup-inc" => {
-                let img = std::fs::File::open(&args[2]).unwrap();
-                let size = img.metadata().unwrap().len();
-                let ranges: Vec<_> = std::fs::read_to_string(&args[3])
-                    .unwrap()
-                    .lines()
-                    .map(|l| {
-                        let (a, b) = l.split_once(' ').unwrap();
-                        a.parse().unwrap()..b.parse().unwrap()
-                    })
-                    .collect();
-                let out = target
-                    .backup(
-                        Arc::new(img),
-                        &ranges,
-                        Some("full"),
-                        meta(size, "second"),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-                eprintln!("convoy incremental: {:?}", out.stats);
-            }
-            "restore" => {
-                let size: u64 = args[3].parse().unwrap();
-                let f = std::fs::File::create(&args[2]).unwrap();
-                f.set_len(size).unwrap();
-                let r = convoy_backupstore::BackupRef::new("bench", "second").unwrap();
-                // Like restic, leave flushing to the kernel; `measure` times a `sync` after.
-                target
-                    .restore(
-                        &r,
-                        Arc::new(NoFsync(f)),
-                        &RestoreOptions::default(),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unknown phase {other}"),
-        }
-    });
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -170,9 +93,9 @@ fn main() {
 
     eprintln!("phase 1: full backup");
     let r1 = measure(restic(&["backup", img]), "restic backup");
-    let c1 = measure(convoy(&["backup-full", &dest, img]), "convoy backup");
+    let c1 = measure(convoy(&["backup", &dest, img, "full"]), "convoy backup");
     let e1 = measure(
-        convoy_enc(&["backup-full", &enc_dest, img]),
+        convoy_enc(&["backup", &enc_dest, img, "full"]),
         "convoy encrypted backup",
     );
     let (ra1, _) = tree_bytes(&restic_repo);
@@ -181,18 +104,28 @@ fn main() {
     eprintln!("phase 2: 1% of {} KiB blocks changed", POOL_BLOCK >> 10);
     let changed = change_one_percent(&image, size);
     let ranges_file = work.join("changed-ranges");
-    let mut f = std::fs::File::create(&ranges_file).unwrap();
-    for (a, b) in &changed {
-        writeln!(f, "{a} {b}").unwrap();
-    }
-    drop(f);
+    write_ranges(&ranges_file, &changed);
     let r2 = measure(restic(&["backup", img]), "restic backup 2");
     let c2 = measure(
-        convoy(&["backup-inc", &dest, img, ranges_file.to_str().unwrap()]),
+        convoy(&[
+            "backup",
+            &dest,
+            img,
+            "second",
+            "full",
+            ranges_file.to_str().unwrap(),
+        ]),
         "convoy backup 2",
     );
     let e2 = measure(
-        convoy_enc(&["backup-inc", &enc_dest, img, ranges_file.to_str().unwrap()]),
+        convoy_enc(&[
+            "backup",
+            &enc_dest,
+            img,
+            "second",
+            "full",
+            ranges_file.to_str().unwrap(),
+        ]),
         "convoy encrypted backup 2",
     );
 
@@ -211,6 +144,7 @@ fn main() {
         convoy(&[
             "restore",
             &dest,
+            "second",
             convoy_out.to_str().unwrap(),
             &size.to_string(),
         ]),
@@ -220,6 +154,7 @@ fn main() {
         convoy_enc(&[
             "restore",
             &enc_dest,
+            "second",
             enc_out.to_str().unwrap(),
             &size.to_string(),
         ]),

@@ -25,6 +25,7 @@
 
 #[path = "../bench_support/mod.rs"]
 mod bench_support;
+mod delete;
 mod proxy;
 
 use std::io::{Read, Write};
@@ -34,15 +35,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench_support::*;
-use convoy_backupstore::{BackupRef, BackupTarget, NoProgress, RestoreOptions, TargetOptions};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 const BUCKET: &str = "bench";
 const KEY: &str = "testing";
-/// The convoy children's store endpoint, cache and passphrase come through these.
-const ENDPOINT_ENV: &str = "CONVOY_BENCH_S3_ENDPOINT";
-const CACHE_ENV: &str = "CONVOY_BENCH_CACHE";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -57,87 +54,6 @@ fn env_list(name: &str, default: &str) -> Vec<u64> {
         .split(',')
         .map(|v| v.trim().parse().expect("a comma-separated list of numbers"))
         .collect()
-}
-
-/// A convoy phase, in this (child) process.
-fn phase(args: &[String]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let opts = TargetOptions {
-            s3_endpoint: std::env::var(ENDPOINT_ENV).ok(),
-            cache_dir: std::env::var_os(CACHE_ENV).map(PathBuf::from),
-            // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
-            secret: convoy_backupstore::SecretSource::choose(None, None, None),
-            ..Default::default()
-        };
-        let target = BackupTarget::open(&args[1], opts).unwrap();
-        match args[0].as_str() {
-            "init-encrypted" => {
-                target.init(true).await.unwrap();
-            }
-            // backup DEST IMAGE NAME [PARENT RANGES-FILE]
-            "backup" => {
-                let img = std::fs::File::open(&args[2]).unwrap();
-                let size = img.metadata().unwrap().len();
-                let (parent, ranges) = match args.get(4) {
-                    Some(parent) => (Some(parent.as_str()), read_ranges(Path::new(&args[5]))),
-                    None => (None, vec![0..size]),
-                };
-                let out = target
-                    .backup(
-                        Arc::new(img),
-                        &ranges,
-                        parent,
-                        meta(size, &args[3]),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-                eprintln!("convoy {}: {:?}", args[3], out.stats);
-            }
-            // restore DEST NAME OUT SIZE
-            "restore" => {
-                let size: u64 = args[4].parse().unwrap();
-                let f = std::fs::File::create(&args[3]).unwrap();
-                f.set_len(size).unwrap();
-                let r = BackupRef::new("bench", &args[2]).unwrap();
-                target
-                    .restore(
-                        &r,
-                        Arc::new(NoFsync(f)),
-                        &RestoreOptions::default(),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-            }
-            // delete DEST NAME
-            "delete" => {
-                let r = BackupRef::new("bench", &args[2]).unwrap();
-                let stats = target.delete(&r).await.unwrap();
-                eprintln!("convoy delete {}: {stats:?}", args[2]);
-            }
-            other => panic!("unknown phase {other}"),
-        }
-    });
-}
-
-fn read_ranges(path: &Path) -> Vec<std::ops::Range<u64>> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (a, b) = l.split_once(' ').unwrap();
-            a.parse().unwrap()..b.parse().unwrap()
-        })
-        .collect()
-}
-
-fn write_ranges(path: &Path, ranges: &[(u64, u64)]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    for (a, b) in ranges {
-        writeln!(f, "{a} {b}").unwrap();
-    }
 }
 
 /// moto_server on a free port, killed when dropped.
@@ -326,17 +242,6 @@ impl Bench {
     }
 }
 
-fn restic_snapshot_ids(b: &Bench, prefix: &str) -> Vec<String> {
-    let out = b.restic(prefix, &["snapshots", "--json"]).output().unwrap();
-    assert!(out.status.success(), "restic snapshots");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn mib_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / MIB as f64 / secs
 }
@@ -442,7 +347,7 @@ fn main() {
     }
 
     if !delete_at.is_empty() {
-        delete_phase(&b, &moto, &rt, &work, delete_mib, &delete_at, &latencies);
+        delete::delete_phase(&b, &moto, &rt, &work, delete_mib, &delete_at, &latencies);
     }
 }
 
@@ -543,106 +448,4 @@ fn print_table(latency: u64, size: u64, rows: &[(Tool, [Run; 3], (u64, u64))]) {
             .collect::<Vec<_>>()
             .join("; ")
     );
-}
-
-/// Backs a small image up until the store holds each count of `delete_at` backups, deleting
-/// one in the middle at each: its requests and time, restic against convoy.
-fn delete_phase(
-    b: &Bench,
-    moto: &Moto,
-    rt: &tokio::runtime::Runtime,
-    work: &Path,
-    mib: u64,
-    delete_at: &[u64],
-    latencies: &[u64],
-) {
-    let latency = *latencies.last().unwrap_or(&0);
-    b.counts.set_latency(Duration::from_millis(latency));
-    let size = mib * MIB;
-    let image = work.join("image-delete.img");
-    let ranges = work.join("delete-ranges");
-    let mut table = Vec::new();
-    for tool in [Tool::Restic, Tool::Convoy] {
-        // Each tool starts from the same image and makes the same changes.
-        make_image(&image, size);
-        let prefix = format!("{}-delete", tool.name());
-        b.init(tool, &prefix);
-        let mut live: Vec<String> = Vec::new();
-        let mut made = 0u64;
-        for &at in delete_at {
-            eprintln!(
-                "delete phase, {}: backing up until {at} backups",
-                tool.name()
-            );
-            while (live.len() as u64) < at {
-                let name = format!("d{made:04}");
-                let parent = live.last().cloned();
-                if made > 0 {
-                    // A small change each time: one 2 MiB block.
-                    let changed = change_blocks(&image, size, made);
-                    write_ranges(&ranges, &changed);
-                }
-                let run = b.backup(
-                    tool,
-                    &prefix,
-                    &image,
-                    &name,
-                    parent.as_deref().map(|p| (p, ranges.as_path())),
-                );
-                drop(run);
-                live.push(name);
-                made += 1;
-            }
-            let victim = live.len() / 2;
-            let (objects_before, _) = rt.block_on(moto.stored(&prefix));
-            let run = match tool {
-                Tool::Restic => {
-                    let ids = restic_snapshot_ids(b, &prefix);
-                    assert_eq!(ids.len(), live.len(), "restic snapshots");
-                    b.run(
-                        b.restic(&prefix, &["forget", &ids[victim], "--prune"]),
-                        "restic forget --prune",
-                    )
-                }
-                _ => b.run(
-                    b.convoy(tool, &prefix, &["delete", &live[victim]]),
-                    "convoy delete",
-                ),
-            };
-            live.remove(victim);
-            table.push((tool, at, run, objects_before));
-        }
-    }
-    println!(
-        "\n### delete one backup out of N ({mib} MiB image, one 2 MiB block changed per backup, \
-         {latency} ms added per request)\n"
-    );
-    println!("| tool | backups in the store | objects in the store | delete: wall | delete: requests | by method |");
-    println!("|---|---|---|---|---|---|");
-    for (tool, at, run, objects) in &table {
-        println!(
-            "| {} | {at} | {objects} | {:.2} s | {} | {} |",
-            match tool {
-                Tool::Restic => "restic forget --prune",
-                _ => "convoy delete",
-            },
-            run.m.cmd_secs,
-            run.t.total,
-            run.t.methods()
-        );
-    }
-}
-
-/// Overwrites one 2 MiB block (chosen by `round`) with new data; returns its range.
-fn change_blocks(path: &Path, size: u64, round: u64) -> Vec<(u64, u64)> {
-    use std::os::unix::fs::FileExt;
-    const BLOCK: u64 = 2 * MIB;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let block = (round * 7919) % (size / BLOCK);
-    let mut buf = vec![0u8; BLOCK as usize];
-    // Odd seeds: `fill_random` sets the low bit, so 2k and 2k + 1 would give the same data.
-    fill_random(&mut buf, 10_001 + 2 * round);
-    f.write_all_at(&buf, block * BLOCK).unwrap();
-    f.sync_all().unwrap();
-    vec![(block * BLOCK, (block + 1) * BLOCK)]
 }

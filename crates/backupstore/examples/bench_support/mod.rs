@@ -5,12 +5,20 @@
 // Each example uses a different part of this module.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
-use convoy_backupstore::BackupMeta;
+use convoy_backupstore::{
+    BackupMeta, BackupRef, BackupTarget, NoProgress, RestoreOptions, TargetOptions,
+};
+
+/// A convoy child's S3 endpoint (unset: none) and index cache directory come through these.
+pub const ENDPOINT_ENV: &str = "CONVOY_BENCH_S3_ENDPOINT";
+pub const CACHE_ENV: &str = "CONVOY_BENCH_CACHE";
 
 pub const MIB: u64 = 1 << 20;
 pub const POOL_BLOCK: u64 = 2 * MIB;
@@ -230,5 +238,86 @@ pub struct NoFsync(pub std::fs::File);
 impl convoy_backupstore::BlockSink for NoFsync {
     fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.0.write_all_at(data, offset)
+    }
+}
+
+/// A convoy phase, in this (child) process.
+pub fn phase(args: &[String]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opts = TargetOptions {
+            s3_endpoint: std::env::var(ENDPOINT_ENV).ok(),
+            cache_dir: std::env::var_os(CACHE_ENV).map(PathBuf::from),
+            // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
+            secret: convoy_backupstore::SecretSource::choose(None, None, None),
+            ..Default::default()
+        };
+        let target = BackupTarget::open(&args[1], opts).unwrap();
+        match args[0].as_str() {
+            "init-encrypted" => {
+                target.init(true).await.unwrap();
+            }
+            // backup DEST IMAGE NAME [PARENT RANGES-FILE]
+            "backup" => {
+                let img = std::fs::File::open(&args[2]).unwrap();
+                let size = img.metadata().unwrap().len();
+                let (parent, ranges) = match args.get(4) {
+                    Some(parent) => (Some(parent.as_str()), read_ranges(Path::new(&args[5]))),
+                    None => (None, vec![0..size]),
+                };
+                let out = target
+                    .backup(
+                        Arc::new(img),
+                        &ranges,
+                        parent,
+                        meta(size, &args[3]),
+                        &NoProgress,
+                    )
+                    .await
+                    .unwrap();
+                eprintln!("convoy {}: {:?}", args[3], out.stats);
+            }
+            // restore DEST NAME OUT SIZE
+            "restore" => {
+                let size: u64 = args[4].parse().unwrap();
+                let f = std::fs::File::create(&args[3]).unwrap();
+                f.set_len(size).unwrap();
+                let r = BackupRef::new("bench", &args[2]).unwrap();
+                target
+                    .restore(
+                        &r,
+                        Arc::new(NoFsync(f)),
+                        &RestoreOptions::default(),
+                        &NoProgress,
+                    )
+                    .await
+                    .unwrap();
+            }
+            // delete DEST NAME
+            "delete" => {
+                let r = BackupRef::new("bench", &args[2]).unwrap();
+                let stats = target.delete(&r).await.unwrap();
+                eprintln!("convoy delete {}: {stats:?}", args[2]);
+            }
+            other => panic!("unknown phase {other}"),
+        }
+    });
+}
+
+pub fn read_ranges(path: &Path) -> Vec<std::ops::Range<u64>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            a.parse().unwrap()..b.parse().unwrap()
+        })
+        .collect()
+}
+
+pub fn write_ranges(path: &Path, ranges: &[(u64, u64)]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for (a, b) in ranges {
+        writeln!(f, "{a} {b}").unwrap();
     }
 }
