@@ -8,7 +8,9 @@
 //! Environment: `CONVOY_BENCH_SIZE_MIB` (image, default 1024), `CONVOY_BENCH_LATENCIES_MS`
 //! (default `0,20`), `CONVOY_BENCH_DELETE_AT` (store sizes at which one backup is deleted,
 //! default `10,100`), `CONVOY_BENCH_DELETE_MIB` (the delete phase's image, default 64),
-//! `CONVOY_BENCH_DIR` (work directory, default a temp dir).
+//! `CONVOY_BENCH_DIR` (work directory, default a temp dir), `CONVOY_BENCH_PACK_SWEEP_MIB` (pack
+//! sizes, e.g. `8,16,32,64`: instead of the comparison, convoy alone at each pack size, at the
+//! last latency — what the default pack size was chosen from).
 //!
 //! For each latency, each tool: a full backup of the image; a backup after 1% of its 2 MiB
 //! blocks changed (convoy is given the changed ranges and its first backup as parent, as
@@ -27,6 +29,7 @@
 mod bench_support;
 mod delete;
 mod proxy;
+mod sweep;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -52,6 +55,7 @@ fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name)
         .unwrap_or_else(|_| default.into())
         .split(',')
+        .filter(|v| !v.trim().is_empty())
         .map(|v| v.trim().parse().expect("a comma-separated list of numbers"))
         .collect()
 }
@@ -295,6 +299,11 @@ fn main() {
         changed.len()
     );
 
+    let sweep = env_list("CONVOY_BENCH_PACK_SWEEP_MIB", "");
+    if !sweep.is_empty() {
+        let latency = *latencies.last().unwrap_or(&0);
+        return sweep::pack_sizes(&b, &moto, &rt, &first, &second, &ranges, latency, &sweep);
+    }
     let tools = [Tool::Restic, Tool::Convoy, Tool::ConvoyEncrypted];
     for &latency in &latencies {
         counts.set_latency(Duration::from_millis(latency));

@@ -19,6 +19,8 @@ use convoy_backupstore::{
 /// A convoy child's S3 endpoint (unset: none) and index cache directory come through these.
 pub const ENDPOINT_ENV: &str = "CONVOY_BENCH_S3_ENDPOINT";
 pub const CACHE_ENV: &str = "CONVOY_BENCH_CACHE";
+/// A convoy child's pack size in MiB (unset: the default).
+pub const PACK_ENV: &str = "CONVOY_BENCH_PACK_MIB";
 
 pub const MIB: u64 = 1 << 20;
 pub const POOL_BLOCK: u64 = 2 * MIB;
@@ -245,13 +247,19 @@ impl convoy_backupstore::BlockSink for NoFsync {
 pub fn phase(args: &[String]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let opts = TargetOptions {
+        let mut opts = TargetOptions {
             s3_endpoint: std::env::var(ENDPOINT_ENV).ok(),
             cache_dir: std::env::var_os(CACHE_ENV).map(PathBuf::from),
             // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
             secret: convoy_backupstore::SecretSource::choose(None, None, None),
             ..Default::default()
         };
+        if let Some(mib) = std::env::var(PACK_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            opts.pack_size = mib << 20;
+        }
         let target = BackupTarget::open(&args[1], opts).unwrap();
         match args[0].as_str() {
             "init-encrypted" => {
