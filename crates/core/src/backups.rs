@@ -385,9 +385,10 @@ impl VolumeManager {
             })
             .await;
             match uploaded {
-                Ok(Err(BackupError::BadParent { parent: gone, reason }))
-                    if attempt == 0 && p.is_some() =>
-                {
+                Ok(Err(BackupError::BadParent {
+                    parent: gone,
+                    reason,
+                })) if attempt == 0 && p.is_some() => {
                     tracing::warn!(
                         "backup of {}: parent backup {gone} cannot be used ({reason}): taking a \
                          full backup",

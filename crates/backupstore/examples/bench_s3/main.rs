@@ -406,6 +406,19 @@ fn print_table(latency: u64, size: u64, rows: &[(Tool, [Run; 3], (u64, u64))]) {
             e.t.total as f64 / r[i].t.total as f64
         );
     }
+    for i in 0..3 {
+        let (c, e) = (&rows[1].1[i], &rows[2].1[i]);
+        println!(
+            "| {} CPU s (user + sys) | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2}x (encrypted / plain: {:.2}x) |",
+            names[i],
+            r[i].m.cpu_secs,
+            c.m.cpu_secs,
+            e.m.cpu_secs,
+            c.m.cpu_secs / r[i].m.cpu_secs,
+            e.m.cpu_secs / r[i].m.cpu_secs,
+            e.m.cpu_secs / c.m.cpu_secs
+        );
+    }
     let rss = |runs: &[Run; 3]| runs.iter().map(|x| x.m.peak_rss_kib).max().unwrap();
     println!(
         "| peak RSS (max of phases) | {} MiB | {} MiB | {} MiB | {:.2}x (<= 1x) | {:.2}x |",
