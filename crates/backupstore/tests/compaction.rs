@@ -320,7 +320,58 @@ async fn delete_after_compaction_is_flat(env: Env) {
     assert_eq!(t.repair().await.unwrap(), Default::default());
 }
 
+/// Backups (incremental, deduplicating against the packs compaction writes) and deletes run
+/// while compactions run over and over: the exclusive lock keeps them apart; every backup that
+/// completed and was not deleted restores bit-exact, and nothing is left over.
+async fn compaction_beside_backups_and_deletes(env: Env) {
+    let t = env.target();
+    let c = CHUNK as u64;
+    let img = std::sync::Arc::new(Image::new(CHUNKS * c, 41));
+    let randoms = random_chunks(41);
+    let first = full_backup(&t, &img, "vk").await.backup;
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(vec![(first, img.bytes())]));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (t, img, kept, done) = (t.clone(), img.clone(), kept.clone(), done.clone());
+        tokio::spawn(async move {
+            for round in 0..8u64 {
+                let pick: Vec<u64> = (0..5)
+                    .map(|k| randoms[((round * 3 + k) as usize) % randoms.len()])
+                    .collect();
+                let changed = scribble(&img, &pick, 300 + round);
+                let parent = kept.lock().unwrap().last().unwrap().0.clone();
+                let r = incremental(&t, &img, "vk", &parent, &changed).await;
+                kept.lock().unwrap().push((r, img.bytes()));
+                let victim = {
+                    let mut k = kept.lock().unwrap();
+                    (k.len() > 3).then(|| k.remove(0).0)
+                };
+                if let Some(v) = victim {
+                    t.delete(&v).await.unwrap();
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut runs = 0;
+    let mut rewritten = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        rewritten += compact(&t, 0.9).await.packs_rewritten;
+        runs += 1;
+    }
+    writer.await.unwrap();
+    rewritten += compact(&t, 0.9).await.packs_rewritten;
+    eprintln!("{runs} compactions beside the backups, {rewritten} packs rewritten");
+    assert!(rewritten >= 1);
+    let kept = kept.lock().unwrap().clone();
+    check_all(&t, &kept, "after concurrent backups and compactions").await;
+    check_forwards(&env, "after concurrent backups and compactions");
+    assert_eq!(t.repair().await.unwrap(), Default::default());
+    delete_all_leaves_nothing(&env, &t, &kept).await;
+}
+
 conformance!(
+    compaction_beside_backups_and_deletes,
     compaction_reclaims_and_keeps_every_backup,
     compaction_of_an_encrypted_store,
     repeated_compaction_follows_chains,
