@@ -294,7 +294,16 @@ mod tests {
         let dest = format!("vfs://{}", dir.path().join("store").display());
         let key = KeyArgs::default();
         let image = dir.path().join("image");
-        let mut data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 13 / 5) as u8).collect();
+        // Incompressible bytes (xorshift), so that pack sizes follow the data's.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data: Vec<u8> = (0..4u32 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
         std::fs::write(&image, &data).unwrap();
         let target = BackupTarget::open(&dest, options("", &key)).unwrap();
         let meta = BackupMeta {

@@ -95,8 +95,12 @@ pub(crate) async fn survey(store: &Store) -> Result<Survey> {
         .try_collect()
         .await?;
     for (key, size) in packs {
-        if let Some(id) = key.filename().and_then(|f| f.parse::<BlockId>().ok()) {
-            s.packs.insert(id, size);
+        // A file not at its id's place (or not named by an id) is read by nobody: junk.
+        match key.filename().and_then(|f| f.parse::<BlockId>().ok()) {
+            Some(id) if key == layout::pack(&id) => {
+                s.packs.insert(id, size);
+            }
+            _ => s.junk.push(key),
         }
     }
     let moved: Vec<Path> = store.list(&layout::moved_prefix()).try_collect().await?;
@@ -274,6 +278,8 @@ pub(crate) async fn sweep(store: &Store, s: &mut Survey, count_blocks: bool) -> 
         store.delete(&key).await?;
         if key.as_ref().starts_with("moved/") {
             out.forwards_removed += 1;
+        } else if key.as_ref().starts_with("packs/") {
+            out.packs_removed += 1;
         } else {
             out.refs_removed += 1;
         }
