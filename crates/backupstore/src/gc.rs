@@ -294,11 +294,12 @@ pub(crate) async fn sweep(store: &Store, s: &mut Survey, count_blocks: bool) -> 
     }
     // Compactions stopped after writing the forwarding object: its pack goes.
     for (p, st) in &standing {
-        if matches!(st, Standing::Usable(_)) && referenced.contains(p) {
-            if s.packs.remove(p).is_some() {
-                store.delete(&layout::pack(p)).await?;
-                out.compactions_finished += 1;
-            }
+        if matches!(st, Standing::Usable(_))
+            && referenced.contains(p)
+            && s.packs.remove(p).is_some()
+        {
+            store.delete(&layout::pack(p)).await?;
+            out.compactions_finished += 1;
         }
     }
     // Unreferenced packs.

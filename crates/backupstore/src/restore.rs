@@ -71,13 +71,16 @@ pub(crate) async fn fetch(
 }
 
 /// Reads entries stored (now) at the given places, consecutive in one pack.
+/// Blocks fetched, with their manifest entries.
+type Fetched = Vec<(Entry, Vec<u8>)>;
+
 fn fetch_at(
     store: Arc<Store>,
     fwd: Arc<Forwards>,
     r: BackupRef,
     items: Vec<(Entry, Loc)>,
     hops: usize,
-) -> futures::future::BoxFuture<'static, Result<Vec<(Entry, Vec<u8>)>>> {
+) -> futures::future::BoxFuture<'static, Result<Fetched>> {
     Box::pin(async move {
         let (first, at) = items[0];
         let last = items[items.len() - 1].1;
