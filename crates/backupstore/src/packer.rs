@@ -72,7 +72,7 @@ impl Pacer {
 }
 
 /// Random pack id (packs are named at creation; their content is verified block by block).
-fn new_pack_id() -> BlockId {
+pub(crate) fn new_pack_id() -> BlockId {
     let mut id = [0u8; 32];
     id[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     id[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
