@@ -8,12 +8,9 @@
 #[macro_use]
 mod support;
 
-use convoy_backupstore::{
-    BackupError, BackupTarget, CompactOptions, CompactStats, KdfParams, NoProgress, SecretSource,
-};
+use convoy_backupstore::{BackupError, BackupTarget, CompactOptions, CompactStats, NoProgress};
 use support::compaction::*;
 use support::*;
-use zeroize::Zeroizing;
 
 async fn compact(t: &BackupTarget, threshold: f64) -> CompactStats {
     let opts = CompactOptions {
@@ -90,11 +87,7 @@ async fn compaction_reclaims_and_keeps_every_backup(env: Env) {
 }
 
 async fn compaction_of_an_encrypted_store(env: Env) {
-    let mut o = env.opts.clone();
-    o.secret = Some(SecretSource::Passphrase(Zeroizing::new("pw".into())));
-    o.kdf = KdfParams::insecure_fast();
-    let t = BackupTarget::open(&env.dest, o).unwrap();
-    t.init(true).await.unwrap();
+    let t = encrypted_target(&env).await;
     round_trip(&env, &t).await;
     // Without the key, compaction refuses before writing anything.
     let err = env

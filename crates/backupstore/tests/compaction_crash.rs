@@ -11,10 +11,9 @@
 mod support;
 
 use convoy_backupstore::testing::Faults;
-use convoy_backupstore::{BackupTarget, CompactOptions, KdfParams, NoProgress, SecretSource};
+use convoy_backupstore::{BackupTarget, CompactOptions, NoProgress};
 use support::compaction::*;
 use support::*;
-use zeroize::Zeroizing;
 
 fn opts() -> CompactOptions {
     CompactOptions {
@@ -113,11 +112,7 @@ async fn compaction_crash_at_every_write(env: Env) {
 }
 
 async fn encrypted_compaction_crash_at_every_write(env: Env) {
-    let mut o = env.opts.clone();
-    o.secret = Some(SecretSource::Passphrase(Zeroizing::new("pw".into())));
-    o.kdf = KdfParams::insecure_fast();
-    let t = BackupTarget::open(&env.dest, o).unwrap();
-    t.init(true).await.unwrap();
+    let t = encrypted_target(&env).await;
     crash_scenario(&env, &t).await;
 }
 

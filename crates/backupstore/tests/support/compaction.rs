@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use convoy_backupstore::{BackupRef, BackupTarget, NoProgress};
+use convoy_backupstore::{BackupRef, BackupTarget, KdfParams, NoProgress, SecretSource};
+use zeroize::Zeroizing;
 
 use super::*;
 
@@ -182,4 +183,14 @@ pub fn check_forwards(env: &Env, when: &str) -> usize {
         }
     }
     seen
+}
+
+/// A new encrypted store at `env`'s destination (passphrase "pw", fast KDF) and its target.
+pub async fn encrypted_target(env: &Env) -> BackupTarget {
+    let mut o = env.opts.clone();
+    o.secret = Some(SecretSource::Passphrase(Zeroizing::new("pw".into())));
+    o.kdf = KdfParams::insecure_fast();
+    let t = BackupTarget::open(&env.dest, o).unwrap();
+    t.init(true).await.unwrap();
+    t
 }
