@@ -277,7 +277,7 @@ impl Copier<'_> {
             let full = self
                 .pack
                 .as_ref()
-                .is_some_and(|(_, pb, _)| pb.len() + bytes.len() > self.output.pack_size);
+                .is_some_and(|(_, pb, _)| !pb.fits(bytes.len()));
             if full {
                 self.flush().await?;
             }

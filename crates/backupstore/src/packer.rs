@@ -129,6 +129,11 @@ impl Packer {
         if let Some(l) = self.mine.get(&id) {
             return Ok((*l, false));
         }
+        // Sent before it would outgrow its size: a pack that grew past its allocation would be
+        // copied into one twice as large (a full backup's peak RSS rose by ~100 MiB so).
+        if self.current.as_ref().is_some_and(|(_, b)| !b.fits(encoded.len())) {
+            self.flush().await?;
+        }
         let cap = self.cfg.pack_size;
         let sealed = self.store.keys().is_some();
         let (pack, builder) = self.current.get_or_insert_with(|| {
@@ -146,7 +151,7 @@ impl Packer {
             stored_len: e.stored_len,
         };
         self.mine.insert(id, loc);
-        if builder.len() >= cap {
+        if !builder.fits(0) {
             self.flush().await?;
         }
         Ok((loc, true))
