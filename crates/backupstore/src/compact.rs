@@ -331,7 +331,11 @@ impl Copier<'_> {
         }
         self.st.fwd_refs.entry(id).or_default().extend(sources);
         self.store
-            .put_large(&layout::pack(&id), bytes, self.output.multipart_above)
+            .put_large(
+                &layout::pack(&id),
+                Bytes::from(bytes),
+                self.output.multipart_above,
+            )
             .await?;
         self.st.real.insert(id, len);
         self.stats.packs_written += 1;

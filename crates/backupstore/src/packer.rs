@@ -131,7 +131,11 @@ impl Packer {
         }
         // Sent before it would outgrow its size: a pack that grew past its allocation would be
         // copied into one twice as large (a full backup's peak RSS rose by ~100 MiB so).
-        if self.current.as_ref().is_some_and(|(_, b)| !b.fits(encoded.len())) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, b)| !b.fits(encoded.len()))
+        {
             self.flush().await?;
         }
         let cap = self.cfg.pack_size;
@@ -164,10 +168,12 @@ impl Packer {
         };
         self.referenced.insert(pack);
         self.packs += 1;
-        let bytes = match self.store.keys() {
+        // One buffer per pack: the upload and the index cache share it (a copy for the upload
+        // held two of every pack in flight).
+        let bytes = Bytes::from(match self.store.keys() {
             None => builder.finish(),
             Some(keys) => finish_sealed_pack(builder, keys, &pack)?,
-        };
+        });
         let store = self.store.clone();
         let me = self.me.clone();
         let pacer = self.pacer.clone();

@@ -247,11 +247,20 @@ mod tests {
             b.push(BlockId::of(&n.to_le_bytes()), &[7; 3000], 3000);
             n += 1;
         }
-        assert_eq!(n, 21, "64 KiB takes 21 blobs of 3000 bytes with their index entries");
+        assert_eq!(
+            n, 21,
+            "64 KiB takes 21 blobs of 3000 bytes with their index entries"
+        );
         let pack = b.finish();
         assert!(pack.len() <= cap, "{} > {cap}", pack.len());
-        assert!(cap - pack.len() < 3000 + PACK_ENTRY_LEN, "the pack was sent too early");
-        assert!(pack.capacity() <= allocated, "the pack outgrew its allocation");
+        assert!(
+            cap - pack.len() < 3000 + PACK_ENTRY_LEN,
+            "the pack was sent too early"
+        );
+        assert!(
+            pack.capacity() <= allocated,
+            "the pack outgrew its allocation"
+        );
     }
 
     #[test]
