@@ -1,0 +1,632 @@
+//! The community's CSI conformance suite (csi-sanity, `kubernetes-csi/csi-test`, `pkg/sanity`)
+//! as Rust checks: every case of its Identity, Controller, snapshot, expansion, Node and
+//! GroupController groups, under the names csi-sanity gives them, sending what it sends (names,
+//! capacity ranges, capabilities, the `csi-mount` / `csi-staging` directories it makes before
+//! each case and removes after) and expecting the codes it expects. Written from the suite's
+//! sources read as a specification (facts only); see `docs/csi.md`, "Conformance".
+//!
+//! Each case runs in a task of its own against one running driver, as csi-sanity runs its
+//! specs against one endpoint; after each case the resources it made are cleaned up the way
+//! the suite's `Resources.Cleanup` does (last made first: NodeUnpublish of
+//! `<mount>/target`, NodeUnstage of the staging dir, DeleteVolume or DeleteSnapshot, where
+//! NOT_FOUND is accepted for the node calls), then both directories are removed, which fails
+//! if the driver left a mount or a file in them (csi-sanity's next case could not create them).
+//! A case whose capability the driver does not declare is skipped, as csi-sanity skips it;
+//! cases for capabilities convoy does not have are listed so that declaring one without
+//! adding its checks fails.
+
+#![allow(dead_code)]
+
+mod controller;
+mod extras;
+mod node;
+mod snapshots;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use convoy_csi::pb::controller_client::ControllerClient;
+use convoy_csi::pb::controller_service_capability::rpc::Type as CtrlRpc;
+use convoy_csi::pb::identity_client::IdentityClient;
+use convoy_csi::pb::node_client::NodeClient;
+use convoy_csi::pb::node_service_capability::rpc::Type as NodeRpc;
+use convoy_csi::pb::plugin_capability::service::Type as PluginService;
+use convoy_csi::pb::volume_capability::access_mode::Mode;
+use convoy_csi::pb::*;
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+
+/// 1 GiB, csi-sanity's expansion step (`DefTestExpandIncrement`).
+pub const GIB: i64 = 1 << 30;
+/// csi-sanity's longest names (`MaxNameLength`).
+pub const MAX_NAME_LENGTH: usize = 128;
+
+/// The suite's settings (csi-sanity's flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--csi.testvolumesize` (default 10 GiB).
+    pub volume_size: i64,
+    /// `--csi.testvolumeexpandsize` (default `volume_size` + 1 GiB).
+    pub expand_size: i64,
+    /// `--csi.testvolumeaccesstype=block` (default mount).
+    pub block: bool,
+    /// `IdempotentCount` (default 10).
+    pub idempotent_count: usize,
+    /// `--csi.testvolumeparameters` (default none).
+    pub parameters: HashMap<String, String>,
+}
+
+impl Config {
+    /// csi-sanity's defaults with volumes of `volume_size` bytes.
+    pub fn with_size(volume_size: i64) -> Config {
+        Config {
+            volume_size,
+            expand_size: volume_size + GIB,
+            block: false,
+            idempotent_count: 10,
+            parameters: HashMap::new(),
+        }
+    }
+}
+
+/// What a case made, to clean up after it.
+#[derive(Debug, Clone)]
+enum Made {
+    Volume(String),
+    Snapshot(String),
+}
+
+/// What a case sees: the clients, the suite's settings, its two directories, and the
+/// resources it made (csi-sanity's `TestContext` and `Resources`).
+#[derive(Clone)]
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub c: ControllerClient<Channel>,
+    pub n: NodeClient<Channel>,
+    pub i: IdentityClient<Channel>,
+    /// csi-sanity's `TargetPath`: the *parent* of every publish target (`target()`).
+    pub mount_dir: PathBuf,
+    /// csi-sanity's `StagingPath`.
+    pub staging_dir: PathBuf,
+    made: Arc<Mutex<Vec<Made>>>,
+    suffix: Arc<String>,
+}
+
+/// How a case ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Skip(String),
+}
+
+type CaseFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// One csi-sanity case.
+pub struct Case {
+    /// The `Describe` it is in.
+    pub group: &'static str,
+    /// Its `It` text.
+    pub name: &'static str,
+    pub run: fn(Ctx) -> CaseFuture,
+}
+
+/// Builds a [`Case`] from an `async fn(Ctx) -> Outcome`.
+#[macro_export]
+macro_rules! case {
+    ($group:expr, $name:expr, $f:path) => {
+        $crate::sanity::Case {
+            group: $group,
+            name: $name,
+            run: |s| Box::pin($f(s)),
+        }
+    };
+}
+
+/// Returns `Outcome::Skip` with `why` unless `cond`, as csi-sanity's `Skip`.
+#[macro_export]
+macro_rules! skip_unless {
+    ($cond:expr, $why:expr) => {
+        if !$cond {
+            return $crate::sanity::Outcome::Skip($why.to_string());
+        }
+    };
+}
+
+/// Every case of the suite, in csi-sanity's order, then convoy's own extra checks.
+pub fn all_cases() -> Vec<Case> {
+    let mut cases = controller::identity_cases();
+    cases.extend(controller::controller_cases());
+    cases.extend(snapshots::cases());
+    cases.extend(node::cases());
+    cases.extend(extras::cases());
+    cases
+}
+
+/// The results of a run.
+pub struct Report {
+    pub results: Vec<(String, Result<Outcome, String>)>,
+}
+
+impl Report {
+    /// Counts: (passed, skipped, failed).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for (_, r) in &self.results {
+            match r {
+                Ok(Outcome::Pass) => c.0 += 1,
+                Ok(Outcome::Skip(_)) => c.1 += 1,
+                Err(_) => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    /// Prints every case and panics if one failed.
+    pub fn assert_passed(&self, title: &str) {
+        println!("== {title}");
+        for (name, r) in &self.results {
+            match r {
+                Ok(Outcome::Pass) => println!("  pass  {name}"),
+                Ok(Outcome::Skip(why)) => println!("  skip  {name}: {why}"),
+                Err(e) => println!("  FAIL  {name}: {e}"),
+            }
+        }
+        let (pass, skip, fail) = self.counts();
+        println!("== {title}: {pass} passed, {skip} skipped, {fail} failed");
+        assert_eq!(fail, 0, "{title}: {fail} csi-sanity cases failed (above)");
+    }
+
+    /// The outcome of the case named `group` / `name`.
+    pub fn outcome(&self, group: &str, name: &str) -> Option<&Result<Outcome, String>> {
+        let key = format!("{group} / {name}");
+        self.results.iter().find(|(n, _)| *n == key).map(|(_, r)| r)
+    }
+}
+
+/// Runs `cases` against the driver on `channel`, making each case's directories under `base`.
+pub async fn run(channel: Channel, base: &Path, config: Config, cases: &[Case]) -> Report {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let suffix = Arc::new(format!(
+        "{:08X}-{:08X}",
+        (nanos >> 32) as u32 ^ std::process::id(),
+        nanos as u32
+    ));
+    let config = Arc::new(config);
+    let mut results = Vec::new();
+    for case in cases {
+        let s = Ctx {
+            config: config.clone(),
+            c: ControllerClient::new(channel.clone()),
+            n: NodeClient::new(channel.clone()),
+            i: IdentityClient::new(channel.clone()),
+            mount_dir: base.join("csi-mount"),
+            staging_dir: base.join("csi-staging"),
+            made: Arc::default(),
+            suffix: suffix.clone(),
+        };
+        let name = format!("{} / {}", case.group, case.name);
+        let result = run_one(case, s).await;
+        results.push((name, result));
+    }
+    Report { results }
+}
+
+async fn run_one(case: &Case, s: Ctx) -> Result<Outcome, String> {
+    // csi-sanity's Setup: both directories made (not their parents; an existing one fails).
+    for dir in [&s.mount_dir, &s.staging_dir] {
+        std::fs::create_dir(dir).map_err(|e| format!("setup: mkdir {}: {e}", dir.display()))?;
+    }
+    let outcome = match tokio::spawn((case.run)(s.clone())).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => Err(panic_text(e)),
+    };
+    let mut problems = s.cleanup().await;
+    // csi-sanity's Teardown: the directories are removed; one the driver left a mount or a
+    // file in cannot be, and the next case's setup would fail.
+    for dir in [&s.mount_dir, &s.staging_dir] {
+        if let Err(e) = std::fs::remove_dir(dir) {
+            problems.push(format!("teardown: rmdir {}: {e}", dir.display()));
+        }
+    }
+    match (outcome, problems.is_empty()) {
+        (Ok(o), true) => Ok(o),
+        (Ok(_), false) => Err(problems.join("; ")),
+        (Err(e), _) => Err(std::iter::once(e).chain(problems).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("the case's task failed: {e}");
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+/// Asserts that `r` failed with `code` (csi-sanity's `ExpectErrorCode`).
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(r: Result<Response<T>, Status>, code: Code) {
+    match r {
+        Ok(answer) => panic!("expected {code:?}, got an answer: {:?}", answer.into_inner()),
+        Err(status) => assert_eq!(status.code(), code, "unexpected error: {status:?}"),
+    }
+}
+
+/// Asserts `r` succeeded or failed with NOT_FOUND (csi-sanity's `expectNoErrorOrMissing`).
+fn ok_or_missing<T>(r: Result<T, Status>, what: String) -> Option<String> {
+    match r {
+        Ok(_) => None,
+        Err(e) if e.code() == Code::NotFound => None,
+        Err(e) => Some(format!("{what} failed: {e:?}")),
+    }
+}
+
+impl Ctx {
+    /// csi-sanity's `UniqueString`: `prefix` and the run's suffix.
+    pub fn unique(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.suffix)
+    }
+
+    /// A unique name of exactly `len` characters (csi-sanity's `UniqueStringWithLength`).
+    pub fn unique_with_length(&self, prefix: &str, len: usize) -> String {
+        let mut name = self.unique(prefix);
+        while name.len() < len {
+            name.push('a');
+        }
+        name.truncate(len);
+        name
+    }
+
+    /// The publish target csi-sanity uses: `<TargetPath>/target`, made by the driver.
+    pub fn target(&self) -> PathBuf {
+        self.mount_dir.join("target")
+    }
+
+    /// A volume capability with `mode` and the suite's access type
+    /// (`TestVolumeCapabilityWithAccessType`).
+    pub fn cap(&self, mode: Mode) -> VolumeCapability {
+        let access_type = if self.config.block {
+            volume_capability::AccessType::Block(volume_capability::BlockVolume {})
+        } else {
+            volume_capability::AccessType::Mount(volume_capability::MountVolume::default())
+        };
+        VolumeCapability {
+            access_type: Some(access_type),
+            access_mode: Some(volume_capability::AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    /// The single-node-writer capability most cases use.
+    pub fn writer(&self) -> VolumeCapability {
+        self.cap(Mode::SingleNodeWriter)
+    }
+
+    /// csi-sanity's `MakeCreateVolumeReq`: required = limit = the test size.
+    pub fn make_create_volume_req(&self, name: &str) -> CreateVolumeRequest {
+        CreateVolumeRequest {
+            name: name.into(),
+            volume_capabilities: vec![self.writer()],
+            capacity_range: Some(CapacityRange {
+                required_bytes: self.config.volume_size,
+                limit_bytes: self.config.volume_size,
+            }),
+            parameters: self.config.parameters.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// A create with `required_bytes` only (the form most Controller cases send).
+    pub fn create_req_required(&self, name: &str) -> CreateVolumeRequest {
+        let mut req = self.make_create_volume_req(name);
+        req.capacity_range = Some(CapacityRange {
+            required_bytes: self.config.volume_size,
+            limit_bytes: 0,
+        });
+        req
+    }
+
+    /// csi-sanity's `MakeCreateSnapshotReq`.
+    pub fn make_create_snapshot_req(&self, name: &str, source: &str) -> CreateSnapshotRequest {
+        CreateSnapshotRequest {
+            name: name.into(),
+            source_volume_id: source.into(),
+            ..Default::default()
+        }
+    }
+
+    fn remember(&self, made: Made) {
+        self.made.lock().unwrap().push(made);
+    }
+
+    fn forget(&self, id: &str) {
+        let mut made = self.made.lock().unwrap();
+        if let Some(i) = made.iter().position(|m| match m {
+            Made::Volume(v) | Made::Snapshot(v) => v == id,
+        }) {
+            made.remove(i);
+        }
+    }
+
+    /// CreateVolume, the volume remembered for clean-up when made.
+    pub async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let answer = self.c.clone().create_volume(req).await;
+        if let Ok(a) = &answer {
+            if let Some(v) = a.get_ref().volume.as_ref().filter(|v| !v.volume_id.is_empty()) {
+                self.remember(Made::Volume(v.volume_id.clone()));
+            }
+        }
+        answer
+    }
+
+    /// CreateVolume that must succeed with a volume id (`MustCreateVolume`).
+    #[track_caller]
+    pub fn must_create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> impl Future<Output = Volume> + Send + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let answer = self
+                .create_volume(req)
+                .await
+                .unwrap_or_else(|e| panic!("volume create failed ({caller}): {e:?}"));
+            let v = answer.into_inner().volume.expect("volume in response is nil");
+            assert!(!v.volume_id.is_empty(), "volume ID in response is missing");
+            v
+        }
+    }
+
+    /// DeleteVolume, forgetting the volume when it succeeds.
+    pub async fn delete_volume(&self, id: &str) -> Result<(), Status> {
+        self.c
+            .clone()
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    /// CreateSnapshot, the snapshot remembered for clean-up when made.
+    pub async fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let answer = self.c.clone().create_snapshot(req).await;
+        if let Ok(a) = &answer {
+            if let Some(s) = a.get_ref().snapshot.as_ref().filter(|s| !s.snapshot_id.is_empty()) {
+                self.remember(Made::Snapshot(s.snapshot_id.clone()));
+            }
+        }
+        answer
+    }
+
+    /// CreateSnapshot that must succeed with a complete snapshot (`MustCreateSnapshot`).
+    pub async fn must_create_snapshot(&self, req: CreateSnapshotRequest) -> Snapshot {
+        let answer = self
+            .create_snapshot(req)
+            .await
+            .unwrap_or_else(|e| panic!("create snapshot failed: {e:?}"));
+        let s = answer.into_inner().snapshot.expect("snapshot is nil");
+        verify_snapshot(&s);
+        s
+    }
+
+    /// A volume from `req`, then a snapshot `name` of it (`MustCreateSnapshotFromVolumeRequest`).
+    pub async fn must_create_snapshot_from_volume(
+        &self,
+        req: CreateVolumeRequest,
+        name: &str,
+    ) -> (Snapshot, Volume) {
+        let v = self.must_create_volume(req).await;
+        let s = self
+            .must_create_snapshot(self.make_create_snapshot_req(name, &v.volume_id))
+            .await;
+        (s, v)
+    }
+
+    /// DeleteSnapshot, forgetting the snapshot when it succeeds.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
+        self.c
+            .clone()
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                ..Default::default()
+            })
+            .await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    /// The driver declares Controller capability `t`.
+    pub async fn controller_has(&self, t: CtrlRpc) -> bool {
+        let caps = self
+            .c
+            .clone()
+            .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+            .await
+            .expect("ControllerGetCapabilities")
+            .into_inner();
+        caps.capabilities.iter().any(|c| match &c.r#type {
+            Some(controller_service_capability::Type::Rpc(r)) => r.r#type == t as i32,
+            None => false,
+        })
+    }
+
+    /// The driver declares Node capability `t`.
+    pub async fn node_has(&self, t: NodeRpc) -> bool {
+        let caps = self
+            .n
+            .clone()
+            .node_get_capabilities(NodeGetCapabilitiesRequest {})
+            .await
+            .expect("NodeGetCapabilities")
+            .into_inner();
+        caps.capabilities.iter().any(|c| match &c.r#type {
+            Some(node_service_capability::Type::Rpc(r)) => r.r#type == t as i32,
+            None => false,
+        })
+    }
+
+    /// The driver declares plugin service `t`.
+    pub async fn plugin_has(&self, t: PluginService) -> bool {
+        let caps = self
+            .i
+            .clone()
+            .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+            .await
+            .expect("GetPluginCapabilities")
+            .into_inner();
+        caps.capabilities.iter().any(|c| match &c.r#type {
+            Some(plugin_capability::Type::Service(s)) => s.r#type == t as i32,
+            _ => false,
+        })
+    }
+
+    /// NodeGetInfo, checked as csi-sanity checks it before using it.
+    pub async fn node_info(&self) -> NodeGetInfoResponse {
+        let ni = self
+            .n
+            .clone()
+            .node_get_info(NodeGetInfoRequest {})
+            .await
+            .expect("NodeGetInfo")
+            .into_inner();
+        assert!(!ni.node_id.is_empty());
+        ni
+    }
+
+    /// Stages `v` at the staging dir when staging is declared (the suite's `nodeStageVolume`).
+    pub async fn node_stage(&self, v: &Volume) {
+        if !self.node_has(NodeRpc::StageUnstageVolume).await {
+            return;
+        }
+        self.n
+            .clone()
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                staging_target_path: self.staging_dir.display().to_string(),
+                volume_capability: Some(self.writer()),
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("NodeStageVolume: {e:?}"));
+    }
+
+    /// Publishes `v` at `<mount>/target` (the suite's `nodePublishVolume`).
+    pub async fn node_publish(&self, v: &Volume) {
+        let staging = if self.node_has(NodeRpc::StageUnstageVolume).await {
+            self.staging_dir.display().to_string()
+        } else {
+            String::new()
+        };
+        self.n
+            .clone()
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                target_path: self.target().display().to_string(),
+                staging_target_path: staging,
+                volume_capability: Some(self.writer()),
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("NodePublishVolume: {e:?}"));
+    }
+
+    /// The suite's `Resources.Cleanup`: last made first; answers what failed.
+    async fn cleanup(&self) -> Vec<String> {
+        let made: Vec<Made> = std::mem::take(&mut *self.made.lock().unwrap());
+        let staging = self.node_has(NodeRpc::StageUnstageVolume).await;
+        let mut problems = Vec::new();
+        for m in made.into_iter().rev() {
+            match m {
+                Made::Volume(id) => {
+                    let r = self
+                        .n
+                        .clone()
+                        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                            volume_id: id.clone(),
+                            target_path: self.target().display().to_string(),
+                        })
+                        .await;
+                    problems.extend(ok_or_missing(r, format!("NodeUnpublishVolume of {id}")));
+                    if staging {
+                        let r = self
+                            .n
+                            .clone()
+                            .node_unstage_volume(NodeUnstageVolumeRequest {
+                                volume_id: id.clone(),
+                                staging_target_path: self.staging_dir.display().to_string(),
+                            })
+                            .await;
+                        problems.extend(ok_or_missing(r, format!("NodeUnstageVolume of {id}")));
+                    }
+                    if let Err(e) = self
+                        .c
+                        .clone()
+                        .delete_volume(DeleteVolumeRequest {
+                            volume_id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                    {
+                        problems.push(format!("DeleteVolume of {id} failed: {e:?}"));
+                    }
+                }
+                Made::Snapshot(id) => {
+                    if let Err(e) = self
+                        .c
+                        .clone()
+                        .delete_snapshot(DeleteSnapshotRequest {
+                            snapshot_id: id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                    {
+                        problems.push(format!("DeleteSnapshot of {id} failed: {e:?}"));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// csi-sanity's `verifySnapshotInfo`.
+#[track_caller]
+pub fn verify_snapshot(s: &Snapshot) {
+    assert!(!s.snapshot_id.is_empty(), "snapshot id is empty: {s:?}");
+    assert!(!s.source_volume_id.is_empty(), "source volume id is empty: {s:?}");
+    assert!(
+        s.creation_time
+            .is_some_and(|t| t.seconds != 0 || t.nanos != 0),
+        "creation time is zero: {s:?}"
+    );
+}
+
+/// A case for a capability convoy does not declare: skipped while `declared` is false (as
+/// csi-sanity skips it); a failure once it is declared, until its checks are written here.
+pub fn gated(declared: bool, capability: &str) -> Outcome {
+    assert!(
+        !declared,
+        "{capability} is declared now: write this case's checks (csi-sanity runs it)"
+    );
+    Outcome::Skip(format!("{capability} not declared"))
+}
