@@ -506,10 +506,10 @@ impl<M: Manager> Controller for Csi<M> {
         }
         let capabilities = types
             .into_iter()
-        .map(|t| ControllerServiceCapability {
-            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
-        })
-        .collect();
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities,
         }))

@@ -29,10 +29,6 @@ impl<M: Manager> Csi<M> {
     /// Some enabled driver makes block devices: volumes that grow (ControllerExpandVolume,
     /// NodeExpandVolume) and snapshots with block metadata (the SnapshotMetadata service).
     pub(crate) async fn has_block_driver(&self) -> Result<bool, Status> {
-        Ok(self
-            .drivers()
-            .await?
-            .iter()
-            .any(|d| d != DIRECTORY_DRIVER))
+        Ok(self.drivers().await?.iter().any(|d| d != DIRECTORY_DRIVER))
     }
 }

@@ -42,7 +42,9 @@ impl<M: Manager> Identity for Csi<M> {
                 })),
             });
         }
-        Ok(Response::new(GetPluginCapabilitiesResponse { capabilities }))
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
     /// Ready when the manager answers `info` and no driver is degraded (a pool that failed to

@@ -166,8 +166,8 @@ impl<M: Manager> Csi<M> {
                 .map_err(|e| io("cannot create", &target, e))?;
             return mounts::bind(Path::new(device), &target, r.readonly);
         }
-        let staged = mounts::mounted_at(&staging)?.is_some()
-            && identity.is_none_or(|i| i.is_at(&staging));
+        let staged =
+            mounts::mounted_at(&staging)?.is_some() && identity.is_none_or(|i| i.is_at(&staging));
         if !staged {
             return Err(Status::failed_precondition(format!(
                 "volume {id} is not staged at {}",
@@ -385,10 +385,10 @@ impl<M: Manager> Node for Csi<M> {
         }
         let capabilities = types
             .into_iter()
-        .map(|t| NodeServiceCapability {
-            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
-        })
-        .collect();
+            .map(|t| NodeServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
         Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
     }
 

@@ -53,9 +53,8 @@ pub fn load(dir: &Path, id: &str) -> Result<Option<VolumeRequest>, Status> {
 
 /// Saves the record of volume `id` durably.
 pub fn save(dir: &Path, id: &str, request: &VolumeRequest) -> Result<(), Status> {
-    let file = path(dir, id).ok_or_else(|| {
-        Status::invalid_argument(format!("{id:?} is not a convoy volume name"))
-    })?;
+    let file = path(dir, id)
+        .ok_or_else(|| Status::invalid_argument(format!("{id:?} is not a convoy volume name")))?;
     let parent = file.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
     let tmp = file.with_extension("json.tmp");

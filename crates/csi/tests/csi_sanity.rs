@@ -30,7 +30,10 @@ async fn csi_sanity_cases_pass_on_vfs() {
         ),
     ] {
         assert!(
-            matches!(report.outcome(group, name), Some(Ok(sanity::Outcome::Skip(_)))),
+            matches!(
+                report.outcome(group, name),
+                Some(Ok(sanity::Outcome::Skip(_)))
+            ),
             "{group} / {name}: expected a skip on vfs"
         );
     }

@@ -14,20 +14,31 @@ const CONTROLLER: &str = "Controller Service [Controller Server]";
 
 pub fn identity_cases() -> Vec<Case> {
     vec![
-        case!(IDENTITY, "GetPluginCapabilities should return appropriate capabilities", plugin_caps),
-        case!(IDENTITY, "Probe should return appropriate information", probe),
-        case!(IDENTITY, "GetPluginInfo should return appropriate information", plugin_info),
+        case!(
+            IDENTITY,
+            "GetPluginCapabilities should return appropriate capabilities",
+            plugin_caps
+        ),
+        case!(
+            IDENTITY,
+            "Probe should return appropriate information",
+            probe
+        ),
+        case!(
+            IDENTITY,
+            "GetPluginInfo should return appropriate information",
+            plugin_info
+        ),
     ]
 }
 
 async fn plugin_caps(s: Ctx) -> Outcome {
-    let caps = s
-        .i
-        .clone()
-        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let caps =
+        s.i.clone()
+            .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     use plugin_capability::volume_expansion::Type as Expansion;
     for cap in caps.capabilities {
         match cap.r#type {
@@ -59,19 +70,23 @@ async fn plugin_caps(s: Ctx) -> Outcome {
 
 async fn probe(s: Ctx) -> Outcome {
     // OK (or FAILED_PRECONDITION, which csi-sanity also accepts: but it expects no error).
-    let res = s.i.clone().probe(ProbeRequest {}).await.unwrap().into_inner();
+    let res =
+        s.i.clone()
+            .probe(ProbeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     let _ = res.ready;
     Outcome::Pass
 }
 
 async fn plugin_info(s: Ctx) -> Outcome {
-    let res = s
-        .i
-        .clone()
-        .get_plugin_info(GetPluginInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let res =
+        s.i.clone()
+            .get_plugin_info(GetPluginInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     let name = res.name.as_bytes();
     assert!(!name.is_empty() && name.len() <= 63, "{:?}", res.name);
     // ^[a-zA-Z][A-Za-z0-9-\\.\\_]{0,61}[a-zA-Z]$ (the class holds '-', '\', '.', '_').
@@ -130,13 +145,12 @@ pub fn controller_cases() -> Vec<Case> {
 }
 
 async fn get_caps(s: Ctx) -> Outcome {
-    let caps = s
-        .c
-        .clone()
-        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let caps =
+        s.c.clone()
+            .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     for cap in caps.capabilities {
         let Some(controller_service_capability::Type::Rpc(r)) = cap.r#type else {
             panic!("a capability without an RPC");
@@ -148,7 +162,10 @@ async fn get_caps(s: Ctx) -> Outcome {
 }
 
 async fn capacity(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::GetCapacity).await, "GetCapacity not supported");
+    skip_unless!(
+        s.controller_has(CtrlRpc::GetCapacity).await,
+        "GetCapacity not supported"
+    );
     s.c.clone()
         .get_capacity(GetCapacityRequest::default())
         .await
@@ -161,43 +178,70 @@ async fn list(s: &Ctx, req: ListVolumesRequest) -> Result<ListVolumesResponse, t
 }
 
 async fn list_plain(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::ListVolumes).await, "ListVolumes not supported");
-    for e in list(&s, ListVolumesRequest::default()).await.unwrap().entries {
+    skip_unless!(
+        s.controller_has(CtrlRpc::ListVolumes).await,
+        "ListVolumes not supported"
+    );
+    for e in list(&s, ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .entries
+    {
         assert!(!e.volume.unwrap().volume_id.is_empty());
     }
     Outcome::Pass
 }
 
 async fn list_bad_token(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::ListVolumes).await, "ListVolumes not supported");
-    let r = s
-        .c
-        .clone()
-        .list_volumes(ListVolumesRequest {
-            starting_token: "invalid-token".into(),
-            ..Default::default()
-        })
-        .await;
+    skip_unless!(
+        s.controller_has(CtrlRpc::ListVolumes).await,
+        "ListVolumes not supported"
+    );
+    let r =
+        s.c.clone()
+            .list_volumes(ListVolumesRequest {
+                starting_token: "invalid-token".into(),
+                ..Default::default()
+            })
+            .await;
     expect_code(r, Code::Aborted);
     Outcome::Pass
 }
 
 async fn list_presence(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::ListVolumes).await, "ListVolumes not supported");
-    let total = list(&s, ListVolumesRequest::default()).await.unwrap().entries.len();
+    skip_unless!(
+        s.controller_has(CtrlRpc::ListVolumes).await,
+        "ListVolumes not supported"
+    );
+    let total = list(&s, ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .entries
+        .len();
     let mut req = s.create_req_required("sanity");
     req.capacity_range = None;
     let v = s.must_create_volume(req).await;
-    let now = list(&s, ListVolumesRequest::default()).await.unwrap().entries.len();
+    let now = list(&s, ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .entries
+        .len();
     assert_eq!(now, total + 1);
     s.delete_volume(&v.volume_id).await.unwrap();
-    let after = list(&s, ListVolumesRequest::default()).await.unwrap().entries.len();
+    let after = list(&s, ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .entries
+        .len();
     assert_eq!(after, total);
     Outcome::Pass
 }
 
 async fn list_pagination(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::ListVolumes).await, "ListVolumes not supported");
+    skip_unless!(
+        s.controller_has(CtrlRpc::ListVolumes).await,
+        "ListVolumes not supported"
+    );
     let mut existing = std::collections::HashMap::new();
     let all = list(&s, ListVolumesRequest::default()).await.unwrap();
     for e in &all.entries {
@@ -214,9 +258,15 @@ async fn list_pagination(s: Ctx) -> Outcome {
             existing.insert(v.volume_id, true);
         }
     }
-    let page = list(&s, ListVolumesRequest { max_entries: 2, ..Default::default() })
-        .await
-        .unwrap();
+    let page = list(
+        &s,
+        ListVolumesRequest {
+            max_entries: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(page.entries.len(), 2);
     for e in &page.entries {
         let id = e.volume.as_ref().unwrap().volume_id.clone();
@@ -241,7 +291,11 @@ async fn list_pagination(s: Ctx) -> Outcome {
     assert!(rest.entries.len() <= min - 2 + 1);
     for e in rest.entries {
         let id = e.volume.unwrap().volume_id;
-        assert_eq!(existing.insert(id.clone(), false), Some(true), "{id} listed twice or unknown");
+        assert_eq!(
+            existing.insert(id.clone(), false),
+            Some(true),
+            "{id} listed twice or unknown"
+        );
     }
     Outcome::Pass
 }
@@ -270,8 +324,10 @@ async fn create_no_caps(s: Ctx) -> Outcome {
 }
 
 async fn create_no_capacity(s: Ctx) -> Outcome {
-    s.must_create_volume(s.create_req_required(&s.unique("sanity-controller-create-single-no-capacity")))
-        .await;
+    s.must_create_volume(
+        s.create_req_required(&s.unique("sanity-controller-create-single-no-capacity")),
+    )
+    .await;
     Outcome::Pass
 }
 
@@ -285,7 +341,9 @@ fn big_enough(v: &Volume, size: i64) {
 
 async fn create_with_capacity(s: Ctx) -> Outcome {
     let r = s
-        .create_volume(s.create_req_required(&s.unique("sanity-controller-create-single-with-capacity")))
+        .create_volume(
+            s.create_req_required(&s.unique("sanity-controller-create-single-with-capacity")),
+        )
         .await;
     if let Err(e) = &r {
         skip_unless!(
@@ -356,7 +414,8 @@ async fn create_from_snapshot(s: Ctx) -> Outcome {
     let v1 = s
         .must_create_volume(s.make_create_volume_req(&s.unique("sanity-controller-source-vol")))
         .await;
-    let req = s.make_create_snapshot_req(&s.unique("sanity-controller-snap-from-vol"), &v1.volume_id);
+    let req =
+        s.make_create_snapshot_req(&s.unique("sanity-controller-snap-from-vol"), &v1.volume_id);
     let snap = loop {
         let snap = s.must_create_snapshot(req.clone()).await;
         if snap.ready_to_use {
@@ -366,7 +425,13 @@ async fn create_from_snapshot(s: Ctx) -> Outcome {
     };
     let mut req = s.make_create_volume_req(&s.unique("sanity-controller-vol-from-snap"));
     req.volume_content_source = snapshot_source(&snap.snapshot_id);
-    let v = s.create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = s
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert!(v.content_source.is_some(), "no content source: {v:?}");
     Outcome::Pass
 }
@@ -383,7 +448,10 @@ async fn create_from_missing_snapshot(s: Ctx) -> Outcome {
 }
 
 async fn create_from_volume(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::CloneVolume).await, "Volume Cloning not supported");
+    skip_unless!(
+        s.controller_has(CtrlRpc::CloneVolume).await,
+        "Volume Cloning not supported"
+    );
     let v1 = s
         .must_create_volume(s.make_create_volume_req(&s.unique("sanity-controller-source-vol")))
         .await;
@@ -403,7 +471,10 @@ pub fn fake_volume_id() -> String {
 }
 
 async fn create_from_missing_volume(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::CloneVolume).await, "Volume Cloning not supported");
+    skip_unless!(
+        s.controller_has(CtrlRpc::CloneVolume).await,
+        "Volume Cloning not supported"
+    );
     let mut req = s.make_create_volume_req(&s.unique("sanity-controller-vol-from-snap"));
     req.volume_content_source = volume_source(&fake_volume_id());
     expect_code(s.create_volume(req).await, Code::NotFound);
@@ -411,7 +482,10 @@ async fn create_from_missing_volume(s: Ctx) -> Outcome {
 }
 
 async fn modify_gated(s: Ctx) -> Outcome {
-    gated(s.controller_has(CtrlRpc::ModifyVolume).await, "MODIFY_VOLUME")
+    gated(
+        s.controller_has(CtrlRpc::ModifyVolume).await,
+        "MODIFY_VOLUME",
+    )
 }
 
 async fn publish_gated(s: Ctx) -> Outcome {
@@ -422,7 +496,10 @@ async fn publish_gated(s: Ctx) -> Outcome {
 }
 
 async fn delete_no_id(s: Ctx) -> Outcome {
-    let r = s.c.clone().delete_volume(DeleteVolumeRequest::default()).await;
+    let r =
+        s.c.clone()
+            .delete_volume(DeleteVolumeRequest::default())
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
@@ -434,7 +511,9 @@ async fn delete_invalid_id(s: Ctx) -> Outcome {
 
 async fn delete_plain(s: Ctx) -> Outcome {
     let v = s
-        .must_create_volume(s.create_req_required(&s.unique("sanity-controller-create-appropriate")))
+        .must_create_volume(
+            s.create_req_required(&s.unique("sanity-controller-create-appropriate")),
+        )
         .await;
     s.delete_volume(&v.volume_id).await.unwrap();
     Outcome::Pass
@@ -449,11 +528,10 @@ fn validate(id: &str, caps: Vec<VolumeCapability>) -> ValidateVolumeCapabilities
 }
 
 async fn validate_no_id(s: Ctx) -> Outcome {
-    let r = s
-        .c
-        .clone()
-        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest::default())
-        .await;
+    let r =
+        s.c.clone()
+            .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest::default())
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
@@ -462,11 +540,10 @@ async fn validate_no_caps(s: Ctx) -> Outcome {
     let v = s
         .must_create_volume(s.create_req_required(&s.unique("sanity-controller-validate-nocaps")))
         .await;
-    let r = s
-        .c
-        .clone()
-        .validate_volume_capabilities(validate(&v.volume_id, vec![]))
-        .await;
+    let r =
+        s.c.clone()
+            .validate_volume_capabilities(validate(&v.volume_id, vec![]))
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
@@ -475,13 +552,12 @@ async fn validate_plain(s: Ctx) -> Outcome {
     let v = s
         .must_create_volume(s.create_req_required(&s.unique("sanity-controller-validate")))
         .await;
-    let answer = s
-        .c
-        .clone()
-        .validate_volume_capabilities(validate(&v.volume_id, vec![s.writer()]))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer =
+        s.c.clone()
+            .validate_volume_capabilities(validate(&v.volume_id, vec![s.writer()]))
+            .await
+            .unwrap()
+            .into_inner();
     if let Some(confirmed) = answer.confirmed {
         assert!(!confirmed.volume_capabilities.is_empty());
     }
@@ -489,11 +565,10 @@ async fn validate_plain(s: Ctx) -> Outcome {
 }
 
 async fn validate_missing(s: Ctx) -> Outcome {
-    let r = s
-        .c
-        .clone()
-        .validate_volume_capabilities(validate(&fake_volume_id(), vec![s.writer()]))
-        .await;
+    let r =
+        s.c.clone()
+            .validate_volume_capabilities(validate(&fake_volume_id(), vec![s.writer()]))
+            .await;
     expect_code(r, Code::NotFound);
     Outcome::Pass
 }

@@ -117,7 +117,12 @@ impl Ctx {
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let answer = self.c.clone().create_volume(req).await;
         if let Ok(a) = &answer {
-            if let Some(v) = a.get_ref().volume.as_ref().filter(|v| !v.volume_id.is_empty()) {
+            if let Some(v) = a
+                .get_ref()
+                .volume
+                .as_ref()
+                .filter(|v| !v.volume_id.is_empty())
+            {
                 self.remember(Made::Volume(v.volume_id.clone()));
             }
         }
@@ -136,7 +141,10 @@ impl Ctx {
                 .create_volume(req)
                 .await
                 .unwrap_or_else(|e| panic!("volume create failed ({caller}): {e:?}"));
-            let v = answer.into_inner().volume.expect("volume in response is nil");
+            let v = answer
+                .into_inner()
+                .volume
+                .expect("volume in response is nil");
             assert!(!v.volume_id.is_empty(), "volume ID in response is missing");
             v
         }
@@ -162,7 +170,12 @@ impl Ctx {
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let answer = self.c.clone().create_snapshot(req).await;
         if let Ok(a) = &answer {
-            if let Some(s) = a.get_ref().snapshot.as_ref().filter(|s| !s.snapshot_id.is_empty()) {
+            if let Some(s) = a
+                .get_ref()
+                .snapshot
+                .as_ref()
+                .filter(|s| !s.snapshot_id.is_empty())
+            {
                 self.remember(Made::Snapshot(s.snapshot_id.clone()));
             }
         }
@@ -366,7 +379,10 @@ impl Ctx {
 #[track_caller]
 pub fn verify_snapshot(s: &Snapshot) {
     assert!(!s.snapshot_id.is_empty(), "snapshot id is empty: {s:?}");
-    assert!(!s.source_volume_id.is_empty(), "source volume id is empty: {s:?}");
+    assert!(
+        !s.source_volume_id.is_empty(),
+        "source volume id is empty: {s:?}"
+    );
     assert!(
         s.creation_time
             .is_some_and(|t| t.seconds != 0 || t.nanos != 0),

@@ -73,11 +73,10 @@ async fn unpublish_stray(s: Ctx) -> Outcome {
             .await
             .unwrap();
     }
-    let r = s
-        .n
-        .clone()
-        .node_unpublish_volume(unpublish("convoy-no-such-volume", &s.target()))
-        .await;
+    let r =
+        s.n.clone()
+            .node_unpublish_volume(unpublish("convoy-no-such-volume", &s.target()))
+            .await;
     expect_code(r, Code::NotFound);
     Outcome::Pass
 }
@@ -105,11 +104,10 @@ async fn unstage_stray(s: Ctx) -> Outcome {
                 .unwrap();
         }
     }
-    let r = s
-        .n
-        .clone()
-        .node_unstage_volume(unstage("convoy-no-such-volume", &s.staging_dir))
-        .await;
+    let r =
+        s.n.clone()
+            .node_unstage_volume(unstage("convoy-no-such-volume", &s.staging_dir))
+            .await;
     expect_code(r, Code::NotFound);
     Outcome::Pass
 }
@@ -119,38 +117,35 @@ async fn odd_ids(s: Ctx) -> Outcome {
     for id in [long.as_str(), "../../etc", "a b/c", "-x", "é"] {
         s.delete_volume(id).await.unwrap();
         s.delete_snapshot(id).await.unwrap();
-        let r = s
-            .c
-            .clone()
-            .controller_get_volume(ControllerGetVolumeRequest {
-                volume_id: id.into(),
-            })
-            .await;
+        let r =
+            s.c.clone()
+                .controller_get_volume(ControllerGetVolumeRequest {
+                    volume_id: id.into(),
+                })
+                .await;
         expect_code(r, Code::NotFound);
-        let r = s
-            .c
-            .clone()
-            .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
-                volume_id: id.into(),
-                volume_capabilities: vec![s.writer()],
-                ..Default::default()
-            })
-            .await;
+        let r =
+            s.c.clone()
+                .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+                    volume_id: id.into(),
+                    volume_capabilities: vec![s.writer()],
+                    ..Default::default()
+                })
+                .await;
         expect_code(r, Code::NotFound);
         let r = s
             .create_snapshot(s.make_create_snapshot_req(&s.unique("convoy-odd"), id))
             .await;
         expect_code(r, Code::NotFound);
-        let r = s
-            .n
-            .clone()
-            .node_stage_volume(NodeStageVolumeRequest {
-                volume_id: id.into(),
-                staging_target_path: s.staging_dir.display().to_string(),
-                volume_capability: Some(s.writer()),
-                ..Default::default()
-            })
-            .await;
+        let r =
+            s.n.clone()
+                .node_stage_volume(NodeStageVolumeRequest {
+                    volume_id: id.into(),
+                    staging_target_path: s.staging_dir.display().to_string(),
+                    volume_capability: Some(s.writer()),
+                    ..Default::default()
+                })
+                .await;
         expect_code(r, Code::NotFound);
         for list in [
             ListSnapshotsRequest {
@@ -170,7 +165,10 @@ async fn odd_ids(s: Ctx) -> Outcome {
 }
 
 async fn capacity_segments(s: Ctx) -> Outcome {
-    skip_unless!(s.controller_has(CtrlRpc::GetCapacity).await, "GetCapacity not supported");
+    skip_unless!(
+        s.controller_has(CtrlRpc::GetCapacity).await,
+        "GetCapacity not supported"
+    );
     let ni = s.node_info().await;
     let ask = |caps: Vec<VolumeCapability>, topology: Option<Topology>| GetCapacityRequest {
         volume_capabilities: caps,
@@ -191,7 +189,11 @@ async fn capacity_segments(s: Ctx) -> Outcome {
     assert!(available(ask(vec![], None)).await > 0);
     assert!(available(ask(vec![s.writer()], here.clone())).await > 0);
     let elsewhere = Topology {
-        segments: [(convoy_csi::TOPOLOGY_KEY.to_string(), "another-node".to_string())].into(),
+        segments: [(
+            convoy_csi::TOPOLOGY_KEY.to_string(),
+            "another-node".to_string(),
+        )]
+        .into(),
     };
     assert_eq!(available(ask(vec![s.writer()], Some(elsewhere))).await, 0);
     let shared = s.cap(Mode::MultiNodeMultiWriter);
@@ -204,30 +206,28 @@ async fn volume_context(s: Ctx) -> Outcome {
         .must_create_volume(s.create_req_required(&s.unique("convoy-context")))
         .await;
     assert!(!v.volume_context.is_empty(), "{v:?}");
-    let got = s
-        .c
-        .clone()
-        .controller_get_volume(ControllerGetVolumeRequest {
-            volume_id: v.volume_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got =
+        s.c.clone()
+            .controller_get_volume(ControllerGetVolumeRequest {
+                volume_id: v.volume_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(got.volume.unwrap().volume_context, v.volume_context);
-    let confirmed = s
-        .c
-        .clone()
-        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
-            volume_id: v.volume_id.clone(),
-            volume_capabilities: vec![s.writer()],
-            volume_context: v.volume_context.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .confirmed
-        .expect("confirmed");
+    let confirmed =
+        s.c.clone()
+            .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+                volume_id: v.volume_id.clone(),
+                volume_capabilities: vec![s.writer()],
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .confirmed
+            .expect("confirmed");
     assert_eq!(confirmed.volume_context, v.volume_context);
     // node_stage and node_publish pass the context on.
     s.node_stage(&v).await;
@@ -259,15 +259,14 @@ async fn wrong_volume_at_path(s: Ctx) -> Outcome {
         let r = s.n.clone().node_get_volume_stats(stats(id, path)).await;
         expect_code(r, Code::NotFound);
         if s.node_has(NodeRpc::ExpandVolume).await {
-            let r = s
-                .n
-                .clone()
-                .node_expand_volume(NodeExpandVolumeRequest {
-                    volume_id: id.clone(),
-                    volume_path: path.clone(),
-                    ..Default::default()
-                })
-                .await;
+            let r =
+                s.n.clone()
+                    .node_expand_volume(NodeExpandVolumeRequest {
+                        volume_id: id.clone(),
+                        volume_path: path.clone(),
+                        ..Default::default()
+                    })
+                    .await;
             expect_code(r, Code::NotFound);
         }
     }
@@ -309,18 +308,17 @@ async fn publish_conflict(s: Ctx) -> Outcome {
         .await;
     s.node_stage(&v).await;
     s.node_publish(&v).await;
-    let r = s
-        .n
-        .clone()
-        .node_publish_volume(NodePublishVolumeRequest {
-            volume_id: v.volume_id,
-            target_path: s.target().display().to_string(),
-            staging_target_path: s.staging_dir.display().to_string(),
-            volume_capability: Some(s.writer()),
-            readonly: true,
-            ..Default::default()
-        })
-        .await;
+    let r =
+        s.n.clone()
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: v.volume_id,
+                target_path: s.target().display().to_string(),
+                staging_target_path: s.staging_dir.display().to_string(),
+                volume_capability: Some(s.writer()),
+                readonly: true,
+                ..Default::default()
+            })
+            .await;
     expect_code(r, Code::AlreadyExists);
     Outcome::Pass
 }
@@ -335,14 +333,13 @@ async fn delete_in_use(s: Ctx) -> Outcome {
     if !s.config.block {
         std::fs::write(target.join("kept"), b"still here").unwrap();
     }
-    let r = s
-        .c
-        .clone()
-        .delete_volume(DeleteVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            ..Default::default()
-        })
-        .await;
+    let r =
+        s.c.clone()
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                ..Default::default()
+            })
+            .await;
     expect_code(r, Code::FailedPrecondition);
     if !s.config.block {
         assert_eq!(std::fs::read(target.join("kept")).unwrap(), b"still here");
@@ -358,25 +355,30 @@ async fn pages(s: Ctx) -> Outcome {
         let v = s
             .must_create_volume(s.make_create_volume_req(&s.unique(&format!("convoy-page-{i}"))))
             .await;
-        s.must_create_snapshot(s.make_create_snapshot_req(&s.unique(&format!("convoy-page-snap-{i}")), &v.volume_id))
-            .await;
+        s.must_create_snapshot(
+            s.make_create_snapshot_req(&s.unique(&format!("convoy-page-snap-{i}")), &v.volume_id),
+        )
+        .await;
         made.push(v.volume_id);
     }
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = s
-            .c
-            .clone()
-            .list_volumes(ListVolumesRequest {
-                max_entries: 2,
-                starting_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page =
+            s.c.clone()
+                .list_volumes(ListVolumesRequest {
+                    max_entries: 2,
+                    starting_token: token.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
         assert!(page.entries.len() <= 2);
-        seen.extend(page.entries.into_iter().map(|e| e.volume.unwrap().volume_id));
+        seen.extend(
+            page.entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id),
+        );
         if page.next_token.is_empty() {
             break;
         }
@@ -386,21 +388,23 @@ async fn pages(s: Ctx) -> Outcome {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), seen.len(), "listed twice: {seen:?}");
-    assert!(made.iter().all(|m| seen.contains(m)), "{made:?} not all in {seen:?}");
+    assert!(
+        made.iter().all(|m| seen.contains(m)),
+        "{made:?} not all in {seen:?}"
+    );
     let mut snaps = 0;
     let mut token = String::new();
     loop {
-        let page = s
-            .c
-            .clone()
-            .list_snapshots(ListSnapshotsRequest {
-                max_entries: 1,
-                starting_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page =
+            s.c.clone()
+                .list_snapshots(ListSnapshotsRequest {
+                    max_entries: 1,
+                    starting_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
         snaps += page.entries.len();
         if page.next_token.is_empty() {
             break;
@@ -408,14 +412,13 @@ async fn pages(s: Ctx) -> Outcome {
         token = page.next_token;
     }
     assert!(snaps >= 3);
-    let r = s
-        .c
-        .clone()
-        .list_snapshots(ListSnapshotsRequest {
-            starting_token: "invalid-token".into(),
-            ..Default::default()
-        })
-        .await;
+    let r =
+        s.c.clone()
+            .list_snapshots(ListSnapshotsRequest {
+                starting_token: "invalid-token".into(),
+                ..Default::default()
+            })
+            .await;
     expect_code(r, Code::Aborted);
     Outcome::Pass
 }

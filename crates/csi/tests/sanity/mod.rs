@@ -235,7 +235,10 @@ async fn run_one(case: &Case, s: Ctx) -> Result<Outcome, String> {
     match (outcome, problems.is_empty()) {
         (Ok(o), true) => Ok(o),
         (Ok(_), false) => Err(problems.join("; ")),
-        (Err(e), _) => Err(std::iter::once(e).chain(problems).collect::<Vec<_>>().join("; ")),
+        (Err(e), _) => Err(std::iter::once(e)
+            .chain(problems)
+            .collect::<Vec<_>>()
+            .join("; ")),
     }
 }
 
@@ -255,7 +258,10 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 #[track_caller]
 pub fn expect_code<T: std::fmt::Debug>(r: Result<Response<T>, Status>, code: Code) {
     match r {
-        Ok(answer) => panic!("expected {code:?}, got an answer: {:?}", answer.into_inner()),
+        Ok(answer) => panic!(
+            "expected {code:?}, got an answer: {:?}",
+            answer.into_inner()
+        ),
         Err(status) => assert_eq!(status.code(), code, "unexpected error: {status:?}"),
     }
 }

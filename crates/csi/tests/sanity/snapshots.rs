@@ -57,7 +57,10 @@ async fn list(s: &Ctx, req: ListSnapshotsRequest) -> ListSnapshotsResponse {
 }
 
 fn ids(r: &ListSnapshotsResponse) -> Vec<Snapshot> {
-    r.entries.iter().map(|e| e.snapshot.clone().unwrap()).collect()
+    r.entries
+        .iter()
+        .map(|e| e.snapshot.clone().unwrap())
+        .collect()
 }
 
 async fn has_list(s: &Ctx) -> bool {
@@ -77,7 +80,9 @@ async fn list_plain(s: Ctx) -> Outcome {
 async fn three(s: &Ctx, kind: &str) -> Snapshot {
     let one = |what: &str, which: &str| {
         (
-            s.make_create_volume_req(&s.unique(&format!("listSnapshots-volume-{what}-{kind}{which}"))),
+            s.make_create_volume_req(
+                &s.unique(&format!("listSnapshots-volume-{what}-{kind}{which}")),
+            ),
             s.unique(&format!("listSnapshots-snapshot-{what}-{kind}{which}")),
         )
     };
@@ -93,16 +98,14 @@ async fn three(s: &Ctx, kind: &str) -> Snapshot {
 async fn list_by_id(s: Ctx) -> Outcome {
     skip_unless!(has_list(&s).await, "ListSnapshots not supported");
     let target = three(&s, "s").await;
-    let found = ids(
-        &list(
-            &s,
-            ListSnapshotsRequest {
-                snapshot_id: target.snapshot_id.clone(),
-                ..Default::default()
-            },
-        )
-        .await,
-    );
+    let found = ids(&list(
+        &s,
+        ListSnapshotsRequest {
+            snapshot_id: target.snapshot_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await);
     assert_eq!(found.len(), 1, "{found:?}");
     verify_snapshot(&found[0]);
     assert_eq!(found[0].snapshot_id, target.snapshot_id);
@@ -126,16 +129,14 @@ async fn list_missing_id(s: Ctx) -> Outcome {
 async fn list_by_source(s: Ctx) -> Outcome {
     skip_unless!(has_list(&s).await, "ListSnapshots not supported");
     let target = three(&s, "v").await;
-    let found = ids(
-        &list(
-            &s,
-            ListSnapshotsRequest {
-                source_volume_id: target.source_volume_id.clone(),
-                ..Default::default()
-            },
-        )
-        .await,
-    );
+    let found = ids(&list(
+        &s,
+        ListSnapshotsRequest {
+            source_volume_id: target.source_volume_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await);
     assert_eq!(found.len(), 1, "{found:?}");
     verify_snapshot(&found[0]);
     assert_eq!(found[0].source_volume_id, target.source_volume_id);
@@ -158,22 +159,40 @@ async fn list_missing_source(s: Ctx) -> Outcome {
 
 async fn list_presence(s: Ctx) -> Outcome {
     skip_unless!(has_list(&s).await, "ListSnapshots not supported");
-    let total = list(&s, ListSnapshotsRequest::default()).await.entries.len();
+    let total = list(&s, ListSnapshotsRequest::default())
+        .await
+        .entries
+        .len();
     let req = s.make_create_volume_req(&s.unique("listSnapshots-volume-3"));
     let (snap, _) = s
         .must_create_snapshot_from_volume(req, &s.unique("listSnapshots-snapshot-3"))
         .await;
     verify_snapshot(&snap);
-    assert_eq!(list(&s, ListSnapshotsRequest::default()).await.entries.len(), total + 1);
+    assert_eq!(
+        list(&s, ListSnapshotsRequest::default())
+            .await
+            .entries
+            .len(),
+        total + 1
+    );
     s.delete_snapshot(&snap.snapshot_id).await.unwrap();
-    assert_eq!(list(&s, ListSnapshotsRequest::default()).await.entries.len(), total);
+    assert_eq!(
+        list(&s, ListSnapshotsRequest::default())
+            .await
+            .entries
+            .len(),
+        total
+    );
     Outcome::Pass
 }
 
 async fn list_pages(s: Ctx) -> Outcome {
     skip_unless!(has_list(&s).await, "ListSnapshots not supported");
     let (min, max) = (5, 2);
-    let initial = list(&s, ListSnapshotsRequest::default()).await.entries.len();
+    let initial = list(&s, ListSnapshotsRequest::default())
+        .await
+        .entries
+        .len();
     let mut total = initial;
     if initial < min {
         for i in 1..=(min - initial) {
@@ -213,11 +232,10 @@ async fn has_snapshots(s: &Ctx) -> bool {
 
 async fn delete_no_id(s: Ctx) -> Outcome {
     skip_unless!(has_snapshots(&s).await, "DeleteSnapshot not supported");
-    let r = s
-        .c
-        .clone()
-        .delete_snapshot(DeleteSnapshotRequest::default())
-        .await;
+    let r =
+        s.c.clone()
+            .delete_snapshot(DeleteSnapshotRequest::default())
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
@@ -237,8 +255,10 @@ async fn delete_plain(s: Ctx) -> Outcome {
         .into_inner()
         .volume
         .unwrap();
-    s.must_create_snapshot(s.make_create_snapshot_req(&s.unique("DeleteSnapshot-snapshot-1"), &v.volume_id))
-        .await;
+    s.must_create_snapshot(
+        s.make_create_snapshot_req(&s.unique("DeleteSnapshot-snapshot-1"), &v.volume_id),
+    )
+    .await;
     Outcome::Pass
 }
 
@@ -295,7 +315,9 @@ async fn create_other_source(s: Ctx) -> Outcome {
 async fn create_max_name(s: Ctx) -> Outcome {
     skip_unless!(has_snapshots(&s).await, "CreateSnapshot not supported");
     let v = s
-        .must_create_volume(s.make_create_volume_req(&s.unique("CreateSnapshot-volume-maxlen-name")))
+        .must_create_volume(
+            s.make_create_volume_req(&s.unique("CreateSnapshot-volume-maxlen-name")),
+        )
         .await;
     let name = s.unique_with_length("CreateSnapshot-snapshot-maxlen", super::MAX_NAME_LENGTH);
     let req = s.make_create_snapshot_req(&name, &v.volume_id);
@@ -323,18 +345,20 @@ async fn has_expand(s: &Ctx) -> bool {
 
 async fn expand_no_id(s: Ctx) -> Outcome {
     skip_unless!(has_expand(&s).await, "ControllerExpandVolume not supported");
-    let r = s.c.clone().controller_expand_volume(make_expand_req(&s, "")).await;
+    let r =
+        s.c.clone()
+            .controller_expand_volume(make_expand_req(&s, ""))
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
 
 async fn expand_no_range(s: Ctx) -> Outcome {
     skip_unless!(has_expand(&s).await, "ControllerExpandVolume not supported");
-    let r = s
-        .c
-        .clone()
-        .controller_expand_volume(ControllerExpandVolumeRequest::default())
-        .await;
+    let r =
+        s.c.clone()
+            .controller_expand_volume(ControllerExpandVolumeRequest::default())
+            .await;
     expect_code(r, Code::InvalidArgument);
     Outcome::Pass
 }
@@ -344,19 +368,21 @@ async fn expand_works(s: Ctx) -> Outcome {
     let v = s
         .must_create_volume(s.create_req_required(&s.unique("sanity-expand-volume")))
         .await;
-    let r = s
-        .c
-        .clone()
-        .controller_expand_volume(make_expand_req(&s, &v.volume_id))
-        .await
-        .unwrap()
-        .into_inner();
+    let r =
+        s.c.clone()
+            .controller_expand_volume(make_expand_req(&s, &v.volume_id))
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(r.capacity_bytes, s.config.expand_size);
     Outcome::Pass
 }
 
 async fn modify_gated(s: Ctx) -> Outcome {
-    gated(s.controller_has(CtrlRpc::ModifyVolume).await, "MODIFY_VOLUME")
+    gated(
+        s.controller_has(CtrlRpc::ModifyVolume).await,
+        "MODIFY_VOLUME",
+    )
 }
 
 async fn group_gated(s: Ctx) -> Outcome {
