@@ -10,7 +10,6 @@ mod sanity;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use convoy_csi::pb::*;
 use metadata::snapshot_metadata;
@@ -395,6 +394,8 @@ async fn life_cycle() {
     drop(dir);
 }
 
+/// A CSI snapshot backed up with convoy's own API, restored by CreateVolume's `backupURL`
+/// parameter: the restored device holds the snapshot's data, not what was written after it.
 async fn backup_and_restore(
     server: &Server,
     c: &mut convoy_csi::pb::controller_client::ControllerClient<tonic::transport::Channel>,

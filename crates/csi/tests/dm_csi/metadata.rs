@@ -192,6 +192,3 @@ pub async fn snapshot_metadata(
     );
     vec![s1, s2]
 }
-
-/// A CSI snapshot backed up with convoy's own API, restored by CreateVolume's `backupURL`
-/// parameter: the restored device holds the snapshot's data, not what was written after it.
