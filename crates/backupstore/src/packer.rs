@@ -204,7 +204,7 @@ impl Packer {
             Box::pin(async move {
                 store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
                 if let Some(p) = pacer {
-                    p.admit(bytes.len() as u64).await;
+                    p.admit(held).await;
                 }
                 store
                     .put_large(&layout::pack(&pack), bytes.clone(), above)
