@@ -189,7 +189,11 @@ async fn derive(
             }
             let params = argon2::Params::new(*memory_kib, *iterations, *parallelism, Some(32))
                 .map_err(|e| bad(e.to_string()))?;
+            if let Some(kek) = crate::kek_cache::get(&cache_input(slot, &salt, p)) {
+                return Ok(Some(kek));
+            }
             let p = p.clone();
+            crate::kek_cache::RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let kek = crate::worker::run(move || {
                 let mut out = Zeroizing::new([0u8; 32]);
                 argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
@@ -207,6 +211,40 @@ async fn derive(
             Ok(Some(Zeroizing::new(*h.finalize().as_bytes())))
         }
         _ => Ok(None),
+    }
+}
+
+/// What the process's derived-key cache keys an Argon2id slot's wrapping key by.
+fn cache_input<'a>(
+    slot: &Slot,
+    salt: &'a [u8],
+    passphrase: &'a [u8],
+) -> crate::kek_cache::Input<'a> {
+    let (version, memory_kib, iterations, parallelism) = match slot.kdf {
+        Kdf::Argon2id {
+            version,
+            memory_kib,
+            iterations,
+            parallelism,
+        } => (version, memory_kib, iterations, parallelism),
+        Kdf::Blake3 => (0, 0, 0, 0),
+    };
+    crate::kek_cache::Input {
+        salt,
+        version,
+        memory_kib,
+        iterations,
+        parallelism,
+        passphrase,
+    }
+}
+
+/// Keeps a passphrase slot's wrapping key once it has opened the slot (see `kek_cache`).
+fn remember(slot: &Slot, secret: &Secret, kek: &Zeroizing<[u8; 32]>) {
+    if let (Kdf::Argon2id { .. }, Secret::Passphrase(p)) = (&slot.kdf, secret) {
+        if let Some(salt) = unhex(&slot.salt) {
+            crate::kek_cache::put(&cache_input(slot, &salt, p), kek);
+        }
     }
 }
 
@@ -357,6 +395,7 @@ pub(crate) async fn unlock(
             .map_err(|_| altered())?;
         let master = Zeroizing::new(master);
         let master: [u8; 32] = master[..].try_into().map_err(|_| altered())?;
+        remember(slot, &secret, &kek);
         return Ok(Keys::new(store_id, master));
     }
     let kind = match secret {
@@ -481,4 +520,53 @@ pub(crate) async fn list(store: &Store) -> Result<Vec<SlotInfo>> {
             },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kek_cache::RUNS;
+    use crate::options::TargetOptions;
+    use std::sync::atomic::Ordering;
+
+    fn pass(p: &str) -> SecretSource {
+        SecretSource::Passphrase(Zeroizing::new(p.to_owned()))
+    }
+
+    fn runs() -> u64 {
+        RUNS.load(Ordering::Relaxed)
+    }
+
+    // The only test of this binary that runs Argon2id, so the run counter is its own.
+    #[tokio::test]
+    async fn a_passphrase_is_derived_once_per_slot_and_a_removed_slot_still_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = TargetOptions {
+            kdf: KdfParams::insecure_fast(),
+            ..TargetOptions::default()
+        };
+        let store = Store::open(&format!("vfs://{}", dir.path().display()), &opts).unwrap();
+        let (id, keys, first) = create(&store, &pass("one"), opts.kdf).await.unwrap();
+        let before = runs();
+        unlock(&store, id, &pass("one")).await.unwrap();
+        assert_eq!(runs() - before, 1, "the first open derives");
+        for _ in 0..3 {
+            let k = unlock(&store, id, &pass("one")).await.unwrap();
+            assert_eq!(k.master(), keys.master());
+        }
+        assert_eq!(runs() - before, 1, "later opens reuse the derived key");
+        // A wrong passphrase is derived (and refused) every time: only successes are kept.
+        for _ in 0..2 {
+            let e = unlock(&store, id, &pass("two")).await.unwrap_err();
+            assert!(e.to_string().contains("opens none"), "{e}");
+        }
+        assert_eq!(runs() - before, 3);
+        // With the slot gone, the cached key opens nothing.
+        let second = add(&store, &keys, &pass("two"), opts.kdf).await.unwrap();
+        remove(&store, &first).await.unwrap();
+        let e = unlock(&store, id, &pass("one")).await.unwrap_err();
+        assert!(e.to_string().contains("opens none"), "{e}");
+        unlock(&store, id, &pass("two")).await.unwrap();
+        assert_ne!(first, second);
+    }
 }

@@ -103,6 +103,7 @@ mod forward;
 pub mod fuzzing;
 mod gc;
 mod index;
+mod kek_cache;
 mod keys;
 mod layout;
 pub mod legacy;

@@ -141,3 +141,9 @@ impl ObjectStore for Faulty {
         self.inner.copy_if_not_exists(from, to).await
     }
 }
+
+/// Argon2id derivations this process has run (passphrase slots opened without the derived-key
+/// cache, or made).
+pub fn argon2_runs() -> u64 {
+    crate::kek_cache::RUNS.load(Ordering::Relaxed)
+}
