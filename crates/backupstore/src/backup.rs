@@ -216,6 +216,9 @@ pub(crate) struct BackupJob<'a> {
     pub level: i32,
     pub packing: PackerConfig,
     pub progress: &'a dyn Progress,
+    /// A read-only check that must pass before the run writes anything (the store marker); it
+    /// runs concurrently with the run's own first reads.
+    pub precheck: futures::future::BoxFuture<'a, Result<()>>,
 }
 
 /// Runs a backup under a lock the caller holds. On error nothing becomes visible.
@@ -223,26 +226,39 @@ pub(crate) struct BackupJob<'a> {
 pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHeader)> {
     let me = BackupRef::new(&job.header.volume_name, &job.header.backup_name)?;
     let store = job.store.clone();
-    if store.exists(&layout::manifest(&me)).await? {
+    // The reads a run starts with go out together (one round trip, not four, on a distant
+    // store): the caller's check, whether the backup exists, and the parent's manifest. Nothing
+    // is written before all of them have answered.
+    let mut header = job.header;
+    let parent_ref = job
+        .parent
+        .map(|p| BackupRef::new(&me.volume, p))
+        .transpose()?;
+    let manifest_key = layout::manifest(&me);
+    let exists = store.exists(&manifest_key);
+    let parent_stream = async {
+        match &parent_ref {
+            None => Ok(None),
+            Some(pref) => store.manifest_stream(&layout::manifest(pref), pref).await,
+        }
+    };
+    let ((), exists, parent_stream) = futures::try_join!(job.precheck, exists, parent_stream)?;
+    if exists {
         return Err(BackupError::BackupExists {
             dest: store.dest.clone(),
             volume: me.volume,
             backup: me.backup,
         });
     }
-    let mut header = job.header;
     let parent = match job.parent {
         None => None,
         Some(p) => {
-            let pref = BackupRef::new(&me.volume, p)?;
             let bad = |reason: String| BackupError::BadParent {
                 parent: p.to_string(),
                 reason,
             };
-            let stream = store
-                .manifest_stream(&layout::manifest(&pref), &pref)
-                .await?
-                .ok_or_else(|| bad("no such backup of this volume".into()))?;
+            let stream =
+                parent_stream.ok_or_else(|| bad("no such backup of this volume".into()))?;
             let reader = ManifestReader::open(p, stream).await?;
             let ph = reader.header();
             if ph.volume_size != header.volume_size {
@@ -256,18 +272,35 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
             Some(EntryCursor::new(reader))
         }
     };
-    if let Some(p) = &header.parent {
-        store
-            .put(&layout::parent_record(&me), Bytes::from(p.clone()))
-            .await?;
-        store
-            .put(
-                &layout::child_marker(&me.volume, p, &me.backup),
-                Bytes::new(),
-            )
-            .await?;
-    }
-    let index = crate::index::load(&store, job.parallelism).await?;
+    // Then the parent records and the store index, together; the records are in place before
+    // the manifest that needs them is published.
+    let records = async {
+        if let Some(p) = &header.parent {
+            let (record, child) = (
+                layout::parent_record(&me),
+                layout::child_marker(&me.volume, p, &me.backup),
+            );
+            futures::try_join!(
+                store.put(&record, Bytes::from(p.clone())),
+                store.put(&child, Bytes::new()),
+            )?;
+        }
+        Ok(())
+    };
+    let (index, ()) = match futures::try_join!(crate::index::load(&store, job.parallelism), records)
+    {
+        Ok(v) => v,
+        Err(e) => {
+            // One of the records may have been written.
+            if let Some(p) = job.parent {
+                let _ = store
+                    .delete(&layout::child_marker(&me.volume, p, &me.backup))
+                    .await;
+                let _ = store.delete(&layout::parent_record(&me)).await;
+            }
+            return Err(e);
+        }
+    };
     let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
     let packer = Packer::new(store.clone(), me.clone(), job.packing);
     let written = header.clone();

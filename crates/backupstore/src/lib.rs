@@ -342,7 +342,6 @@ impl BackupTarget {
         }
         let store = self.store.clone();
         let (stats, written) = locked(self, LockKind::Shared, "backup", async {
-            self.ensure_marker().await?;
             backup::run(backup::BackupJob {
                 store,
                 source,
@@ -358,6 +357,7 @@ impl BackupTarget {
                     limit_upload: self.opts.limit_upload,
                 },
                 progress,
+                precheck: Box::pin(self.ensure_marker()),
             })
             .await
         })
