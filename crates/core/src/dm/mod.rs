@@ -6,7 +6,7 @@
 mod adopt;
 mod lifecycle;
 mod meta;
-mod mounts;
+pub(crate) mod mounts;
 mod names;
 mod options;
 mod reconcile;
