@@ -70,6 +70,8 @@ fn rel_vm_crash_expand() {
             "expand-before-record",
         ],
     );
+    // Full scale: 24 trials of each lifecycle operation (issue 17 asks at least 20).
+    r.trials = by_scale(2, 24);
     let tag = r.rig.tag.clone();
     let base = format!("{tag}b");
     r.ok(0, &["create", &base, "--size", VOLUME_SIZE]);
@@ -122,6 +124,8 @@ fn rel_vm_crash_clone() {
             "create-volume-before-ready",
         ],
     );
+    // Full scale: 24 trials of each lifecycle operation (issue 17 asks at least 20).
+    r.trials = by_scale(2, 24);
     let tag = r.rig.tag.clone();
     let base = format!("{tag}b");
     r.ok(0, &["create", &base, "--size", VOLUME_SIZE]);
@@ -184,6 +188,8 @@ fn rel_vm_crash_revert() {
             "revert-after-switch",
         ],
     );
+    // Full scale: 24 trials of each lifecycle operation (issue 17 asks at least 20).
+    r.trials = by_scale(2, 24);
     let tag = r.rig.tag.clone();
     let base = format!("{tag}b");
     r.ok(0, &["create", &base, "--size", VOLUME_SIZE]);

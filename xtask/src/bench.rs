@@ -3,6 +3,8 @@
 //! The drivers live next to the code they measure, as release-built examples:
 //! * `delta` — convoy-thinmeta's delta vs Debian's `thin_delta` (host);
 //! * `backup` — convoy-backupstore (plain and encrypted store) vs `restic` on one image (host);
+//! * `s3` — the same against `restic` on one S3 server (moto_server), through a proxy that
+//!   counts requests, without and with 20 ms added per request; deletes at 10 and 100 backups;
 //! * `snapshot` — snapshot latency of a mounted volume under a writer (VM, real kernel);
 //! * `lifecycle` — convoy-core's snapshot (against the earlier `sync -f` + snapshot sequence),
 //!   clone, revert and online expand latencies (VM, real kernel).
@@ -30,6 +32,8 @@ pub enum Bench {
     Delta,
     /// Backup/restore vs restic.
     Backup,
+    /// Backup/restore/delete vs restic on the same S3 server, requests counted, +20 ms.
+    S3,
     /// Snapshot latency under a writer, in the VM.
     Snapshot,
     /// Snapshot, clone, revert and expand latency of convoy-core, in the VM.
@@ -57,6 +61,12 @@ const DRIVERS: &[Driver] = &[
         in_vm: false,
     },
     Driver {
+        bench: Bench::S3,
+        package: "convoy-backupstore",
+        example: "bench_s3",
+        in_vm: false,
+    },
+    Driver {
         bench: Bench::Snapshot,
         package: "convoy-thinpool",
         example: "bench_snapshot",
@@ -72,6 +82,7 @@ const DRIVERS: &[Driver] = &[
 
 /// Runs `cargo xtask bench`; returns whether every benchmark ran to completion.
 pub fn run(args: &BenchArgs) -> Result<bool> {
+    crate::prereq::ensure(crate::prereq::Level::Bench, true)?;
     let mut ok = true;
     for driver in DRIVERS {
         if !args.only.is_empty() && !args.only.contains(&driver.bench) {

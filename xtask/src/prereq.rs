@@ -24,6 +24,8 @@ pub enum Level {
     Test,
     /// `.ci/run` (and the tests').
     Ci,
+    /// `cargo xtask bench` (and CI's): the peers benchmarks run beside convoy.
+    Bench,
     /// `cargo xtask fuzz` (and CI's): fuzzing is run by hand, not in CI.
     Fuzz,
 }
@@ -77,8 +79,12 @@ pub fn parse(text: &str) -> Result<Vec<Prerequisite>> {
             Some(&"demo") => Level::Demo,
             Some(&"test") => Level::Test,
             Some(&"ci") => Level::Ci,
+            Some(&"bench") => Level::Bench,
             Some(&"fuzz") => Level::Fuzz,
-            _ => bail!("{}: the first column is demo, test, ci or fuzz", bad()),
+            _ => bail!(
+                "{}: the first column is demo, test, ci, bench or fuzz",
+                bad()
+            ),
         };
         let kind = match (fields.get(1).copied(), fields.len()) {
             (Some("apt"), 3) => Kind::Apt,
@@ -260,6 +266,7 @@ fn level_name(level: Level) -> &'static str {
         Level::Demo => "demo",
         Level::Test => "test",
         Level::Ci => "ci",
+        Level::Bench => "bench",
         Level::Fuzz => "fuzz",
     }
 }
@@ -290,7 +297,13 @@ mod tests {
         assert!(test
             .iter()
             .any(|p| p.kind == Kind::Pip("moto_server".into())));
-        assert!(ci.iter().all(|p| p.name != "cargo-fuzz"));
+        assert!(ci
+            .iter()
+            .all(|p| p.name != "cargo-fuzz" && p.name != "restic"));
+        assert!(needed(Level::Bench)
+            .unwrap()
+            .iter()
+            .any(|p| p.name == "restic"));
         assert!(fuzz.iter().any(|p| p.name == "cargo-fuzz"));
         assert!(demo.len() < test.len() && test.len() <= ci.len() && ci.len() < fuzz.len());
     }

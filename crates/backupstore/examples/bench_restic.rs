@@ -23,308 +23,13 @@
 // The API takes a list of byte ranges; a single whole-image range is the full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Instant;
 
-use convoy_backupstore::{BackupMeta, BackupTarget, NoProgress, RestoreOptions, TargetOptions};
+#[path = "bench_support/mod.rs"]
+mod bench_support;
 
-const MIB: u64 = 1 << 20;
-const POOL_BLOCK: u64 = 2 * MIB;
-
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-fn fill_random(buf: &mut [u8], seed: u64) {
-    let mut s = seed | 1;
-    for chunk in buf.chunks_mut(8) {
-        let v = xorshift(&mut s).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
-
-fn fill_text(buf: &mut [u8], seed: u64) {
-    const WORDS: &[&str] = &[
-        "volume",
-        "snapshot",
-        "backup",
-        "the",
-        "of",
-        "and",
-        "block",
-        "device",
-        "mapper",
-        "thin",
-        "pool",
-        "docker",
-        "container",
-        "restore",
-        "error",
-        "info",
-        "2026-11-25",
-        "GET",
-        "/v1/volumes",
-        "200",
-        "user",
-        "id=",
-        "level=debug",
-        "msg=",
-        "\n",
-        "{\"key\":",
-        "value",
-        "}",
-        "lorem",
-        "ipsum",
-        "data",
-        "convoy",
-    ];
-    let mut s = seed | 1;
-    let mut i = 0;
-    while i < buf.len() {
-        let r = xorshift(&mut s);
-        let w = WORDS[(r % WORDS.len() as u64) as usize].as_bytes();
-        let n = w.len().min(buf.len() - i);
-        buf[i..i + n].copy_from_slice(&w[..n]);
-        i += n;
-        if i < buf.len() {
-            buf[i] = if r & 0x100 != 0 {
-                b' '
-            } else {
-                b'0' + (r >> 20) as u8 % 10
-            };
-            i += 1;
-        }
-    }
-}
-
-fn make_image(path: &Path, size: u64) {
-    let f = std::fs::File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut s = 0x1234_5678_9abc_def1u64;
-    for i in 0..size / MIB {
-        match xorshift(&mut s) % 20 {
-            0..=5 => continue, // 30% zeros (a hole in the file, read back as zeros)
-            6..=12 => fill_text(&mut buf, 2 * i + 1),
-            _ => fill_random(&mut buf, 2 * i + 1),
-        }
-        f.write_all_at(&buf, i * MIB).unwrap();
-    }
-    f.sync_all().unwrap();
-}
-
-/// Overwrites 1% of the pool blocks with new data; returns the changed byte ranges.
-fn change_one_percent(path: &Path, size: u64) -> Vec<(u64, u64)> {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let blocks = size / POOL_BLOCK;
-    let n = (blocks / 100).max(1);
-    let mut s = 0xfeed_beefu64;
-    let mut chosen = std::collections::BTreeSet::new();
-    while (chosen.len() as u64) < n {
-        chosen.insert(xorshift(&mut s) % blocks);
-    }
-    let mut buf = vec![0u8; POOL_BLOCK as usize];
-    for (k, b) in chosen.iter().enumerate() {
-        if k % 2 == 0 {
-            fill_random(&mut buf, 777 + b);
-        } else {
-            fill_text(&mut buf, 777 + b);
-        }
-        f.write_all_at(&buf, b * POOL_BLOCK).unwrap();
-    }
-    f.sync_all().unwrap();
-    chosen
-        .iter()
-        .map(|b| (b * POOL_BLOCK, (b + 1) * POOL_BLOCK))
-        .collect()
-}
-
-struct Measured {
-    /// Wall time of the command and the `sync` after it.
-    secs: f64,
-    /// Wall time of the command alone.
-    cmd_secs: f64,
-    peak_rss_kib: u64,
-    /// CPU time (user + system) of the command.
-    cpu_secs: f64,
-}
-
-/// Runs `cmd` under GNU time, then `sync`; wall time includes the sync.
-fn measure(cmd: Command, what: &str) -> Measured {
-    let out = std::env::temp_dir().join(format!("convoy-bench-time-{}", std::process::id()));
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut timed = Command::new("/usr/bin/time");
-    timed
-        .arg("-f")
-        .arg("%U %S %M")
-        .arg("-o")
-        .arg(&out)
-        .arg(program)
-        .args(args);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => timed.env(k, v),
-            None => timed.env_remove(k),
-        };
-    }
-    let start = Instant::now();
-    let status = timed.status().expect("run /usr/bin/time");
-    let cmd_secs = start.elapsed().as_secs_f64();
-    Command::new("sync").status().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert!(status.success(), "{what} failed: {status}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let fields: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
-    let cpu_secs = fields[0].parse::<f64>().unwrap() + fields[1].parse::<f64>().unwrap();
-    let peak_rss_kib = fields[2].parse().unwrap();
-    Measured {
-        secs,
-        cmd_secs,
-        peak_rss_kib,
-        cpu_secs,
-    }
-}
-
-fn tree_bytes(dir: &Path) -> (u64, u64) {
-    let (mut apparent, mut allocated) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let m = e.metadata().unwrap();
-            allocated += m.blocks() * 512;
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                apparent += m.len();
-            }
-        }
-    }
-    (apparent, allocated)
-}
-
-fn same_content(a: &Path, b: &Path) -> bool {
-    let (fa, fb) = (
-        std::fs::File::open(a).unwrap(),
-        std::fs::File::open(b).unwrap(),
-    );
-    let size = fa.metadata().unwrap().len();
-    if fb.metadata().unwrap().len() != size {
-        return false;
-    }
-    let (mut x, mut y) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
-    let mut off = 0;
-    while off < size {
-        let n = (size - off).min(x.len() as u64) as usize;
-        fa.read_exact_at(&mut x[..n], off).unwrap();
-        fb.read_exact_at(&mut y[..n], off).unwrap();
-        if x[..n] != y[..n] {
-            return false;
-        }
-        off += n as u64;
-    }
-    true
-}
-
-fn meta(size: u64, name: &str) -> BackupMeta {
-    BackupMeta {
-        backup_name: Some(name.into()),
-        driver_name: "devicemapper".into(),
-        volume_name: "bench".into(),
-        volume_size: size,
-        snapshot_name: name.into(),
-        ..Default::default()
-    }
-}
-
-/// A restore target that does not fsync at the end (restic 0.14 does not either).
-struct NoFsync(std::fs::File);
-
-impl convoy_backupstore::BlockSink for NoFsync {
-    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write_all_at(data, offset)
-    }
-}
-
-/// A convoy phase, in this (child) process.
-fn phase(args: &[String]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        // An encrypted store's phases get CONVOY_BACKUP_PASSPHRASE from the parent.
-        let opts = TargetOptions {
-            secret: convoy_backupstore::SecretSource::choose(None, None, None),
-            ..Default::default()
-        };
-        let target = BackupTarget::open(&args[1], opts).unwrap();
-        match args[0].as_str() {
-            "init-encrypted" => {
-                target.init(true).await.unwrap();
-            }
-            "backup-full" => {
-                let img = std::fs::File::open(&args[2]).unwrap();
-                let size = img.metadata().unwrap().len();
-                let out = target
-                    .backup(
-                        Arc::new(img),
-                        &[0..size],
-                        None,
-                        meta(size, "full"),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-                eprintln!("convoy full: {:?}", out.stats);
-            }
-            "backup-inc" => {
-                let img = std::fs::File::open(&args[2]).unwrap();
-                let size = img.metadata().unwrap().len();
-                let ranges: Vec<_> = std::fs::read_to_string(&args[3])
-                    .unwrap()
-                    .lines()
-                    .map(|l| {
-                        let (a, b) = l.split_once(' ').unwrap();
-                        a.parse().unwrap()..b.parse().unwrap()
-                    })
-                    .collect();
-                let out = target
-                    .backup(
-                        Arc::new(img),
-                        &ranges,
-                        Some("full"),
-                        meta(size, "second"),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-                eprintln!("convoy incremental: {:?}", out.stats);
-            }
-            "restore" => {
-                let size: u64 = args[3].parse().unwrap();
-                let f = std::fs::File::create(&args[2]).unwrap();
-                f.set_len(size).unwrap();
-                let r = convoy_backupstore::BackupRef::new("bench", "second").unwrap();
-                // Like restic, leave flushing to the kernel; `measure` times a `sync` after.
-                target
-                    .restore(
-                        &r,
-                        Arc::new(NoFsync(f)),
-                        &RestoreOptions::default(),
-                        &NoProgress,
-                    )
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unknown phase {other}"),
-        }
-    });
-}
+use bench_support::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -388,9 +93,9 @@ fn main() {
 
     eprintln!("phase 1: full backup");
     let r1 = measure(restic(&["backup", img]), "restic backup");
-    let c1 = measure(convoy(&["backup-full", &dest, img]), "convoy backup");
+    let c1 = measure(convoy(&["backup", &dest, img, "full"]), "convoy backup");
     let e1 = measure(
-        convoy_enc(&["backup-full", &enc_dest, img]),
+        convoy_enc(&["backup", &enc_dest, img, "full"]),
         "convoy encrypted backup",
     );
     let (ra1, _) = tree_bytes(&restic_repo);
@@ -399,18 +104,28 @@ fn main() {
     eprintln!("phase 2: 1% of {} KiB blocks changed", POOL_BLOCK >> 10);
     let changed = change_one_percent(&image, size);
     let ranges_file = work.join("changed-ranges");
-    let mut f = std::fs::File::create(&ranges_file).unwrap();
-    for (a, b) in &changed {
-        writeln!(f, "{a} {b}").unwrap();
-    }
-    drop(f);
+    write_ranges(&ranges_file, &changed);
     let r2 = measure(restic(&["backup", img]), "restic backup 2");
     let c2 = measure(
-        convoy(&["backup-inc", &dest, img, ranges_file.to_str().unwrap()]),
+        convoy(&[
+            "backup",
+            &dest,
+            img,
+            "second",
+            "full",
+            ranges_file.to_str().unwrap(),
+        ]),
         "convoy backup 2",
     );
     let e2 = measure(
-        convoy_enc(&["backup-inc", &enc_dest, img, ranges_file.to_str().unwrap()]),
+        convoy_enc(&[
+            "backup",
+            &enc_dest,
+            img,
+            "second",
+            "full",
+            ranges_file.to_str().unwrap(),
+        ]),
         "convoy encrypted backup 2",
     );
 
@@ -429,6 +144,7 @@ fn main() {
         convoy(&[
             "restore",
             &dest,
+            "second",
             convoy_out.to_str().unwrap(),
             &size.to_string(),
         ]),
@@ -438,6 +154,7 @@ fn main() {
         convoy_enc(&[
             "restore",
             &enc_dest,
+            "second",
             enc_out.to_str().unwrap(),
             &size.to_string(),
         ]),

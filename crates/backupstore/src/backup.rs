@@ -219,7 +219,8 @@ pub(crate) struct BackupJob<'a> {
 }
 
 /// Runs a backup under a lock the caller holds. On error nothing becomes visible.
-pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
+/// Runs a backup; returns its figures and the header of the manifest it published.
+pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHeader)> {
     let me = BackupRef::new(&job.header.volume_name, &job.header.backup_name)?;
     let store = job.store.clone();
     if store.exists(&layout::manifest(&me)).await? {
@@ -269,6 +270,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
     let index = crate::index::load(&store, job.parallelism).await?;
     let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
     let packer = Packer::new(store.clone(), me.clone(), job.packing);
+    let written = header.clone();
     let result = pipeline(
         &job.source,
         job.ranges,
@@ -290,7 +292,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<BackupStats> {
             let _ = store.delete(&layout::parent_record(&me)).await;
         }
     }
-    result
+    result.map(|stats| (stats, written))
 }
 
 #[allow(clippy::too_many_arguments)]

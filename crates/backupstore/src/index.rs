@@ -106,6 +106,36 @@ fn cache_file(dir: &FsPath, pack: &BlockId) -> PathBuf {
     dir.join(pack.to_hex())
 }
 
+/// Writes a pack's tail into the cache (a temporary name, then renamed: a reader never sees
+/// half a file; a failure only costs a read of the tail later).
+fn write_cache(dir: &FsPath, pack: &BlockId, tail: &[u8]) {
+    let tmp = dir.join(format!(".{}.tmp", pack.to_hex()));
+    if std::fs::write(&tmp, tail).is_ok() {
+        let _ = std::fs::rename(&tmp, cache_file(dir, pack));
+    }
+}
+
+/// Caches the index of a pack this process has just written (`bytes`, the whole pack), so
+/// that the next load does not read it back from the store: on S3 that was a GET per pack of
+/// the previous backup at the start of every incremental one.
+pub(crate) fn cache_written(store: &Store, pack: &BlockId, bytes: &[u8]) {
+    let Some(dir) = &store.cache_dir else {
+        return;
+    };
+    let probe = &bytes[bytes.len().saturating_sub(FIRST_TAIL as usize)..];
+    let need = match store.keys() {
+        Some(_) => crate::sealed::sealed_tail_len(probe),
+        None => pack_tail_len(probe),
+    };
+    match need {
+        Ok(need) if need <= bytes.len() => {
+            let _ = std::fs::create_dir_all(dir);
+            write_cache(dir, pack, &bytes[bytes.len() - need..]);
+        }
+        _ => {}
+    }
+}
+
 /// Loads the store index: lists `packs/`, takes each listed pack's index from the cache when
 /// present and intact, reads it from the store otherwise (and caches it), and drops cached
 /// packs that are no longer listed.
@@ -143,10 +173,7 @@ pub(crate) async fn load(store: &Store, parallelism: usize) -> Result<StoreIndex
         // A pack deleted since the listing is simply not in the index.
         if let Some((tail, entries)) = r {
             if let Some(dir) = &cache {
-                let tmp = dir.join(format!(".{}.tmp", p.to_hex()));
-                if std::fs::write(&tmp, &tail).is_ok() {
-                    let _ = std::fs::rename(&tmp, cache_file(dir, &p));
-                }
+                write_cache(dir, &p, &tail);
             }
             index.add(p, &entries);
         }

@@ -334,7 +334,7 @@ impl BackupTarget {
             None => {}
         }
         let store = self.store.clone();
-        let stats = locked(self, LockKind::Shared, "backup", async {
+        let (stats, written) = locked(self, LockKind::Shared, "backup", async {
             self.ensure_marker().await?;
             backup::run(backup::BackupJob {
                 store,
@@ -355,7 +355,8 @@ impl BackupTarget {
             .await
         })
         .await?;
-        let info = self.inspect(&me).await?;
+        // From the header just published, not read back: one request less per backup.
+        let info = BackupInfo::from_header(self.backup_url(&me), &written);
         Ok(BackupOutcome {
             info,
             backup: me,

@@ -172,7 +172,11 @@ impl Packer {
             if let Some(p) = pacer {
                 p.admit(bytes.len() as u64).await;
             }
-            store.put_large(&layout::pack(&pack), bytes, above).await
+            store
+                .put_large(&layout::pack(&pack), bytes.clone(), above)
+                .await?;
+            crate::index::cache_written(&store, &pack, &bytes);
+            Ok(())
         }))
         .await
     }

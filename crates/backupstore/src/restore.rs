@@ -26,9 +26,13 @@ pub(crate) async fn open_manifest(store: &Store, r: &BackupRef) -> Result<Manife
     ManifestReader::open(&r.backup, stream).await
 }
 
-/// Largest coalesced ranged read of a pack (at most 8 run at once: memory stays under about
-/// 64 MiB whatever `parallelism` is).
-const MAX_READ: u32 = 4 << 20;
+/// Largest coalesced ranged read of a pack: a default-sized pack's blocks in one GET (at
+/// most [`READS_IN_FLIGHT`] run at once: memory stays under about 64 MiB whatever
+/// `parallelism` is). Fewer, larger reads: S3 charges and delays per request.
+const MAX_READ: u32 = 16 << 20;
+
+/// Coalesced reads in flight at once.
+const READS_IN_FLIGHT: usize = 4;
 
 /// Entries read from one pack with one ranged GET: consecutive in the manifest and adjacent
 /// in the pack.
@@ -238,7 +242,7 @@ async fn run(
                 }
             }
         })
-        .buffer_unordered(parallelism.clamp(1, 8));
+        .buffer_unordered(parallelism.clamp(1, READS_IN_FLIGHT));
     let mut results = std::pin::pin!(results);
     let mut stats = RestoreStats {
         volume_size: size,

@@ -407,62 +407,6 @@ async fn bad_urls_and_names(env: Env) {
     assert!(matches!(err, BackupError::BackupExists { .. }), "{err}");
 }
 
-/// Deleting one backup costs the same number of requests whether the store holds 10 backups
-/// or 100 (counted by the target itself: every object call, listing call and part).
-async fn delete_cost_is_flat(env: Env) {
-    let seed = env.seeding_target();
-    let t = env.target();
-    let size = 8 * C;
-    let img = Image::new(size, 11);
-    let mut names = Vec::new();
-    let mut add = |n: usize| {
-        let (seed, img) = (seed.clone(), &img);
-        let start = names.len();
-        names.extend((start..start + n).map(|i| format!("b{i:03}")));
-        let names = names.clone();
-        async move {
-            for i in start..start + n {
-                img.write((i as u64 % 8) * C, &noise(C as usize, 1000 + i as u64));
-                let mut m = meta("flat", size);
-                m.backup_name = Some(names[i].clone());
-                let parent = (i > 0).then(|| names[i - 1].clone());
-                let ranges = if i == 0 {
-                    vec![0..size]
-                } else {
-                    vec![(i as u64 % 8) * C..(i as u64 % 8 + 1) * C]
-                };
-                seed.backup(img.file.clone(), &ranges, parent.as_deref(), m, &NoProgress)
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    add(10).await;
-    // The target reads the store's marker once, on first use (to open an encrypted store).
-    t.inspect(&BackupRef::new("flat", "b001").unwrap())
-        .await
-        .unwrap();
-    let before = t.requests();
-    t.delete(&BackupRef::new("flat", "b005").unwrap())
-        .await
-        .unwrap();
-    let at_10 = t.requests() - before;
-    add(90).await;
-    let before = t.requests();
-    t.delete(&BackupRef::new("flat", "b050").unwrap())
-        .await
-        .unwrap();
-    let at_100 = t.requests() - before;
-    assert!(at_10 > 5, "{at_10}");
-    assert_eq!(
-        at_10, at_100,
-        "delete requests: {at_10} among 10 backups, {at_100} among 100"
-    );
-    let last = BackupRef::new("flat", "b099").unwrap();
-    let (got, _) = restore_bytes(&t, &last, size).await.unwrap();
-    assert!(got == img.bytes());
-}
-
 /// A format 1 store and a format 1 manifest are refused with a message naming both versions.
 async fn format_1_is_refused(env: Env) {
     let t = env.target();
@@ -555,7 +499,6 @@ async fn small_packs_without_a_cache(env: Env) {
 conformance!(
     small_packs_without_a_cache,
     large_packs_go_multipart,
-    delete_cost_is_flat,
     format_1_is_refused,
     full_and_incremental_round_trip,
     dedup_across_volumes,

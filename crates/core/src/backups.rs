@@ -291,7 +291,8 @@ impl VolumeManager {
         let dest = target.dest_url().to_owned();
 
         // The seed's rule: incremental against the last backup to this destination if both it
-        // and its snapshot still exist.
+        // and its snapshot still exist, and it is of the snapshot's size (a volume expanded
+        // since then takes a full backup; the vfs driver's images settle their own size).
         let mut parent = None;
         if let Some(last) = vol.last_backups.get(&dest) {
             let local = vol
@@ -300,43 +301,76 @@ impl VolumeManager {
                 .filter(|s| s.state == ObjectState::Ready && s.uuid == last.snapshot_uuid);
             if let Some(local) = local.filter(|s| s.name != snap.name) {
                 if let Ok(r) = BackupRef::new(&vol.name, &last.backup_name) {
-                    if target.inspect(&r).await.is_ok() {
-                        parent = Some((last.backup_name.clone(), local.clone()));
+                    match target.inspect(&r).await {
+                        Ok(info) if snap.size > 0 && info.volume_size != snap.size.to_string() => {
+                            tracing::info!(
+                                "backup of {}: the last backup {} is of {} bytes, the snapshot                                  of {}: a full backup",
+                                snap.name,
+                                last.backup_name,
+                                info.volume_size,
+                                snap.size
+                            );
+                        }
+                        Ok(_) => parent = Some((last.backup_name.clone(), local.clone())),
+                        Err(_) => {}
                     }
                 }
             }
         }
 
         let busy = BusySnapshot::claim(&self.inner, &snap.name);
-        let (d, v, s, p) = (driver.clone(), vol.clone(), snap.clone(), parent.clone());
-        let source = blocking(move || d.backup_source(&v, &s, p.as_ref().map(|(_, s)| s))).await;
-        crate::crashpoint::hit("backup-after-activate");
-        // The long part runs without the volume's lock: the snapshot is marked busy instead.
-        drop(guard);
-        let outcome = match source {
-            Err(e) => Err(e),
-            Ok(source) => {
-                let range_bytes: u64 = source.ranges.iter().map(|r| r.end - r.start).sum();
-                let meta = BackupMeta {
-                    backup_name: None,
-                    driver_name: vol.driver.clone(),
-                    volume_name: vol.name.clone(),
-                    volume_uuid: vol.uuid.clone(),
-                    volume_size: source.size.unwrap_or(snap.size),
-                    volume_created_at: vol.created_time.clone(),
-                    snapshot_name: snap.name.clone(),
-                    snapshot_uuid: snap.uuid.clone(),
-                    snapshot_created_at: snap.created_time.clone(),
-                };
-                // A full read (vfs images) must not carry chunks over from a parent.
-                let parent_name = parent
-                    .as_ref()
-                    .filter(|_| source.incremental)
-                    .map(|(b, _)| b.clone());
-                let context = format!("back up {} to {dest}", snap.name);
-                // In a task of its own: a panic in the upload is an error here, and the
-                // snapshot is still closed below.
-                detached("upload", async move {
+        let context = format!("back up {} to {dest}", snap.name);
+        let (mut outcome, mut source_opened) = (None, false);
+        let mut guard = Some(guard);
+        // At most twice: the parent can still disappear (a delete of it running beside this
+        // backup) between the check above and the store's use of it; the store then refuses
+        // it before writing anything, and the backup is taken in full instead.
+        for attempt in 0..2 {
+            let p = if attempt == 0 { parent.clone() } else { None };
+            let (d, v, s, pp) = (driver.clone(), vol.clone(), snap.clone(), p.clone());
+            if source_opened {
+                // The retry opens the snapshot again under the volume's lock, as the first
+                // attempt did.
+                let lock = self.state().lock_of(&volume);
+                guard = Some(lock.lock_owned().await);
+                let (d, v, s) = (driver.clone(), vol.clone(), snap.clone());
+                blocking(move || d.end_backup(&v, &s)).await?;
+            }
+            let source =
+                blocking(move || d.backup_source(&v, &s, pp.as_ref().map(|(_, s)| s))).await;
+            source_opened = source.is_ok();
+            crate::crashpoint::hit("backup-after-activate");
+            // The long part runs without the volume's lock: the snapshot is marked busy.
+            drop(guard.take());
+            let source = match source {
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    break;
+                }
+                Ok(source) => source,
+            };
+            let range_bytes: u64 = source.ranges.iter().map(|r| r.end - r.start).sum();
+            let meta = BackupMeta {
+                backup_name: None,
+                driver_name: vol.driver.clone(),
+                volume_name: vol.name.clone(),
+                volume_uuid: vol.uuid.clone(),
+                volume_size: source.size.unwrap_or(snap.size),
+                volume_created_at: vol.created_time.clone(),
+                snapshot_name: snap.name.clone(),
+                snapshot_uuid: snap.uuid.clone(),
+                snapshot_created_at: snap.created_time.clone(),
+            };
+            // A full read (vfs images) must not carry chunks over from a parent.
+            let parent_name = p
+                .as_ref()
+                .filter(|_| source.incremental)
+                .map(|(b, _)| b.clone());
+            let (target, progress) = (target.clone(), progress.clone());
+            // In a task of its own: a panic in the upload is an error here, and the snapshot
+            // is still closed below.
+            let uploaded = detached("upload", async move {
+                Ok::<_, Error>(
                     target
                         .backup(
                             source.source,
@@ -346,12 +380,34 @@ impl VolumeManager {
                             &ProgressAdapter(progress),
                         )
                         .await
-                        .map_err(store_error(context))
-                        .map(|done| (done, range_bytes, source.incremental))
-                })
-                .await
+                        .map(|done| (done, range_bytes, source.incremental)),
+                )
+            })
+            .await;
+            match uploaded {
+                Ok(Err(BackupError::BadParent {
+                    parent: gone,
+                    reason,
+                })) if attempt == 0 && p.is_some() => {
+                    tracing::warn!(
+                        "backup of {}: parent backup {gone} cannot be used ({reason}): taking a \
+                         full backup",
+                        snap.name
+                    );
+                    parent = None;
+                }
+                Ok(r) => {
+                    outcome = Some(r.map_err(store_error(context.clone())));
+                    break;
+                }
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    break;
+                }
             }
-        };
+        }
+        drop(guard);
+        let outcome = outcome.expect("the loop ends with an outcome");
 
         // Close the snapshot and record the new last backup under the volume's lock.
         let (_guard, mut vol) = {

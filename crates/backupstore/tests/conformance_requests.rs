@@ -1,0 +1,113 @@
+//! The backup-target conformance suite, request counts: what an operation costs in requests
+//! must not grow with the store. Each case runs on `vfs://` and on S3 (see `support`).
+
+// The API takes a list of byte ranges; one range is the common case.
+#![allow(clippy::single_range_in_vec_init)]
+
+#[macro_use]
+mod support;
+
+use convoy_backupstore::{BackupRef, BackupTarget, NoProgress};
+use support::*;
+
+const C: u64 = CHUNK as u64;
+
+/// Deleting one backup costs the same number of requests whether the store holds 10 backups
+/// or 100 (counted by the target itself: every object call, listing call and part).
+async fn delete_cost_is_flat(env: Env) {
+    let seed = env.seeding_target();
+    let t = env.target();
+    let size = 8 * C;
+    let img = Image::new(size, 11);
+    let mut names = Vec::new();
+    let mut add = |n: usize| {
+        let (seed, img) = (seed.clone(), &img);
+        let start = names.len();
+        names.extend((start..start + n).map(|i| format!("b{i:03}")));
+        let names = names.clone();
+        async move {
+            for i in start..start + n {
+                img.write((i as u64 % 8) * C, &noise(C as usize, 1000 + i as u64));
+                let mut m = meta("flat", size);
+                m.backup_name = Some(names[i].clone());
+                let parent = (i > 0).then(|| names[i - 1].clone());
+                let ranges = if i == 0 {
+                    vec![0..size]
+                } else {
+                    vec![(i as u64 % 8) * C..(i as u64 % 8 + 1) * C]
+                };
+                seed.backup(img.file.clone(), &ranges, parent.as_deref(), m, &NoProgress)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    add(10).await;
+    // The target reads the store's marker once, on first use (to open an encrypted store).
+    t.inspect(&BackupRef::new("flat", "b001").unwrap())
+        .await
+        .unwrap();
+    let before = t.requests();
+    t.delete(&BackupRef::new("flat", "b005").unwrap())
+        .await
+        .unwrap();
+    let at_10 = t.requests() - before;
+    add(90).await;
+    let before = t.requests();
+    t.delete(&BackupRef::new("flat", "b050").unwrap())
+        .await
+        .unwrap();
+    let at_100 = t.requests() - before;
+    assert!(at_10 > 5, "{at_10}");
+    assert_eq!(
+        at_10, at_100,
+        "delete requests: {at_10} among 10 backups, {at_100} among 100"
+    );
+    let last = BackupRef::new("flat", "b099").unwrap();
+    let (got, _) = restore_bytes(&t, &last, size).await.unwrap();
+    assert!(got == img.bytes());
+}
+
+/// A target that wrote a backup's packs keeps their indexes in its cache: the next backup's
+/// requests do not grow with how many packs the store holds (before, an incremental backup
+/// read the tail of every pack its parent had just written: a GET per pack on S3).
+async fn own_packs_are_cached(env: Env) {
+    let caches = tempfile::tempdir().unwrap();
+    let mut opts = env.opts.clone();
+    opts.cache_dir = Some(caches.path().join("cache"));
+    let t = BackupTarget::open(&env.dest, opts).unwrap();
+    let mut requests = Vec::new();
+    for (volume, chunks) in [("few", 64u64), ("many", 512)] {
+        let size = chunks * C;
+        let img = Image::new(size, chunks);
+        let full = full_backup(&t, &img, volume).await;
+        assert!(
+            full.stats.packs_uploaded >= chunks / 32,
+            "{volume}: {:?}",
+            full.stats
+        );
+        img.write(C, &noise(C as usize, 7 + chunks));
+        let mut m = meta(volume, size);
+        m.backup_name = Some(format!("{volume}-inc"));
+        let before = t.requests();
+        let inc = t
+            .backup(
+                img.file.clone(),
+                &[C..2 * C],
+                Some(&full.backup.backup),
+                m,
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+        requests.push(t.requests() - before);
+        let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
+        assert!(got == img.bytes(), "{volume}: the incremental restores");
+    }
+    assert_eq!(
+        requests[0], requests[1],
+        "incremental backup requests after a full backup of few packs and of many"
+    );
+}
+
+conformance!(delete_cost_is_flat, own_packs_are_cached);
