@@ -123,3 +123,58 @@ pub fn dm_names(tag: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The backing of one test's dm-thin pool: a tag that every device the test makes carries (the
+/// pool is `<tag>-pool`), data and metadata loop devices over sparse files, and, when dropped,
+/// the removal of the tag's devices before the loop devices are detached.
+///
+/// Declare it before the daemon that uses it, so the daemon stops first.
+#[derive(Debug)]
+pub struct DmDisks {
+    /// Unique to this process: `<prefix><pid>`.
+    pub tag: String,
+    /// The pool's device-mapper name, `<tag>-pool`.
+    pub pool: String,
+    // Field order is drop order: devices, then loop devices, then their files.
+    _cleanup: DmCleanup,
+    /// The pool's data device.
+    pub data: LoopDevice,
+    /// The pool's metadata device.
+    pub meta: LoopDevice,
+    _files: tempfile::TempDir,
+}
+
+impl DmDisks {
+    /// Loop devices of `data_bytes` and `meta_bytes`, tagged `<prefix><pid>`.
+    pub fn new(prefix: &str, data_bytes: u64, meta_bytes: u64) -> Self {
+        let tag = format!("{prefix}{}", std::process::id());
+        let files = tempfile::tempdir().expect("temp dir");
+        let cleanup = DmCleanup(tag.clone());
+        let data = LoopDevice::new(&files.path().join("data.img"), data_bytes);
+        let meta = LoopDevice::new(&files.path().join("meta.img"), meta_bytes);
+        Self {
+            pool: format!("{tag}-pool"),
+            tag,
+            _cleanup: cleanup,
+            data,
+            meta,
+            _files: files,
+        }
+    }
+
+    /// `convoy daemon`'s driver flags for a devicemapper driver on these disks, with the
+    /// extra `dm.` options `opts` (`"dm.defaultvolumesize=64M"`, ...).
+    pub fn daemon_flags(&self, opts: &[&str]) -> Vec<String> {
+        let mut flags = vec!["--drivers".to_string(), "devicemapper".into()];
+        let fixed = [
+            format!("dm.datadev={}", self.data.as_str()),
+            format!("dm.metadatadev={}", self.meta.as_str()),
+            format!("dm.thinpoolname={}", self.pool),
+        ];
+        for opt in fixed.iter().map(String::as_str).chain(opts.iter().copied()) {
+            flags.push("--driver-opts".into());
+            flags.push(opt.to_string());
+        }
+        flags
+    }
+}

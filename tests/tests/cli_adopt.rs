@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use cli_support::TestDaemon;
-use convoy_e2e::{run, DmCleanup, LoopDevice};
+use convoy_e2e::{run, DmDisks};
 
 const VOLUME: u64 = 64 << 20;
 const CREATED: &str = "Tue Dec 01 22:05:16 +0000 2026";
@@ -94,27 +94,21 @@ fn the_original(root: &Path, pool: &str, vol: &str, snap: &str, data: &str, meta
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_cli_adopts_the_original_daemons_volumes_in_place() {
-    let tag = format!("cad{}", std::process::id());
-    let pool = format!("{tag}-pool");
+    let disks = DmDisks::new("cad", 512 << 20, 64 << 20);
+    let tag = disks.tag.clone();
+    let pool = disks.pool.clone();
     let (vol, snap) = (format!("{tag}-vol"), format!("{tag}-s1"));
-    let _cleanup = DmCleanup(tag.clone());
-    let disks = tempfile::tempdir().unwrap();
-    let data = LoopDevice::new(&disks.path().join("data.img"), 512 << 20);
-    let meta = LoopDevice::new(&disks.path().join("meta.img"), 64 << 20);
     let mut d = TestDaemon::start_with(&[], |d| {
-        the_original(&d.root, &pool, &vol, &snap, data.as_str(), meta.as_str());
+        the_original(
+            &d.root,
+            &pool,
+            &vol,
+            &snap,
+            disks.data.as_str(),
+            disks.meta.as_str(),
+        );
         // The flags the original daemon ran with.
-        [
-            "--drivers".to_string(),
-            "devicemapper".into(),
-            "--driver-opts".into(),
-            format!("dm.datadev={}", data.as_str()),
-            "--driver-opts".into(),
-            format!("dm.metadatadev={}", meta.as_str()),
-            "--driver-opts".into(),
-            format!("dm.thinpoolname={pool}"),
-        ]
-        .into()
+        disks.daemon_flags(&[])
     });
     let mount = d.root.join("devicemapper/mounts").join(&vol);
 

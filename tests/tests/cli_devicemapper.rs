@@ -8,7 +8,7 @@ mod cli_support;
 use std::path::Path;
 
 use cli_support::{docker_id, TestDaemon};
-use convoy_e2e::{DmCleanup, LoopDevice};
+use convoy_e2e::DmDisks;
 
 fn read(path: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new(path).join(file))
@@ -18,27 +18,9 @@ fn read(path: &str, file: &str) -> String {
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_cli_devicemapper_volume_lifecycle() {
-    let tag = format!("cvt{}", std::process::id());
-    let pool = format!("{tag}-pool");
-    let _cleanup = DmCleanup(tag.clone());
-    let disks = tempfile::tempdir().unwrap();
-    let data = LoopDevice::new(&disks.path().join("data.img"), 4 << 30);
-    let meta = LoopDevice::new(&disks.path().join("meta.img"), 64 << 20);
-    let mut d = TestDaemon::start_with(&[], |_| {
-        [
-            "--drivers".to_string(),
-            "devicemapper".into(),
-            "--driver-opts".into(),
-            format!("dm.datadev={}", data.as_str()),
-            "--driver-opts".into(),
-            format!("dm.metadatadev={}", meta.as_str()),
-            "--driver-opts".into(),
-            format!("dm.thinpoolname={pool}"),
-            "--driver-opts".into(),
-            "dm.defaultvolumesize=256M".into(),
-        ]
-        .into()
-    });
+    let disks = DmDisks::new("cvt", 4 << 30, 64 << 20);
+    let tag = disks.tag.clone();
+    let mut d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&["dm.defaultvolumesize=256M"]));
 
     let info = d.json(&["info"]);
     assert_eq!(info["General"]["DefaultDriver"], "devicemapper", "{info}");

@@ -9,7 +9,7 @@ mod cli_support;
 use std::time::{Duration, Instant};
 
 use cli_support::TestDaemon;
-use convoy_e2e::{DmCleanup, LoopDevice};
+use convoy_e2e::DmDisks;
 use serde_json::Value;
 
 /// The one policy of `volume` named `default`, as `policy list --verbose` shows it.
@@ -170,27 +170,10 @@ fn cli_policy_takes_backs_up_and_retires_on_the_real_clock() {
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_cli_policy_takes_real_thin_snapshots_and_incremental_backups() {
-    let tag = format!("cvp{}", std::process::id());
-    let pool = format!("{tag}-pool");
-    let _cleanup = DmCleanup(tag.clone());
-    let disks = tempfile::tempdir().unwrap();
-    let data = LoopDevice::new(&disks.path().join("data.img"), 1 << 30);
-    let meta = LoopDevice::new(&disks.path().join("meta.img"), 32 << 20);
-    let d = TestDaemon::start_with(&[], |_| {
-        [
-            "--drivers".to_string(),
-            "devicemapper".into(),
-            "--driver-opts".into(),
-            format!("dm.datadev={}", data.as_str()),
-            "--driver-opts".into(),
-            format!("dm.metadatadev={}", meta.as_str()),
-            "--driver-opts".into(),
-            format!("dm.thinpoolname={pool}"),
-            "--driver-opts".into(),
-            "dm.defaultvolumesize=64M".into(),
-        ]
-        .into()
-    });
+    let disks = DmDisks::new("cvp", 1 << 30, 32 << 20);
+    let tag = disks.tag.clone();
+    let pool = disks.pool.clone();
+    let d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&["dm.defaultvolumesize=64M"]));
     let volume = format!("{tag}-vol");
     d.ok(&["create", &volume]);
     let mount = d.ok(&["mount", &volume]);
@@ -203,7 +186,7 @@ fn dm_cli_policy_takes_real_thin_snapshots_and_incremental_backups() {
         .unwrap()
         .len();
     convoy_e2e::run("dmsetup", &["message", &pool, "0", "reserve_metadata_snap"]);
-    let dump = convoy_e2e::run("thin_dump", &["-m", meta.as_str()]);
+    let dump = convoy_e2e::run("thin_dump", &["-m", disks.meta.as_str()]);
     convoy_e2e::run("dmsetup", &["message", &pool, "0", "release_metadata_snap"]);
     let ids: Vec<&str> = dump
         .split("<device dev_id=\"")

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cli_support::TestDaemon;
-use convoy_e2e::{run, DmCleanup, LoopDevice};
+use convoy_e2e::{run, DmDisks};
 
 fn events(pool: &str) -> u64 {
     run(
@@ -23,27 +23,10 @@ fn events(pool: &str) -> u64 {
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_fill_event_the_low_water_mark_wakes_the_fill_watcher() {
-    let tag = format!("cve{}", std::process::id());
-    let pool = format!("{tag}-pool");
-    let _cleanup = DmCleanup(tag.clone());
-    let disks = tempfile::tempdir().unwrap();
-    let data = LoopDevice::new(&disks.path().join("data.img"), 256 << 20);
-    let meta = LoopDevice::new(&disks.path().join("meta.img"), 16 << 20);
-    let d = TestDaemon::start_with(&[], |_| {
-        [
-            "--drivers".to_string(),
-            "devicemapper".into(),
-            "--driver-opts".into(),
-            format!("dm.datadev={}", data.as_str()),
-            "--driver-opts".into(),
-            format!("dm.metadatadev={}", meta.as_str()),
-            "--driver-opts".into(),
-            format!("dm.thinpoolname={pool}"),
-            "--driver-opts".into(),
-            "dm.fillwarn=50".into(),
-        ]
-        .into()
-    });
+    let disks = DmDisks::new("cve", 256 << 20, 16 << 20);
+    let tag = disks.tag.clone();
+    let pool = disks.pool.clone();
+    let d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&["dm.fillwarn=50"]));
     // 256 MiB of 2 MiB blocks: 128 blocks; warn at 50% used is 64 blocks free.
     let table = run("dmsetup", &["table", &pool]);
     let fields: Vec<&str> = table.split_whitespace().collect();

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_support::TestDaemon;
+use convoy_e2e::DmDisks;
 use serde_json::Value;
 
 /// How long Prometheus may take to start and to show what is expected. Not a timing
@@ -275,27 +276,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_metrics_show_the_pool_and_a_volumes_allocated_bytes() {
-    let tag = format!("cvm{}", std::process::id());
-    let pool = format!("{tag}-pool");
-    let _cleanup = convoy_e2e::DmCleanup(tag.clone());
-    let disks = tempfile::tempdir().unwrap();
-    let data = convoy_e2e::LoopDevice::new(&disks.path().join("data.img"), 512 << 20);
-    let meta = convoy_e2e::LoopDevice::new(&disks.path().join("meta.img"), 16 << 20);
+    let disks = DmDisks::new("cvm", 512 << 20, 16 << 20);
+    let tag = disks.tag.clone();
+    let pool = disks.pool.clone();
     let metrics = free_address();
     let listen = metrics.to_string();
-    let d = TestDaemon::start_with(&["--metrics-listen", &listen], |_| {
-        [
-            "--drivers".to_string(),
-            "devicemapper".into(),
-            "--driver-opts".into(),
-            format!("dm.datadev={}", data.as_str()),
-            "--driver-opts".into(),
-            format!("dm.metadatadev={}", meta.as_str()),
-            "--driver-opts".into(),
-            format!("dm.thinpoolname={pool}"),
-        ]
-        .into()
-    });
+    let d = TestDaemon::start_with(&["--metrics-listen", &listen], |_| disks.daemon_flags(&[]));
     let volume = format!("{tag}-vol");
     d.ok(&["create", &volume, "--size", "64M"]);
     let mount = d.ok(&["mount", &volume]);

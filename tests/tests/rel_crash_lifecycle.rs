@@ -15,6 +15,7 @@ mod rel_support;
 
 use crash_rig::VOLUME_SIZE;
 use crash_run::Run;
+use rel_support::by_scale;
 
 const MIB: u64 = 1 << 20;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cli_support::{convoy_bin, TestDaemon};
-use convoy_e2e::DmCleanup;
+use convoy_e2e::DmDisks;
 use rel_support::{by_scale, rng, Figure};
 
 /// Runs `body`, emits the figure whatever happened, then lets a failure through.
@@ -502,26 +502,9 @@ fn rel_vm_security_deleted_data_not_visible() {
     let mut fig = Figure::new("security", "deleted volume data never in a new volume");
     guarded(&mut fig, |fig| {
         let mut r = rng("security-deleted");
-        let tag = format!("cvs{}", std::process::id());
-        let _cleanup = DmCleanup(tag.clone());
-        let disks = tempfile::tempdir().unwrap();
-        let data = convoy_e2e::LoopDevice::new(&disks.path().join("data.img"), 1 << 30);
-        let meta = convoy_e2e::LoopDevice::new(&disks.path().join("meta.img"), 64 << 20);
-        let d = TestDaemon::start_with(&[], |_| {
-            [
-                "--drivers".to_string(),
-                "devicemapper".into(),
-                "--driver-opts".into(),
-                format!("dm.datadev={}", data.as_str()),
-                "--driver-opts".into(),
-                format!("dm.metadatadev={}", meta.as_str()),
-                "--driver-opts".into(),
-                format!("dm.thinpoolname={tag}-pool"),
-                "--driver-opts".into(),
-                "dm.defaultvolumesize=64M".into(),
-            ]
-            .into()
-        });
+        let disks = DmDisks::new("cvs", 1 << 30, 64 << 20);
+        let tag = disks.tag.clone();
+        let d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&["dm.defaultvolumesize=64M"]));
         // A 512-byte pattern block with a seeded marker; the whole old volume is filled with it.
         let marker = format!("CONVOY-DELETED-{:016x}", r.u64(..)).into_bytes();
         let mut block = marker.clone();

@@ -271,6 +271,21 @@ pub enum BackupCommand {
         /// Destination: s3://bucket@region/path or vfs:///path.
         dest: String,
     },
+    /// Rewrite the packs at DEST that deleted backups left mostly unused: their used blocks are
+    /// copied into new packs and the old packs removed (under the exclusive lock, which holds
+    /// backups off for the run); prints what was done as JSON. Bounded by --max-bytes per run;
+    /// run it again to go on. Runs in this process.
+    Compact {
+        /// Destination: s3://bucket@region/path or vfs:///path.
+        dest: String,
+        /// Packs whose used fraction is below this are rewritten (between 0 and 1, excluded).
+        #[arg(long, default_value_t = convoy_backupstore::DEFAULT_COMPACT_THRESHOLD)]
+        threshold: f64,
+        /// At most this many bytes of used blocks are copied in one run, e.g. 1G (k/m/g/t are
+        /// powers of 1024).
+        #[arg(long, default_value = "1G")]
+        max_bytes: String,
+    },
     /// Convert the original Convoy's backups at OLD_DEST into convoy's format at NEW_DEST
     /// (runs here, without the daemon; resumable; OLD_DEST is only read).
     Import {

@@ -275,6 +275,14 @@ async fn backup(
         ),
         BackupCommand::Verify { url } => store_ops::verify(&url, &s3_endpoint, key).await?,
         BackupCommand::Repair { dest } => store_ops::repair(&dest, &s3_endpoint, key).await?,
+        BackupCommand::Compact {
+            dest,
+            threshold,
+            max_bytes,
+        } => {
+            let max_bytes = parse_size(&max_bytes)?;
+            store_ops::compact(&dest, &s3_endpoint, key, threshold, max_bytes).await?
+        }
         BackupCommand::Init { dest, encrypt } => {
             store_ops::init(&dest, &s3_endpoint, key, encrypt).await?
         }

@@ -1,11 +1,13 @@
-//! `convoy backup verify` and `convoy backup repair`: store-only operations, run in this
+//! `convoy backup verify`, `repair`, `compact`, `init` and `key`: store-only operations, run in this
 //! process through `convoy-backupstore` (no volume is involved, so the daemon is not needed),
 //! with progress on stderr and the figures as JSON on stdout.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use convoy_backupstore::{BackupTarget, Progress, SecretSource, TargetOptions};
+use convoy_backupstore::{
+    BackupTarget, CompactOptions, NoProgress, Progress, SecretSource, TargetOptions,
+};
 use serde::Serialize;
 
 use crate::cli::{KeyArgs, KeyCommand};
@@ -154,6 +156,73 @@ pub async fn repair(dest: &str, s3_endpoint: &str, key: &KeyArgs) -> anyhow::Res
     Ok(())
 }
 
+/// The figures `convoy backup compact` prints.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CompactReport {
+    dest: String,
+    backups_read: u64,
+    packs_examined: u64,
+    packs_rewritten: u64,
+    packs_deferred: u64,
+    packs_written: u64,
+    bytes_copied: u64,
+    bytes_stored_before: u64,
+    bytes_stored_after: u64,
+    bytes_reclaimed: u64,
+    garbage_removed: u64,
+    entries_unresolved: u64,
+    seconds: f64,
+}
+
+/// `convoy backup compact DEST [--threshold F] [--max-bytes SIZE]`.
+pub async fn compact(
+    dest: &str,
+    s3_endpoint: &str,
+    key: &KeyArgs,
+    threshold: f64,
+    max_bytes: u64,
+) -> anyhow::Result<()> {
+    let target = BackupTarget::open(dest, options(s3_endpoint, key))?;
+    let started = Instant::now();
+    eprintln!(
+        "compacting {dest}: packs under {:.0}% used, at most {} MiB copied (exclusive lock)",
+        threshold * 100.0,
+        max_bytes >> 20
+    );
+    let s = target
+        .compact(
+            &CompactOptions {
+                threshold,
+                max_bytes,
+            },
+            &NoProgress,
+        )
+        .await?;
+    if s.packs_deferred > 0 {
+        eprintln!(
+            "{} packs left for a later run (over --max-bytes, or damaged: see verify)",
+            s.packs_deferred
+        );
+    }
+    print_json(&CompactReport {
+        dest: dest.to_string(),
+        backups_read: s.backups_read,
+        packs_examined: s.packs_examined,
+        packs_rewritten: s.packs_rewritten,
+        packs_deferred: s.packs_deferred,
+        packs_written: s.packs_written,
+        bytes_copied: s.bytes_copied,
+        bytes_stored_before: s.bytes_stored_before,
+        bytes_stored_after: s.bytes_stored_after,
+        bytes_reclaimed: s.bytes_reclaimed,
+        garbage_removed: s.garbage_removed,
+        entries_unresolved: s.entries_unresolved,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     // The API takes a list of byte ranges; one whole-image range is a full backup.
@@ -161,7 +230,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use convoy_backupstore::{BackupMeta, NoProgress};
+    use convoy_backupstore::BackupMeta;
 
     use super::*;
 
@@ -217,6 +286,102 @@ mod tests {
         repair(&dest, "", &KeyArgs::default()).await.unwrap();
         assert!(!orphan.exists());
         verify(&url, "", &KeyArgs::default()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn compact_rewrites_a_pack_a_deleted_backup_left_mostly_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = format!("vfs://{}", dir.path().join("store").display());
+        let key = KeyArgs::default();
+        let image = dir.path().join("image");
+        // Incompressible bytes (xorshift), so that pack sizes follow the data's.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut data: Vec<u8> = (0..4u32 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        std::fs::write(&image, &data).unwrap();
+        let target = BackupTarget::open(&dest, options("", &key)).unwrap();
+        let meta = BackupMeta {
+            driver_name: "vfs".into(),
+            volume_name: "v1".into(),
+            volume_size: data.len() as u64,
+            ..Default::default()
+        };
+        let size = data.len() as u64;
+        let file = Arc::new(std::fs::File::open(&image).unwrap());
+        let first = target
+            .backup(file, &[0..size], None, meta.clone(), &NoProgress)
+            .await
+            .unwrap();
+        // The second backup changes the last three MiB: the first one's pack keeps one used MiB.
+        for b in &mut data[1 << 20..] {
+            *b = b.wrapping_mul(31).wrapping_add(7);
+        }
+        std::fs::write(&image, &data).unwrap();
+        let file = Arc::new(std::fs::File::open(&image).unwrap());
+        let second = target
+            .backup(
+                file,
+                &[1 << 20..size],
+                Some(&first.backup.backup),
+                meta,
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+        target.delete(&first.backup).await.unwrap();
+        let packs_bytes = || -> u64 {
+            walk(&dir.path().join("store/packs"))
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum()
+        };
+        let before = packs_bytes();
+
+        // A threshold out of range is refused and changes nothing.
+        let err = compact(&dest, "", &key, 1.5, 1 << 30).await.unwrap_err();
+        assert!(err.to_string().contains("threshold"), "{err}");
+        assert_eq!(packs_bytes(), before);
+
+        compact(&dest, "", &key, 0.5, 1 << 30).await.unwrap();
+        let after = packs_bytes();
+        assert!(
+            after + (2 << 20) < before,
+            "compaction freed too little: {before} -> {after} bytes of packs"
+        );
+        verify(&second.info.backup_url, "", &key).await.unwrap();
+        let out = dir.path().join("restored");
+        let sink = Arc::new(std::fs::File::create(&out).unwrap());
+        target
+            .restore(
+                &second.backup,
+                sink,
+                &convoy_backupstore::RestoreOptions::default(),
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+        assert!(std::fs::read(&out).unwrap() == data, "restore differs");
+        repair(&dest, "", &key).await.unwrap();
+    }
+
+    /// Every file under `dir`, recursively.
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[tokio::test]

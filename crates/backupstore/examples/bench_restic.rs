@@ -23,7 +23,6 @@
 // The API takes a list of byte ranges; a single whole-image range is the full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 #[path = "bench_support/mod.rs"]
@@ -41,15 +40,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4096);
     let size = size_mib * MIB;
-    let _tmp;
-    let work: PathBuf = match std::env::var_os("CONVOY_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            _tmp = tempfile::tempdir().unwrap();
-            _tmp.path().to_path_buf()
-        }
-    };
-    std::fs::create_dir_all(&work).unwrap();
+    let (_tmp, work) = work_dir();
     let image = work.join("image.img");
     let restic_repo = work.join("restic-repo");
     let convoy_repo = work.join("convoy-repo");

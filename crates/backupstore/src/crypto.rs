@@ -76,6 +76,8 @@ pub(crate) enum Kind {
     PackIndex,
     /// A segment of a manifest (named by volume and backup).
     Manifest,
+    /// The body of a forwarding object (named by the compacted pack's id).
+    Moved,
 }
 
 impl Kind {
@@ -84,6 +86,7 @@ impl Kind {
             Kind::Blob => b"convoy-backupstore 2 blob\0",
             Kind::PackIndex => b"convoy-backupstore 2 pack index\0",
             Kind::Manifest => b"convoy-backupstore 2 manifest\0",
+            Kind::Moved => b"convoy-backupstore 2 moved\0",
         }
     }
 }

@@ -11,8 +11,9 @@
 //!    have at the same offset, then make P the parent of C;
 //! 2. copy B's manifest (and its parent name) to `trash/`, then remove the manifest — the
 //!    backup is gone from listings from here on;
-//! 3. for each entry of B not carried from P: delete B's reference, and the block itself when
-//!    no reference is left (one short listing per entry);
+//! 3. for each pack holding an entry of B not carried from P: delete B's reference, and the
+//!    pack itself when no reference is left (one short listing per pack); a compacted pack's
+//!    forwarding object goes with it, and so do the packs only it still sent blocks to;
 //! 4. remove B's trash entry.
 //!
 //! Steps 3–4 resume from the trash after a crash: every delete first finishes leftover trash.
@@ -226,12 +227,12 @@ async fn collect(store: &Store, r: &BackupRef) -> Result<(u64, u64)> {
         }
     }
     // One reference delete and one short listing per pack; the pack goes when no backup
-    // references it any more.
+    // references it any more (with, for a compacted pack, its forwarding object and the
+    // packs only it still used).
     for (pack, entries) in own {
         store.delete(&store.pack_ref(&pack, r)).await?;
         if !store.any_under(&layout::refs_of(&pack)).await? {
-            store.delete(&layout::pack(&pack)).await?;
-            removed.0 += 1;
+            removed.0 += crate::forward::collect_pack(store, pack).await?;
             removed.1 += entries;
         }
     }

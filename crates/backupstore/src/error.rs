@@ -102,6 +102,17 @@ pub enum BackupError {
         #[source]
         source: Box<BlockError>,
     },
+    /// The forwarding object of a compacted pack is malformed, fails its checksum or (in an
+    /// encrypted store) fails to authenticate, or its forwarding chain is too long.
+    #[error("forwarding object {object} (of compacted pack {pack}) is corrupt: {reason}")]
+    CorruptForward {
+        /// The forwarding object's key (`moved/..`).
+        object: String,
+        /// The compacted pack's id.
+        pack: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The block codec failed while encoding.
     #[error("encoding block at offset {offset}: {source}")]
     Encode {

@@ -31,6 +31,31 @@ pub fn refs_prefix() -> Path {
     Path::from("refs")
 }
 
+/// Name prefix of a forward record `refs/<N>/from=<P>`: "the forwarding object of pack P
+/// sends blocks to pack N". (`=` appears in no backup's record name: volume and backup names
+/// are `[a-zA-Z0-9_.-]`, and an encrypted store's names are hex.)
+pub const FORWARD_REF_PREFIX: &str = "from=";
+
+/// The forward record "`moved/<from>` sends blocks to pack `to`": `refs/<to>/from=<from>`.
+pub fn forward_ref(to: &BlockId, from: &BlockId) -> Path {
+    Path::from(format!(
+        "refs/{}/{FORWARD_REF_PREFIX}{}",
+        to.to_hex(),
+        from.to_hex()
+    ))
+}
+
+/// The forwarding object of a compacted pack: `moved/<first 2 hex>/<64 hex>`.
+pub fn moved(pack: &BlockId) -> Path {
+    let hex = pack.to_hex();
+    Path::from(format!("moved/{}/{hex}", &hex[..2]))
+}
+
+/// Prefix of every forwarding object.
+pub fn moved_prefix() -> Path {
+    Path::from("moved")
+}
+
 /// Prefix of every volume.
 pub fn volumes_prefix() -> Path {
     Path::from("volumes")

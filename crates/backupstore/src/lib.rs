@@ -22,7 +22,9 @@
 //! * **Delete** removes the packs no other backup uses, at a cost proportional to the deleted
 //!   backup (one reference record per pack plus parent/child links); a **store lock** (shared
 //!   for backup, restore and verify; exclusive for delete and repair) keeps concurrent backups
-//!   and deletes from losing blocks.
+//!   and deletes from losing blocks. **Compaction** rewrites packs that deletes left mostly
+//!   unused: their used blocks are copied into new packs and a small forwarding object left
+//!   in place of the old pack, so manifests never change.
 //! * Store format version 2 (`docs/backup-format.md`); version 1 stores are refused with
 //!   [`BackupError::UnsupportedFormat`].
 //! * **Encrypted stores** ([`BackupTarget::init`]`(true)`): every pack (blocks and index),
@@ -43,7 +45,8 @@
 //! | [`BackupTarget::list`]`(volume)` | backups (of one volume or all) keyed by backup URL | — |
 //! | [`BackupTarget::inspect`]`(backup)` | the `backup inspect` record ([`BackupInfo`]) | — |
 //! | [`BackupTarget::verify`]`(backup, progress)` | manifest checksum + every block's hash | shared (as restore) |
-//! | [`BackupTarget::repair`]`()` | remove leftovers of crashed backups (whole-store scan) | exclusive |
+//! | [`BackupTarget::repair`]`()` | remove leftovers of crashed backups, deletes and compactions (whole-store scan) | exclusive |
+//! | [`BackupTarget::compact`]`(options, progress)` | rewrite packs mostly unused ([`CompactOptions`]); returns [`CompactStats`] | exclusive |
 //! | [`BackupTarget::init`]`(encrypt)` | create a store (encrypted: master key and first slot) | — |
 //! | [`BackupTarget::key_list`], [`BackupTarget::key_add`], [`BackupTarget::key_remove`] | key slots of an encrypted store | — |
 //! | [`BackupTarget::is_encrypted`] | whether the marker says encrypted | — |
@@ -91,12 +94,15 @@
 
 mod aws_files;
 mod backup;
+mod compact;
 mod crypto;
 mod delete;
 mod error;
 mod first_contact;
+mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gc;
 mod index;
 mod keys;
 mod layout;
@@ -113,6 +119,8 @@ mod restore;
 mod sealed;
 mod store;
 mod target_keys;
+#[doc(hidden)]
+pub mod testing;
 mod types;
 mod url;
 mod worker;
@@ -133,8 +141,9 @@ pub use options::{
 };
 pub use reader::{BackupReader, ReaderOptions, ReaderStats};
 pub use types::{
-    BackupInfo, BackupMeta, BackupOutcome, BackupStats, BlockSink, BlockSource, DeleteStats,
-    NoProgress, Progress, RepairStats, RestoreOptions, RestoreStats,
+    BackupInfo, BackupMeta, BackupOutcome, BackupStats, BlockSink, BlockSource, CompactOptions,
+    CompactStats, DeleteStats, NoProgress, Progress, RepairStats, RestoreOptions, RestoreStats,
+    DEFAULT_COMPACT_MAX_BYTES, DEFAULT_COMPACT_THRESHOLD,
 };
 pub use url::{backup_url, parse_backup_url, parse_destination, BackupRef, Destination};
 
@@ -474,6 +483,59 @@ impl BackupTarget {
             restore::verify(&self.store, r, self.opts.parallelism, progress).await
         })
         .await
+    }
+
+    /// Rewrites the packs whose used fraction is below `options.threshold`, least used first,
+    /// copying at most `options.max_bytes` of used blocks (see `docs/backup-format.md`,
+    /// "Compaction"); first removes what crashed backups, deletes and compactions left. Reads
+    /// every manifest (a whole-store pass, like `repair`). `progress` hears the bytes to copy
+    /// (`start`), each pack rewritten (`advance`, its used bytes) and each pack written
+    /// (`uploaded`).
+    pub async fn compact(
+        &self,
+        options: &CompactOptions,
+        progress: &dyn Progress,
+    ) -> Result<CompactStats> {
+        let t = options.threshold;
+        if !(t > 0.0 && t < 1.0) {
+            return Err(BackupError::InvalidArgument(format!(
+                "compaction threshold {t} must be between 0 and 1 (both excluded)"
+            )));
+        }
+        self.unlock().await?;
+        let output = compact::Output {
+            pack_size: self.opts.pack_size,
+            multipart_above: self.opts.multipart_above,
+        };
+        locked(
+            self,
+            LockKind::Exclusive,
+            "compact",
+            compact::compact(&self.store, options, &output, progress),
+        )
+        .await
+    }
+
+    /// A target on the same store whose writes go through `faults` (crash tests only).
+    #[doc(hidden)]
+    pub fn with_faults(&self, faults: Arc<testing::Faults>) -> BackupTarget {
+        let s = &self.store;
+        let store = Store {
+            dest: s.dest.clone(),
+            objects: Arc::new(testing::Faulty {
+                inner: s.objects.clone(),
+                faults,
+            }),
+            local_root: s.local_root.clone(),
+            cache_dir: s.cache_dir.clone(),
+            requests: std::sync::atomic::AtomicU64::new(0),
+            credentials_search: s.credentials_search.clone(),
+            keys: std::sync::OnceLock::new(),
+        };
+        BackupTarget {
+            store: Arc::new(store),
+            opts: self.opts.clone(),
+        }
     }
 
     /// Removes leftovers of crashed backups and deletes (full scan; see [`RepairStats`]).

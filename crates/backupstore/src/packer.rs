@@ -72,7 +72,7 @@ impl Pacer {
 }
 
 /// Random pack id (packs are named at creation; their content is verified block by block).
-fn new_pack_id() -> BlockId {
+pub(crate) fn new_pack_id() -> BlockId {
     let mut id = [0u8; 32];
     id[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
     id[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -88,9 +88,18 @@ pub(crate) struct Packer {
     current: Option<(BlockId, PackBuilder)>,
     mine: HashMap<BlockId, Loc>,
     referenced: HashSet<BlockId>,
-    inflight: FuturesUnordered<BoxFuture<'static, Result<()>>>,
+    /// Uploads in flight, each answering the bytes of pack it held.
+    inflight: FuturesUnordered<BoxFuture<'static, Result<u64>>>,
+    /// Bytes of the packs in `inflight`.
+    inflight_bytes: u64,
     packs: u64,
 }
+
+/// Bytes of packs being sent at once, whatever the pack size (at least one pack goes): with
+/// the pack being filled, a backup's packs take at most this plus one pack of memory. At the
+/// default 16 MiB it allows `max_uploads` (3) packs; at 32 MiB one (measured in
+/// `docs/benchmarks.md`, "convoy by pack size": peak RSS grew with pack size times the uploads).
+const UPLOAD_BYTES_IN_FLIGHT: u64 = 48 << 20;
 
 impl Packer {
     /// A packer writing for backup `me`.
@@ -104,17 +113,25 @@ impl Packer {
             mine: HashMap::new(),
             referenced: HashSet::new(),
             inflight: FuturesUnordered::new(),
+            inflight_bytes: 0,
             packs: 0,
         }
     }
 
-    async fn push(&mut self, f: BoxFuture<'static, Result<()>>) -> Result<()> {
-        self.inflight.push(f);
-        while self.inflight.len() > self.cfg.max_uploads.max(1) {
+    /// Starts upload `f`, which holds `bytes` of pack, once there is room for it: fewer than
+    /// `max_uploads` in flight and their packs within [`UPLOAD_BYTES_IN_FLIGHT`] (an upload
+    /// always starts when none is in flight).
+    async fn push(&mut self, bytes: u64, f: BoxFuture<'static, Result<u64>>) -> Result<()> {
+        while !self.inflight.is_empty()
+            && (self.inflight.len() >= self.cfg.max_uploads.max(1)
+                || self.inflight_bytes + bytes > UPLOAD_BYTES_IN_FLIGHT)
+        {
             if let Some(r) = self.inflight.next().await {
-                r?;
+                self.inflight_bytes -= r?;
             }
         }
+        self.inflight_bytes += bytes;
+        self.inflight.push(f);
         Ok(())
     }
 
@@ -129,13 +146,25 @@ impl Packer {
         if let Some(l) = self.mine.get(&id) {
             return Ok((*l, false));
         }
+        // A pack is sent once it reaches `pack_size`; it is allocated with an eighth more, for
+        // the blob that crosses the size and the index, and sent before a blob would outgrow
+        // that: a pack that grew past its allocation would be copied into one twice as large
+        // (a full backup's peak RSS rose by ~100 MiB so).
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, b)| !b.fits(encoded.len()))
+        {
+            self.flush().await?;
+        }
         let cap = self.cfg.pack_size;
+        let room = cap + cap / 8;
         let sealed = self.store.keys().is_some();
         let (pack, builder) = self.current.get_or_insert_with(|| {
             let b = if sealed {
-                sealed_pack_builder(cap)
+                sealed_pack_builder(room)
             } else {
-                PackBuilder::new(cap)
+                PackBuilder::new(room)
             };
             (new_pack_id(), b)
         });
@@ -146,7 +175,7 @@ impl Packer {
             stored_len: e.stored_len,
         };
         self.mine.insert(id, loc);
-        if builder.len() >= cap {
+        if builder.len() >= cap || !builder.fits(0) {
             self.flush().await?;
         }
         Ok((loc, true))
@@ -159,25 +188,31 @@ impl Packer {
         };
         self.referenced.insert(pack);
         self.packs += 1;
-        let bytes = match self.store.keys() {
+        // One buffer per pack: the upload and the index cache share it (a copy for the upload
+        // held two of every pack in flight).
+        let bytes = Bytes::from(match self.store.keys() {
             None => builder.finish(),
             Some(keys) => finish_sealed_pack(builder, keys, &pack)?,
-        };
+        });
         let store = self.store.clone();
         let me = self.me.clone();
         let pacer = self.pacer.clone();
         let above = self.cfg.multipart_above;
-        self.push(Box::pin(async move {
-            store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
-            if let Some(p) = pacer {
-                p.admit(bytes.len() as u64).await;
-            }
-            store
-                .put_large(&layout::pack(&pack), bytes.clone(), above)
-                .await?;
-            crate::index::cache_written(&store, &pack, &bytes);
-            Ok(())
-        }))
+        let held = bytes.len() as u64;
+        self.push(
+            held,
+            Box::pin(async move {
+                store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
+                if let Some(p) = pacer {
+                    p.admit(held).await;
+                }
+                store
+                    .put_large(&layout::pack(&pack), bytes.clone(), above)
+                    .await?;
+                crate::index::cache_written(&store, &pack, &bytes);
+                Ok(held)
+            }),
+        )
         .await
     }
 
@@ -188,9 +223,13 @@ impl Packer {
         }
         let store = self.store.clone();
         let me = self.me.clone();
-        self.push(Box::pin(async move {
-            store.put(&store.pack_ref(&pack, &me), Bytes::new()).await
-        }))
+        self.push(
+            0,
+            Box::pin(async move {
+                store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
+                Ok(0)
+            }),
+        )
         .await
     }
 
@@ -204,7 +243,7 @@ impl Packer {
     pub async fn finish(&mut self) -> Result<u64> {
         self.flush().await?;
         while let Some(r) = self.inflight.next().await {
-            r?;
+            self.inflight_bytes -= r?;
         }
         Ok(self.packs)
     }

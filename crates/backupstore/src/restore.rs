@@ -7,8 +7,9 @@ use convoy_blockstore::{decode_block, BlockError};
 use futures::StreamExt;
 
 use crate::error::{BackupError, Result};
+use crate::forward::{self, Forwards, MAX_HOPS};
 use crate::layout;
-use crate::manifest::{Entry, ManifestReader};
+use crate::manifest::{Entry, Loc, ManifestReader};
 use crate::store::Store;
 use crate::types::{BlockSink, Progress, RestoreOptions, RestoreStats};
 use crate::url::BackupRef;
@@ -57,43 +58,120 @@ impl Group {
 }
 
 /// Downloads one group with a ranged GET and verifies every block in it; returns the data of
-/// each entry.
+/// each entry. A group whose pack was compacted (the pack is gone, or its forwarding object was
+/// already read) is read from where the forwarding object says its blocks went.
 pub(crate) async fn fetch(
     store: &Arc<Store>,
+    fwd: &Arc<Forwards>,
     r: &BackupRef,
     g: Group,
 ) -> Result<Vec<(Entry, Vec<u8>)>> {
-    let first = g.entries[0];
-    let range = g.range();
-    let missing = || BackupError::MissingBlock {
-        backup: r.backup.clone(),
-        offset: first.offset,
-        id: first.id,
-    };
-    let bytes = store
-        .get_range_opt(&layout::pack(&first.loc.pack), range.clone())
-        .await?
-        .ok_or_else(missing)?;
-    let backup = r.backup.clone();
-    let store = store.clone();
+    let items = g.entries.into_iter().map(|e| (e, e.loc)).collect();
+    fetch_at(store.clone(), fwd.clone(), r.clone(), items, 0).await
+}
+
+/// Reads entries stored (now) at the given places, consecutive in one pack.
+/// Blocks fetched, with their manifest entries.
+type Fetched = Vec<(Entry, Vec<u8>)>;
+
+fn fetch_at(
+    store: Arc<Store>,
+    fwd: Arc<Forwards>,
+    r: BackupRef,
+    items: Vec<(Entry, Loc)>,
+    hops: usize,
+) -> futures::future::BoxFuture<'static, Result<Fetched>> {
+    Box::pin(async move {
+        let (first, at) = items[0];
+        let last = items[items.len() - 1].1;
+        let range = u64::from(at.offset)..u64::from(last.offset) + u64::from(last.stored_len);
+        let missing = || BackupError::MissingBlock {
+            backup: r.backup.clone(),
+            offset: first.offset,
+            id: first.id,
+        };
+        let known = fwd.known(&at.pack);
+        let bytes = match known {
+            Some(_) => None,
+            None => {
+                store
+                    .get_range_opt(&layout::pack(&at.pack), range.clone())
+                    .await?
+            }
+        };
+        if let Some(bytes) = bytes {
+            return check(store, r, items, range.start, bytes).await;
+        }
+        if hops >= MAX_HOPS {
+            return Err(forward::corrupt(
+                &at.pack,
+                format!("more than {MAX_HOPS} forwarding hops (a loop?)"),
+            ));
+        }
+        let f = match known {
+            Some(f) => f,
+            None => fwd.get(&store, &at.pack).await?.ok_or_else(missing)?,
+        };
+        // Regroup by new place: blocks copied together stay adjacent.
+        let mut groups: Vec<Vec<(Entry, Loc)>> = Vec::new();
+        for (e, loc) in items {
+            let to = f
+                .lookup(loc.offset, loc.stored_len)
+                .ok_or(BackupError::MissingBlock {
+                    backup: r.backup.clone(),
+                    offset: e.offset,
+                    id: e.id,
+                })?;
+            match groups.last_mut() {
+                Some(g)
+                    if g[g.len() - 1].1.pack == to.pack
+                        && g[g.len() - 1]
+                            .1
+                            .offset
+                            .checked_add(g[g.len() - 1].1.stored_len)
+                            == Some(to.offset)
+                        && to.offset + to.stored_len - g[0].1.offset <= MAX_READ =>
+                {
+                    g.push((e, to))
+                }
+                _ => groups.push(vec![(e, to)]),
+            }
+        }
+        let mut out = Vec::new();
+        for g in groups {
+            out.extend(fetch_at(store.clone(), fwd.clone(), r.clone(), g, hops + 1).await?);
+        }
+        Ok(out)
+    })
+}
+
+/// Decodes and verifies the blocks of `items` from `bytes`, read from their pack at `start`.
+async fn check(
+    store: Arc<Store>,
+    r: BackupRef,
+    items: Vec<(Entry, Loc)>,
+    start: u64,
+    bytes: bytes::Bytes,
+) -> Result<Vec<(Entry, Vec<u8>)>> {
+    let backup = r.backup;
     crate::worker::run(move || {
-        let mut out = Vec::with_capacity(g.entries.len());
-        for e in g.entries {
+        let mut out = Vec::with_capacity(items.len());
+        for (e, loc) in items {
             let corrupt = |source: BlockError| BackupError::CorruptBlock {
                 backup: backup.clone(),
                 offset: e.offset,
                 id: e.id,
                 source: Box::new(source),
             };
-            let at = (u64::from(e.loc.offset) - range.start) as usize;
-            let end = at + e.loc.stored_len as usize;
+            let at = (u64::from(loc.offset) - start) as usize;
+            let end = at + loc.stored_len as usize;
             let Some(stored) = bytes.get(at..end) else {
                 return Err(corrupt(BlockError::Malformed {
                     id: e.id,
                     reason: format!(
                         "the pack ends before the block's range {}..{}",
-                        e.loc.offset,
-                        u64::from(e.loc.offset) + u64::from(e.loc.stored_len)
+                        loc.offset,
+                        u64::from(loc.offset) + u64::from(loc.stored_len)
                     ),
                 }));
             };
@@ -203,9 +281,11 @@ async fn run(
         Action::Check => None,
     };
     let finisher = sink.clone();
+    let fwd = Arc::new(Forwards::default());
     let results = stream
         .map(|item| {
             let store = store.clone();
+            let fwd = fwd.clone();
             let sink = sink.clone();
             let zero = zero.clone();
             async move {
@@ -220,7 +300,7 @@ async fn run(
                         Ok((0u64, 0u64))
                     }
                     Item::Blocks(g) => {
-                        let blocks = fetch(&store, r, g).await?;
+                        let blocks = fetch(&store, &fwd, r, g).await?;
                         let n = blocks.len() as u64;
                         let bytes: u64 = blocks.iter().map(|(e, _)| u64::from(e.len)).sum();
                         if let Some(sink) = sink {

@@ -288,7 +288,7 @@ impl Store {
     pub async fn put_large(
         &self,
         path: &Path,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         multipart_above: usize,
     ) -> Result<()> {
         if data.len() <= multipart_above {

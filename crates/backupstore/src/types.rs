@@ -161,6 +161,72 @@ pub struct RepairStats {
     pub records_removed: u64,
 }
 
+/// Default [`CompactOptions::threshold`]: packs less than half used are rewritten.
+pub const DEFAULT_COMPACT_THRESHOLD: f64 = 0.5;
+/// Default [`CompactOptions::max_bytes`]: 1 GiB of used blocks copied per run.
+pub const DEFAULT_COMPACT_MAX_BYTES: u64 = 1 << 30;
+
+/// What [`crate::BackupTarget::compact`] rewrites.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactOptions {
+    /// Packs whose used fraction (bytes of blocks some backup uses / bytes of the pack) is
+    /// below this are rewritten; from 0 to 1, both excluded. Default
+    /// [`DEFAULT_COMPACT_THRESHOLD`]: at 0.5 every byte copied frees at least one byte, and the
+    /// store holds at most about twice the bytes its backups use (plus packs not yet compacted
+    /// for lack of budget).
+    pub threshold: f64,
+    /// At most this many bytes of used blocks are copied in one run (a pack that would exceed
+    /// it waits for the next run; packs with nothing used cost nothing and always go). The
+    /// exclusive lock, which holds backups off, is held for the run. Default
+    /// [`DEFAULT_COMPACT_MAX_BYTES`].
+    pub max_bytes: u64,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            threshold: DEFAULT_COMPACT_THRESHOLD,
+            max_bytes: DEFAULT_COMPACT_MAX_BYTES,
+        }
+    }
+}
+
+/// What [`crate::BackupTarget::compact`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Manifests read (every backup's).
+    pub backups_read: u64,
+    /// Packs whose used bytes were computed.
+    pub packs_examined: u64,
+    /// Packs rewritten: their used blocks copied into new packs, the pack removed.
+    pub packs_rewritten: u64,
+    /// Packs under the threshold left for a later run: over the `max_bytes` budget, damaged,
+    /// or holding blocks of a damaged forwarding object.
+    pub packs_deferred: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Bytes of blocks copied.
+    pub bytes_copied: u64,
+    /// Bytes of every pack before the run.
+    pub bytes_stored_before: u64,
+    /// Bytes of every pack after the run.
+    pub bytes_stored_after: u64,
+    /// Pack bytes freed: `bytes_stored_before - bytes_stored_after` (packs rewritten or removed
+    /// as garbage, minus the packs written).
+    pub bytes_reclaimed: u64,
+    /// Forwarding objects written for packs rewritten in this run.
+    pub forwards_written: u64,
+    /// Forwarding objects rewritten to point straight at live packs (after their blocks moved
+    /// again), or removed when nothing in them was used any more.
+    pub forwards_updated: u64,
+    /// Leftovers of crashed backups, deletes and compactions removed first (reference records,
+    /// forwarding objects, packs).
+    pub garbage_removed: u64,
+    /// Manifest entries whose block is in no pack and no forwarding object (a damaged backup:
+    /// `verify` names it).
+    pub entries_unresolved: u64,
+}
+
 /// Restore behaviour.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {

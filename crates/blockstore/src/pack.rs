@@ -49,6 +49,10 @@ pub struct PackEntry {
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// The size the pack was started for: [`PackBuilder::fits`] keeps the pack, index and
+    /// trailer within it, so `buf` (allocated with a little more, for a sealed index's nonce
+    /// and tag) never grows.
+    capacity: usize,
 }
 
 impl PackBuilder {
@@ -67,7 +71,17 @@ impl PackBuilder {
         PackBuilder {
             buf,
             entries: Vec::new(),
+            capacity,
         }
+    }
+
+    /// Whether a blob of `n` more bytes keeps the finished pack (its index and trailer
+    /// included) within the capacity it was started with. An empty pack takes any blob, so a
+    /// blob larger than the capacity gets a pack of its own.
+    pub fn fits(&self, n: usize) -> bool {
+        self.entries.is_empty()
+            || self.buf.len() + n + (self.entries.len() + 1) * PACK_ENTRY_LEN + PACK_TRAILER_LEN
+                <= self.capacity
     }
 
     /// Appends an encoded (or sealed) block object of content `id` (`raw_len` bytes
@@ -220,6 +234,34 @@ pub fn check_pack_header(head: &[u8]) -> Result<(), BlockError> {
 mod tests {
     use super::*;
     use crate::{decode_block, encode_block};
+
+    #[test]
+    fn blobs_that_fit_keep_the_finished_pack_within_its_capacity_and_allocation() {
+        let cap = 64 << 10;
+        let mut b = PackBuilder::new(cap);
+        let allocated = b.buf.capacity();
+        // Any blob fits an empty pack, however large.
+        assert!(b.fits(10 * cap));
+        let mut n = 0u32;
+        while b.fits(3000) {
+            b.push(BlockId::of(&n.to_le_bytes()), &[7; 3000], 3000);
+            n += 1;
+        }
+        assert_eq!(
+            n, 21,
+            "64 KiB takes 21 blobs of 3000 bytes with their index entries"
+        );
+        let pack = b.finish();
+        assert!(pack.len() <= cap, "{} > {cap}", pack.len());
+        assert!(
+            cap - pack.len() < 3000 + PACK_ENTRY_LEN,
+            "the pack was sent too early"
+        );
+        assert!(
+            pack.capacity() <= allocated,
+            "the pack outgrew its allocation"
+        );
+    }
 
     #[test]
     fn pack_round_trip_and_damage() {

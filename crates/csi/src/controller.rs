@@ -359,6 +359,14 @@ impl<M: Manager> Csi<M> {
                 volume.snapshots.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
+        // A staged or published volume (a vfs bind mount, a raw block device node bound on a
+        // file: neither is a mount the daemon tracks) is not deleted under its pods.
+        if let Some(at) = crate::mounts::mounts_of(&volume)?.first() {
+            return Err(Status::failed_precondition(format!(
+                "volume {id} is mounted at {} (staged or published): unpublish and unstage it first",
+                at.display()
+            )));
+        }
         match self.manager.delete_volume(&id, false).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -483,22 +491,25 @@ impl<M: Manager> Controller for Csi<M> {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        let capabilities = [
+        let mut types = vec![
             rpc::Type::CreateDeleteVolume,
             rpc::Type::ListVolumes,
             rpc::Type::GetCapacity,
             rpc::Type::CreateDeleteSnapshot,
             rpc::Type::ListSnapshots,
             rpc::Type::CloneVolume,
-            rpc::Type::ExpandVolume,
             rpc::Type::VolumeCondition,
             rpc::Type::GetVolume,
-        ]
-        .into_iter()
-        .map(|t| ControllerServiceCapability {
-            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
-        })
-        .collect();
+        ];
+        if self.has_block_driver().await? {
+            types.push(rpc::Type::ExpandVolume);
+        }
+        let capabilities = types
+            .into_iter()
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities,
         }))

@@ -29,17 +29,21 @@ impl<M: Manager> Identity for Csi<M> {
         let service = |t: service::Type| PluginCapability {
             r#type: Some(Type::Service(Service { r#type: t as i32 })),
         };
+        let mut capabilities = vec![
+            service(service::Type::ControllerService),
+            service(service::Type::VolumeAccessibilityConstraints),
+        ];
+        // Growing volumes and block metadata need a driver with block devices.
+        if self.has_block_driver().await? {
+            capabilities.push(service(service::Type::SnapshotMetadataService));
+            capabilities.push(PluginCapability {
+                r#type: Some(Type::VolumeExpansion(VolumeExpansion {
+                    r#type: volume_expansion::Type::Online as i32,
+                })),
+            });
+        }
         Ok(Response::new(GetPluginCapabilitiesResponse {
-            capabilities: vec![
-                service(service::Type::ControllerService),
-                service(service::Type::VolumeAccessibilityConstraints),
-                service(service::Type::SnapshotMetadataService),
-                PluginCapability {
-                    r#type: Some(Type::VolumeExpansion(VolumeExpansion {
-                        r#type: volume_expansion::Type::Online as i32,
-                    })),
-                },
-            ],
+            capabilities,
         }))
     }
 

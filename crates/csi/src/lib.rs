@@ -26,6 +26,7 @@ use tokio::net::UnixListener;
 
 mod capacity;
 mod controller;
+mod features;
 mod identity;
 pub mod launch;
 mod mounts;
@@ -69,6 +70,8 @@ pub struct Csi<M> {
     /// One lock per volume or snapshot name: concurrent calls for one name (orchestrators
     /// retry) run one at a time, so idempotency checks see each other's results.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// The daemon's enabled drivers, read on first use (see `features`).
+    drivers: Arc<tokio::sync::OnceCell<Vec<String>>>,
 }
 
 impl<M: Manager> Csi<M> {
@@ -78,6 +81,7 @@ impl<M: Manager> Csi<M> {
             manager,
             settings: Arc::new(settings),
             locks: Arc::default(),
+            drivers: Arc::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use convoy_daemon::Manager;
 use tonic::{Request, Response, Status};
 
 use crate::controller::{check_capabilities, volume_size};
-use crate::mounts;
+use crate::mounts::{self, VolumeIdentity};
 use crate::pb::node_server::Node;
 use crate::pb::node_service_capability::{rpc, Rpc, Type as CapType};
 use crate::pb::volume_capability::AccessType;
@@ -79,15 +79,22 @@ impl<M: Manager> Csi<M> {
             return Ok(());
         }
         std::fs::create_dir_all(&staging).map_err(|e| io("cannot create", &staging, e))?;
-        if volume.driver == "vfs" {
-            if mounts::mounted_at(&staging)?.is_none() {
-                let dir = volume.driver_info.get("Path").cloned().unwrap_or_default();
-                mounts::bind(Path::new(&dir), &staging, false)?;
-            }
+        if volume.driver != "vfs" && Path::new(&volume.mount_point) == staging {
             return Ok(());
         }
-        if Path::new(&volume.mount_point) == staging {
-            return Ok(());
+        if mounts::mounted_at(&staging)?.is_some() {
+            return if VolumeIdentity::of(&volume).is_some_and(|i| i.is_at(&staging)) {
+                Ok(())
+            } else {
+                Err(Status::failed_precondition(format!(
+                    "{} holds another mount, not volume {id}",
+                    staging.display()
+                )))
+            };
+        }
+        if volume.driver == "vfs" {
+            let dir = volume.driver_info.get("Path").cloned().unwrap_or_default();
+            return mounts::bind(Path::new(&dir), &staging, false);
         }
         self.manager
             .mount_volume(&id, Some(staging))
@@ -110,22 +117,29 @@ impl<M: Manager> Csi<M> {
                 .await
                 .map_err(util::status)?;
         }
-        mounts::unmount_all(&staging)?;
+        mounts::unmount_volume(&staging, &volume)?;
         Ok(())
     }
 
     async fn publish(&self, r: NodePublishVolumeRequest) -> Result<(), Status> {
         let id = required(&r.volume_id, "volume_id")?.to_string();
-        let staging = required_path(&r.staging_target_path, "staging_target_path")?;
         let target = required_path(&r.target_path, "target_path")?;
         let cap_in = r
             .volume_capability
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+        let staging = required_path(&r.staging_target_path, "staging_target_path")?;
         let _guard = self.lock(&id).await;
         let volume = self.volume(&id).await?;
         let cap = Self::check_cap(&volume, Some(cap_in))?;
+        let identity = VolumeIdentity::of(&volume);
         if let Some(existing) = mounts::mounted_at(&target)? {
+            if identity.is_some_and(|i| !i.is_at(&target)) {
+                return Err(Status::failed_precondition(format!(
+                    "{} holds another mount, not volume {id}",
+                    target.display()
+                )));
+            }
             if existing.read_only != r.readonly {
                 return Err(Status::already_exists(format!(
                     "{} is already published {}",
@@ -152,7 +166,9 @@ impl<M: Manager> Csi<M> {
                 .map_err(|e| io("cannot create", &target, e))?;
             return mounts::bind(Path::new(device), &target, r.readonly);
         }
-        if mounts::mounted_at(&staging)?.is_none() {
+        let staged =
+            mounts::mounted_at(&staging)?.is_some() && identity.is_none_or(|i| i.is_at(&staging));
+        if !staged {
             return Err(Status::failed_precondition(format!(
                 "volume {id} is not staged at {}",
                 staging.display()
@@ -166,8 +182,12 @@ impl<M: Manager> Csi<M> {
         let id = required(&r.volume_id, "volume_id")?.to_string();
         let target = required_path(&r.target_path, "target_path")?;
         let _guard = self.lock(&id).await;
-        self.volume(&id).await?;
-        mounts::unmount_all(&target)?;
+        let volume = self.volume(&id).await?;
+        if !mounts::unmount_volume(&target, &volume)? {
+            // Another volume is published there: this one is not, nothing to undo.
+            return Ok(());
+        }
+        // The spec: the plugin removes the file or directory it made at the target path.
         let removed = match std::fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() => std::fs::remove_dir(&target),
             Ok(_) => std::fs::remove_file(&target),
@@ -177,13 +197,33 @@ impl<M: Manager> Csi<M> {
         removed.map_err(|e| io("cannot remove", &target, e))
     }
 
+    /// The path a Node RPC names for volume `volume`: NOT_FOUND unless it is an absolute path
+    /// that holds the volume (mounted there, staged there or published on a file there).
+    fn volume_at(volume: &VolumeResponse, path: &str) -> Result<std::path::PathBuf, Status> {
+        let not_here = |why: &str| {
+            Status::not_found(format!("volume {} is not at {path:?}: {why}", volume.name))
+        };
+        let path = Path::new(path);
+        if !path.is_absolute() {
+            return Err(not_here("not an absolute path"));
+        }
+        std::fs::metadata(path).map_err(|e| not_here(&e.to_string()))?;
+        // A volume whose device node is missing cannot be recognised; its stats report it
+        // abnormal instead.
+        if VolumeIdentity::of(volume).is_some_and(|i| !i.is_at(path)) {
+            return Err(not_here("the path holds something else"));
+        }
+        Ok(path.to_path_buf())
+    }
+
     async fn stats(
         &self,
         r: NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, Status> {
         let id = required(&r.volume_id, "volume_id")?;
-        let path = required_path(&r.volume_path, "volume_path")?;
+        let path = required(&r.volume_path, "volume_path")?;
         let volume = self.volume(id).await?;
+        let path = Self::volume_at(&volume, path)?;
         let meta = std::fs::metadata(&path)
             .map_err(|e| Status::not_found(format!("volume path {}: {e}", path.display())))?;
         let condition = Some(Self::condition(&volume));
@@ -226,17 +266,17 @@ impl<M: Manager> Csi<M> {
         r: NodeExpandVolumeRequest,
     ) -> Result<NodeExpandVolumeResponse, Status> {
         let id = required(&r.volume_id, "volume_id")?.to_string();
-        let path = required_path(&r.volume_path, "volume_path")?;
+        let path = required(&r.volume_path, "volume_path")?.to_string();
         let _guard = self.lock(&id).await;
         let volume = self.volume(&id).await?;
-        if !path.exists() {
-            return Err(Status::not_found(format!(
-                "volume path {} does not exist",
-                path.display()
-            )));
-        }
+        Self::volume_at(&volume, &path)?;
         let range = r.capacity_range.unwrap_or_default();
-        let target = range.required_bytes.max(0);
+        if range.required_bytes < 0 || range.limit_bytes < 0 {
+            return Err(Status::invalid_argument(
+                "capacity_range must not be negative",
+            ));
+        }
+        let target = range.required_bytes;
         let current = volume_size(&volume);
         if range.limit_bytes > 0 && current > range.limit_bytes {
             return Err(Status::out_of_range(format!(
@@ -335,17 +375,20 @@ impl<M: Manager> Node for Csi<M> {
         &self,
         _request: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        let capabilities = [
+        let mut types = vec![
             rpc::Type::StageUnstageVolume,
             rpc::Type::GetVolumeStats,
-            rpc::Type::ExpandVolume,
             rpc::Type::VolumeCondition,
-        ]
-        .into_iter()
-        .map(|t| NodeServiceCapability {
-            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
-        })
-        .collect();
+        ];
+        if self.has_block_driver().await? {
+            types.push(rpc::Type::ExpandVolume);
+        }
+        let capabilities = types
+            .into_iter()
+            .map(|t| NodeServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
         Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
     }
 

@@ -26,8 +26,11 @@ pub struct VolumeRequest {
     pub source: String,
 }
 
-fn path(dir: &Path, id: &str) -> PathBuf {
-    dir.join("volumes").join(format!("{id}.json"))
+/// The record file of volume `id`; `None` for an id that is not a convoy name (no volume has
+/// it, and a `/` or `..` in it must not reach the file system).
+fn path(dir: &Path, id: &str) -> Option<PathBuf> {
+    convoy_core::validate_name(id).ok()?;
+    Some(dir.join("volumes").join(format!("{id}.json")))
 }
 
 fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Status {
@@ -36,7 +39,9 @@ fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> Status {
 
 /// The record of volume `id`, if the driver made it.
 pub fn load(dir: &Path, id: &str) -> Result<Option<VolumeRequest>, Status> {
-    let file = path(dir, id);
+    let Some(file) = path(dir, id) else {
+        return Ok(None);
+    };
     match std::fs::read(&file) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -48,7 +53,8 @@ pub fn load(dir: &Path, id: &str) -> Result<Option<VolumeRequest>, Status> {
 
 /// Saves the record of volume `id` durably.
 pub fn save(dir: &Path, id: &str, request: &VolumeRequest) -> Result<(), Status> {
-    let file = path(dir, id);
+    let file = path(dir, id)
+        .ok_or_else(|| Status::invalid_argument(format!("{id:?} is not a convoy volume name")))?;
     let parent = file.parent().unwrap_or(dir);
     std::fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
     let tmp = file.with_extension("json.tmp");
@@ -63,12 +69,42 @@ pub fn save(dir: &Path, id: &str, request: &VolumeRequest) -> Result<(), Status>
     write().map_err(|e| io_error("cannot write CSI record", &file, e))
 }
 
-/// Removes the record of volume `id` (no record is fine).
+/// Removes the record of volume `id` (no record, or an id no volume can have, is fine).
 pub fn remove(dir: &Path, id: &str) -> Result<(), Status> {
-    let file = path(dir, id);
+    let Some(file) = path(dir, id) else {
+        return Ok(());
+    };
     match std::fs::remove_file(&file) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error("cannot remove CSI record", &file, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_are_not_names_never_reach_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("etc.json");
+        std::fs::write(&outside, b"not a record").unwrap();
+        let records = dir.path().join("state");
+        // `<state>/volumes/../../etc.json` would be `outside`.
+        remove(&records, "../../etc").unwrap();
+        assert!(outside.exists());
+        assert_eq!(load(&records, "../../etc").unwrap(), None);
+        let request = VolumeRequest {
+            name: "x".into(),
+            required_bytes: 0,
+            limit_bytes: 0,
+            parameters: BTreeMap::new(),
+            source: String::new(),
+        };
+        let err = save(&records, "../../etc", &request).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        save(&records, "pvc-1", &request).unwrap();
+        assert_eq!(load(&records, "pvc-1").unwrap(), Some(request));
     }
 }

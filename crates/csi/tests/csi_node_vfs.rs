@@ -5,17 +5,8 @@
 mod support;
 
 use convoy_csi::pb::*;
-use support::{create, mount_cap, Server};
+use support::{create, is_root, mount_cap, Server};
 use tonic::Code;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_stages_publishes_read_only_and_cleans_up() {

@@ -10,7 +10,7 @@ use crate::{Manager, Result};
 /// How the daemon's endpoints behave (daemon flags): the Docker plugin's, and defaults of
 /// `/v1` calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PluginSettings {
+pub struct DaemonSettings {
     /// `--ignore-docker-delete`: Docker's `Remove` keeps the volume.
     pub ignore_docker_delete: bool,
     /// `--create-on-docker-mount`: Docker's `Mount` of an unknown volume creates it.
@@ -23,7 +23,7 @@ pub struct PluginSettings {
 #[derive(Debug)]
 pub struct Daemon<M> {
     pub(crate) manager: M,
-    pub(crate) settings: PluginSettings,
+    pub(crate) settings: DaemonSettings,
     /// Docker mount references; the lock also serializes Docker mounts and unmounts.
     pub(crate) docker_mounts: Mutex<DockerMounts>,
     /// Scheduled snapshots and backups (`<root>/policies.json`); run by `policy_runner`.
@@ -32,7 +32,7 @@ pub struct Daemon<M> {
 
 impl<M: Manager> Daemon<M> {
     /// A daemon serving `manager`, keeping its own state under `root`.
-    pub fn new(manager: M, root: &Path, settings: PluginSettings) -> Result<Self> {
+    pub fn new(manager: M, root: &Path, settings: DaemonSettings) -> Result<Self> {
         let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())
             .map_err(crate::core_manager::map_err)?;
         Ok(Self {

@@ -7,7 +7,7 @@ use std::path::Path;
 use convoy_core::VolumeManager;
 
 use crate::config::{manager_config, DaemonArgs};
-use crate::{bind_socket, core_manager, run, Daemon, DaemonError, PluginSettings, Result};
+use crate::{bind_socket, core_manager, run, Daemon, DaemonError, DaemonSettings, Result};
 
 /// Sends logs to `log` (appending, no colours) or to standard error. `RUST_LOG` overrides the
 /// level (`debug` with `debug`, else `info`).
@@ -91,7 +91,7 @@ pub async fn open(args: &DaemonArgs) -> Result<Opened> {
     for line in manager.reconcile_report() {
         tracing::info!("start-up reconciliation: {line}");
     }
-    let settings = PluginSettings {
+    let settings = DaemonSettings {
         ignore_docker_delete: args.ignore_docker_delete,
         create_on_docker_mount: args.create_on_docker_mount,
         backup_limit_upload: args.backup_limit_upload,

@@ -20,7 +20,7 @@
 //!
 //! ```text
 //! let listener = convoy_daemon::bind_socket(Path::new("/tmp/convoy.sock"))?;
-//! let daemon = convoy_daemon::Daemon::new(manager, root, PluginSettings::default())?;
+//! let daemon = convoy_daemon::Daemon::new(manager, root, DaemonSettings::default())?;
 //! convoy_daemon::run(listener, daemon, async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! ```
 
@@ -43,7 +43,7 @@ mod tasks;
 mod v1;
 
 pub use config::DaemonArgs;
-pub use daemon::{Daemon, PluginSettings};
+pub use daemon::{Daemon, DaemonSettings};
 pub use error::{DaemonError, ErrorKind, Result};
 pub use manager::{Manager, NewVolume};
 pub use server::{bind_socket, router, run};

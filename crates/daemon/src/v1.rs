@@ -150,7 +150,7 @@ pub(crate) async fn info<M: Manager>(State(d): Shared<M>, call: Call) -> Respons
 /// `General` as the original daemon had it: `DriverList` a list, and its other keys
 /// (`IgnoreDockerDelete`, `CreateOnDockerMount`, `MountNamespaceFD`, `CmdTimeout`). convoy
 /// enters no mount namespace and times out none of its commands, so the last two are empty.
-fn complete_general(info: &mut InfoResponse, settings: crate::PluginSettings) {
+fn complete_general(info: &mut InfoResponse, settings: crate::DaemonSettings) {
     use serde_json::Value;
     let drivers = driver_list(info);
     let general = info.entry("General".to_string()).or_default();

@@ -260,15 +260,7 @@ fn main() {
     let latencies = env_list("CONVOY_BENCH_LATENCIES_MS", "0,20");
     let delete_at = env_list("CONVOY_BENCH_DELETE_AT", "10,100");
     let delete_mib: u64 = env_or("CONVOY_BENCH_DELETE_MIB", 64);
-    let _tmp;
-    let work: PathBuf = match std::env::var_os("CONVOY_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            _tmp = tempfile::tempdir().unwrap();
-            _tmp.path().to_path_buf()
-        }
-    };
-    std::fs::create_dir_all(&work).unwrap();
+    let (_tmp, work) = work_dir();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -94,6 +94,21 @@ pub fn fill_text(buf: &mut [u8], seed: u64) {
     }
 }
 
+/// The benchmark's working directory: `$CONVOY_BENCH_DIR` (created, kept), or a temporary
+/// one removed when the returned guard drops.
+pub fn work_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    let (tmp, work) = match std::env::var_os("CONVOY_BENCH_DIR") {
+        Some(d) => (None, PathBuf::from(d)),
+        None => {
+            let t = tempfile::tempdir().unwrap();
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    std::fs::create_dir_all(&work).unwrap();
+    (tmp, work)
+}
+
 pub fn make_image(path: &Path, size: u64) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(size).unwrap();

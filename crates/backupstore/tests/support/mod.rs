@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_macros, clippy::single_range_in_vec_init)]
 
+pub mod compaction;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod dm;
+
 use std::path::{Path, PathBuf};
 
 use convoy_csi::launch::CsiOptions;
@@ -204,4 +206,14 @@ pub fn create(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequ
         volume_capabilities: vec![cap],
         ..Default::default()
     }
+}
+
+/// The tests run as root (bind mounts need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
