@@ -243,6 +243,22 @@ pub enum BackupCommand {
         /// The backup URL.
         url: String,
     },
+    /// Mount a backup's filesystem read-only at DIR without restoring it (only the blocks
+    /// read are fetched; a directory-volume backup is downloaded whole); prints DIR, or the
+    /// mount as JSON with --verbose.
+    Mount {
+        /// The backup URL.
+        url: String,
+        /// Where to mount it: an existing directory that is not a mount point.
+        dir: PathBuf,
+    },
+    /// Unmount a backup mounted with `backup mount`.
+    Umount {
+        /// Where it is mounted.
+        dir: PathBuf,
+    },
+    /// List the backups mounted for browsing as JSON (mount point → mount).
+    Mounts,
     /// Check that a backup is complete and every block of it reads back and hashes right;
     /// prints the figures as JSON. Runs in this process, with this user's store credentials.
     Verify {

@@ -273,6 +273,21 @@ async fn backup(
                 .inspect_backup(&BackupUrlRequest { url, s3_endpoint })
                 .await?,
         ),
+        BackupCommand::Mount { url, dir } => {
+            let request = BackupMountRequest {
+                url,
+                mount_point: absolute(&dir)?,
+                s3_endpoint,
+            };
+            let mount = client.mount_backup(&request).await?;
+            if verbose {
+                print_json(&mount);
+            } else {
+                print_line(&mount.mount_point);
+            }
+        }
+        BackupCommand::Umount { dir } => client.umount_backup(&absolute(&dir)?).await?,
+        BackupCommand::Mounts => print_json(&client.list_backup_mounts().await?),
         BackupCommand::Verify { url } => store_ops::verify(&url, &s3_endpoint, key).await?,
         BackupCommand::Repair { dest } => store_ops::repair(&dest, &s3_endpoint, key).await?,
         BackupCommand::Compact {
@@ -289,6 +304,13 @@ async fn backup(
         BackupCommand::Key { command } => store_ops::key(command, &s3_endpoint, key).await?,
     }
     Ok(())
+}
+
+/// `dir` as an absolute path for the daemon, whose working directory is not ours.
+fn absolute(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = std::path::absolute(dir)
+        .map_err(|e| anyhow::anyhow!("cannot make {} absolute: {e}", dir.display()))?;
+    Ok(path.to_string_lossy().into_owned())
 }
 
 /// `backup import` reports nothing while it runs; its lines come at the end.

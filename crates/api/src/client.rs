@@ -445,6 +445,29 @@ impl Client {
         self.call("GET", routes::BACKUPS_LIST, request).await
     }
 
+    /// `POST /v1/backups/mount`; answers the mount.
+    pub async fn mount_backup(
+        &self,
+        request: &BackupMountRequest,
+    ) -> Result<BackupMountResponse, ApiError> {
+        self.call("POST", routes::BACKUPS_MOUNT, request).await
+    }
+
+    /// `POST /v1/backups/umount`.
+    pub async fn umount_backup(&self, mount_point: &str) -> Result<(), ApiError> {
+        let request = BackupUmountRequest {
+            mount_point: mount_point.to_string(),
+        };
+        self.call_unit("POST", routes::BACKUPS_UMOUNT, &request)
+            .await
+    }
+
+    /// `GET /v1/backups/mounts`.
+    pub async fn list_backup_mounts(&self) -> Result<BackupMountListResponse, ApiError> {
+        self.call("GET", routes::BACKUPS_MOUNTS, &serde_json::json!({}))
+            .await
+    }
+
     /// `GET /v1/backups/inspect`.
     pub async fn inspect_backup(
         &self,
@@ -503,6 +526,7 @@ impl FromBare for PolicyListResponse {}
 impl FromBare for SnapshotResponse {}
 impl FromBare for BackupResponse {}
 impl FromBare for BackupUrlResponse {}
+impl FromBare for BackupMountResponse {}
 impl FromBare for serde_json::Value {}
 impl<K, V> FromBare for std::collections::BTreeMap<K, V> {}
 

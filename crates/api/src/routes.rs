@@ -28,6 +28,12 @@ pub const BACKUPS_LIST: &str = "/v1/backups/list";
 pub const BACKUPS_INSPECT: &str = "/v1/backups/inspect";
 /// `DELETE`: delete one backup.
 pub const BACKUPS: &str = "/v1/backups";
+/// `POST`: mount one backup's filesystem read-only for browsing (convoy's addition).
+pub const BACKUPS_MOUNT: &str = "/v1/backups/mount";
+/// `POST`: unmount a backup mounted for browsing (convoy's addition).
+pub const BACKUPS_UMOUNT: &str = "/v1/backups/umount";
+/// `GET`: the backups mounted for browsing (convoy's addition).
+pub const BACKUPS_MOUNTS: &str = "/v1/backups/mounts";
 /// `POST`: set a policy (convoy's addition).
 pub const POLICIES_SET: &str = "/v1/policies/set";
 /// `POST`: remove a policy (convoy's addition).

@@ -195,6 +195,47 @@ pub struct BackupUrlRequest {
     pub s3_endpoint: String,
 }
 
+/// `POST /v1/backups/mount` (convoy's addition): mount a backup's filesystem read-only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupMountRequest {
+    /// The backup URL (`<dest>?backup=<name>&volume=<name>`).
+    #[serde(rename = "URL")]
+    pub url: String,
+    /// Where to mount it: an existing directory, absolute, not a mount point.
+    pub mount_point: String,
+    /// S3 endpoint override.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub s3_endpoint: String,
+}
+
+/// `POST /v1/backups/umount` (convoy's addition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupUmountRequest {
+    /// Where the backup is mounted.
+    pub mount_point: String,
+}
+
+/// A backup mounted for browsing: the answer of `/v1/backups/mount`, and each entry of
+/// `/v1/backups/mounts` (mount point → mount).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BackupMountResponse {
+    /// The backup URL.
+    #[serde(rename = "BackupURL")]
+    pub backup_url: String,
+    /// Where its filesystem is mounted (read-only).
+    pub mount_point: String,
+    /// The block device serving it (`/dev/nbdN`); empty for a directory-volume backup.
+    pub device: String,
+    /// The filesystem (`ext4`, `xfs`), or `tree` for a directory-volume backup.
+    pub filesystem: String,
+}
+
+/// `GET /v1/backups/mounts`: mount point → mount.
+pub type BackupMountListResponse = BTreeMap<String, BackupMountResponse>;
+
 /// A volume, as `inspect`, `list` and `create --verbose` print it. Every field may be missing
 /// from an answer (the original daemon's verbose `mount` answer carries only some).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

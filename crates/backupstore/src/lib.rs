@@ -50,6 +50,7 @@
 //! | [`BackupTarget::init`]`(encrypt)` | create a store (encrypted: master key and first slot) | — |
 //! | [`BackupTarget::key_list`], [`BackupTarget::key_add`], [`BackupTarget::key_remove`] | key slots of an encrypted store | — |
 //! | [`BackupTarget::is_encrypted`] | whether the marker says encrypted | — |
+//! | [`BackupReader::open`]`(target, backup, ReaderOptions)` | random access to one backup: `read_at` fetches and verifies only the chunks touched (coalesced ranged GETs, bounded cache, read-ahead) | shared, held while open |
 //! | [`restore_url`], [`delete_url`], [`inspect_url`], [`verify_url`], [`list_url`] | the same by URL, for the CLI and daemon | |
 //!
 //! The caller supplies a [`BlockSource`] (`read_at`; implemented for `std::fs::File`), a
@@ -113,6 +114,7 @@ mod manifest;
 mod options;
 mod packer;
 mod publish;
+mod reader;
 mod repair;
 mod restore;
 mod sealed;
@@ -138,6 +140,7 @@ pub use options::{
     LockPolicy, RetryPolicy, TargetOptions, DEFAULT_CHUNK_SIZE, DEFAULT_PACK_SIZE, MAX_CHUNK_SIZE,
     MAX_PACK_SIZE, MIN_CHUNK_SIZE, MIN_PACK_SIZE,
 };
+pub use reader::{BackupReader, ReaderOptions, ReaderStats};
 pub use types::{
     BackupInfo, BackupMeta, BackupOutcome, BackupStats, BlockSink, BlockSource, CompactOptions,
     CompactStats, DeleteStats, NoProgress, Progress, RepairStats, RestoreOptions, RestoreStats,

@@ -41,7 +41,10 @@
 //! # Ok(()) }
 //! ```
 
+mod backup_device;
 mod backups;
+mod browse;
+pub use browse::BackupMount;
 mod block_ranges;
 pub use backups::unescape_backup_url;
 pub use block_ranges::BlockRanges;

@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     /// their volumes are listed but every operation on them answers `Unavailable`.
     pub degraded: BTreeMap<String, String>,
     pub state: Mutex<State>,
+    /// Backups mounted for browsing (`browse.rs`).
+    pub browses: crate::browse::Browses,
     /// Lines describing what start-up reconciliation did.
     pub reconcile_report: Vec<String>,
     /// Held for the manager's life: one manager per root.

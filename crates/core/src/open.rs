@@ -297,6 +297,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             state.volumes.insert(rec.name.clone(), rec);
         }
     }
+    crate::browse::clean_at_start(&config.root, &mut report)?;
     match settled {
         Settled::Original if degraded.is_empty() => finish_original_config(&config)?,
         Settled::Given => save_config(&config)?,
@@ -310,6 +311,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             stores,
             degraded,
             state: Mutex::new(state),
+            browses: Default::default(),
             reconcile_report: report,
             _root_lock: root_lock,
         }),

@@ -335,6 +335,47 @@ impl Manager for VolumeManager {
             .map(backup_response)
             .map_err(map_err)
     }
+
+    async fn mount_backup(
+        &self,
+        url: &str,
+        mount_point: PathBuf,
+        s3_endpoint: Option<String>,
+    ) -> Result<BackupMountResponse> {
+        VolumeManager::mount_backup(self, url, &mount_point, &store(s3_endpoint))
+            .await
+            .map(backup_mount_response)
+            .map_err(map_err)
+    }
+
+    async fn umount_backup(&self, mount_point: PathBuf) -> Result<()> {
+        VolumeManager::umount_backup(self, &mount_point)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn list_backup_mounts(&self) -> Result<BackupMountListResponse> {
+        Ok(VolumeManager::list_backup_mounts(self)
+            .into_iter()
+            .map(|m| {
+                let wire = backup_mount_response(m);
+                (wire.mount_point.clone(), wire)
+            })
+            .collect())
+    }
+}
+
+/// A core browse mount in wire form.
+fn backup_mount_response(m: convoy_core::BackupMount) -> BackupMountResponse {
+    BackupMountResponse {
+        backup_url: m.backup_url,
+        mount_point: m.mount_point.to_string_lossy().into_owned(),
+        device: m
+            .device
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        filesystem: m.filesystem,
+    }
 }
 
 #[cfg(test)]

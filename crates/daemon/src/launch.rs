@@ -126,15 +126,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let Opened {
+        manager,
         daemon,
         fill_watch: _fill_watch,
         metrics: _metrics,
         policy_runner: _policy_runner,
-        ..
     } = open(args).await?;
     let listener = bind_socket(socket)?;
     tracing::info!(socket = %socket.display(), root = %args.root.display(), "convoy daemon listening");
     let outcome = run(listener, daemon, shutdown).await;
+    // The browse mounts' block devices are served by this process: unmount them now rather
+    // than leave them failing every read until the next start cleans them up.
+    for line in manager.umount_all_backups().await {
+        tracing::info!("shutdown: {line}");
+    }
     if let Err(e) = std::fs::remove_file(socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "cannot remove the socket");
     }

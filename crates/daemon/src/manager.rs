@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use convoy_api::wire::{
-    BackupListResponse, BackupResponse, InfoResponse, SnapshotResponse, VolumeListResponse,
-    VolumeResponse,
+    BackupListResponse, BackupMountListResponse, BackupMountResponse, BackupResponse,
+    InfoResponse, SnapshotResponse, VolumeListResponse, VolumeResponse,
 };
 
 use convoy_core::Progress;
@@ -124,4 +124,15 @@ pub trait Manager: Clone + Send + Sync + 'static {
         url: &str,
         s3_endpoint: Option<String>,
     ) -> impl Future<Output = Result<BackupResponse>> + Send;
+    /// Mounts backup `url`'s filesystem read-only at `mount_point` for browsing.
+    fn mount_backup(
+        &self,
+        url: &str,
+        mount_point: PathBuf,
+        s3_endpoint: Option<String>,
+    ) -> impl Future<Output = Result<BackupMountResponse>> + Send;
+    /// Unmounts a backup mounted for browsing.
+    fn umount_backup(&self, mount_point: PathBuf) -> impl Future<Output = Result<()>> + Send;
+    /// The backups mounted for browsing, by mount point.
+    fn list_backup_mounts(&self) -> impl Future<Output = Result<BackupMountListResponse>> + Send;
 }

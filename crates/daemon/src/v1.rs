@@ -400,3 +400,33 @@ pub(crate) async fn backup_delete<M: Manager>(State(d): Shared<M>, call: Call) -
     })
     .await
 }
+
+/// `POST /v1/backups/mount` (convoy's addition): `{URL, MountPoint}`.
+pub(crate) async fn backup_mount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: BackupMountRequest| async move {
+        let url = required(&route, "URL", &r.url)?;
+        let at = required(&route, "MountPoint", &r.mount_point)?;
+        d.manager
+            .mount_backup(url, PathBuf::from(at), non_empty(&r.s3_endpoint))
+            .await
+    })
+    .await
+}
+
+/// `POST /v1/backups/umount` (convoy's addition): `{MountPoint}`.
+pub(crate) async fn backup_umount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    let route = call.route();
+    call.answer(|r: BackupUmountRequest| async move {
+        let at = required(&route, "MountPoint", &r.mount_point)?;
+        d.manager.umount_backup(PathBuf::from(at)).await?;
+        Ok(Empty {})
+    })
+    .await
+}
+
+/// `GET /v1/backups/mounts` (convoy's addition): mount point → mount.
+pub(crate) async fn backup_mounts<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+    call.answer(|_: serde_json::Value| async move { d.manager.list_backup_mounts().await })
+        .await
+}

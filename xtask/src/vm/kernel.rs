@@ -21,6 +21,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "dm-thin-pool",
     "dm-flakey",
     "dm-delay",
+    // Userspace block devices (convoy-nbd: backup browsing and instant restore).
+    "nbd",
     // (Debian 6.1 builds no dm-dust; dm-flakey and the built-in `error` target inject faults.)
     "ext4",
     "xfs",

@@ -7,7 +7,7 @@ mod adopt;
 mod device;
 mod lifecycle;
 mod meta;
-mod mounts;
+pub(crate) mod mounts;
 mod names;
 mod options;
 mod reconcile;

@@ -207,6 +207,17 @@ pub(crate) fn umount(at: &Path) -> Result<()> {
     run_mounts("umount", &[&at.to_string_lossy()])
 }
 
+/// Unmounts `at`; when `lazy`, detaches it now even while files on it are open
+/// (`umount -l`).
+pub(crate) fn umount_with(at: &Path, lazy: bool) -> Result<()> {
+    let at = at.to_string_lossy();
+    if lazy {
+        run_mounts("umount", &["-l", &at])
+    } else {
+        run_mounts("umount", &[&at])
+    }
+}
+
 /// Mounts `device` at `at` with mount options `options` (creating the directory).
 pub(crate) fn mount_with(device: &Path, at: &Path, options: &str) -> Result<()> {
     std::fs::create_dir_all(at).map_err(|e| Error::io("create mount point", at, e))?;
