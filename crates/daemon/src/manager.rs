@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use convoy_api::wire::{
-    BackupListResponse, BackupMountListResponse, BackupMountResponse, BackupResponse,
-    InfoResponse, SnapshotResponse, VolumeListResponse, VolumeResponse,
+    BackupListResponse, BackupMountListResponse, BackupMountResponse, BackupResponse, InfoResponse,
+    SnapshotResponse, VolumeListResponse, VolumeResponse,
 };
 
 use convoy_core::Progress;

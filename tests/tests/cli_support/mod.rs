@@ -291,3 +291,15 @@ pub fn is_root() -> bool {
             == Some("0")
     })
 }
+
+impl TestDaemon {
+    /// Kills the daemon with SIGKILL (no shutdown of any kind) and starts it again with no
+    /// driver flags, as a crash and a supervisor's restart would.
+    pub fn kill9_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 the daemon");
+            let _ = child.wait();
+        }
+        self.spawn(&[]);
+    }
+}

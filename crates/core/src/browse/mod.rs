@@ -250,7 +250,11 @@ impl Session {
         }
         let mut first: Option<Error> = None;
         if let Some(d) = self.device.take() {
-            if let Err(e) = d.detach().await.map_err(nbd_error("detach the browse device")) {
+            if let Err(e) = d
+                .detach()
+                .await
+                .map_err(nbd_error("detach the browse device"))
+            {
                 first.get_or_insert(e);
             }
         }
@@ -355,7 +359,10 @@ impl VolumeManager {
         };
         if let Err(e) = made {
             if let Err((undo, _)) = session.teardown(true).await {
-                tracing::warn!("browse: undoing a failed mount at {}: {undo}", dir.display());
+                tracing::warn!(
+                    "browse: undoing a failed mount at {}: {undo}",
+                    dir.display()
+                );
             }
             return Err(e);
         }
@@ -376,7 +383,11 @@ impl VolumeManager {
         session.record.mount.filesystem = TREE.into();
         session.save()?;
         let url = session.record.mount.backup_url.clone();
-        let work = session.record.work_dir.clone().expect("a tree has a work dir");
+        let work = session
+            .record
+            .work_dir
+            .clone()
+            .expect("a tree has a work dir");
         let size = session.reader.as_ref().map_or(0, |r| r.size());
         let image = work.join("image");
         let (w, i) = (work.clone(), image.clone());
@@ -425,7 +436,11 @@ impl VolumeManager {
     /// being mounted or a process uses it (the mount stays).
     pub async fn umount_backup(&self, dir: &Path) -> Result<()> {
         let (me, dir) = (self.clone(), dir.to_path_buf());
-        detached("umount backup", async move { me.umount_backup_now(&dir).await }).await
+        detached(
+            "umount backup",
+            async move { me.umount_backup_now(&dir).await },
+        )
+        .await
     }
 
     async fn umount_backup_now(&self, dir: &Path) -> Result<()> {
@@ -443,12 +458,7 @@ impl VolumeManager {
                         "a backup is being mounted or unmounted there",
                     ))
                 }
-                None => {
-                    return Err(Error::not_found(
-                        "backup mount",
-                        &dir.display().to_string(),
-                    ))
-                }
+                None => return Err(Error::not_found("backup mount", &dir.display().to_string())),
             }
         };
         let url = session.record.mount.backup_url.clone();

@@ -94,9 +94,15 @@ pub(crate) fn clean_at_start(root: &Path, report: &mut Vec<String>) -> Result<()
         remove_durably(&path)?;
     }
     // Work directories whose record is gone (a crash between the two removals).
+    // (A work directory listed before its record was removed with it above.)
     for w in work_dirs {
-        if !w.with_extension("json").exists() {
-            std::fs::remove_dir_all(&w).map_err(|e| Error::io("remove", &w, e))?;
+        if w.exists() && !w.with_extension("json").exists() {
+            match std::fs::remove_dir_all(&w) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", &w, e))
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
