@@ -178,3 +178,99 @@ impl DmDisks {
         flags
     }
 }
+
+/// The credentials `convoy-test-s3` accepts.
+pub const TEST_S3_ACCESS_KEY: &str = "AKIACONVOYRELTEST";
+/// The secret key `convoy-test-s3` accepts.
+pub const TEST_S3_SECRET_KEY: &str = "convoy/rel/test/secret";
+/// The bucket [`S3Process::start`] creates.
+pub const TEST_S3_BUCKET: &str = "convoy-rel";
+
+/// `convoy-test-s3` (an s3s-fs server, a separate process) serving a directory on a fixed
+/// loopback port, with bucket [`TEST_S3_BUCKET`]; it can be killed with SIGKILL and started
+/// again on the same port and data. Killed when dropped.
+#[derive(Debug)]
+pub struct S3Process {
+    dir: PathBuf,
+    /// The port it listens on (kept across restarts).
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl S3Process {
+    /// Starts a server over `dir` (created, with the bucket's directory) on a free port.
+    pub fn start(dir: &Path) -> S3Process {
+        std::fs::create_dir_all(dir.join(TEST_S3_BUCKET)).expect("bucket dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut s = S3Process {
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `s3://<bucket>@us-east-1/<path>`, a destination in this server's bucket.
+    pub fn dest(&self, path: &str) -> String {
+        format!("s3://{TEST_S3_BUCKET}@us-east-1/{path}")
+    }
+
+    /// The environment a convoy process needs to reach this server.
+    pub fn env(&self) -> [(&'static str, String); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", TEST_S3_ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", TEST_S3_SECRET_KEY.to_owned()),
+            ("AWS_ENDPOINT", self.endpoint()),
+        ]
+    }
+
+    /// Starts the server (again) and waits for its `listening` line.
+    pub fn spawn(&mut self) {
+        use std::io::BufRead;
+        assert!(self.child.is_none(), "server already running");
+        let mut child = Command::new(workspace_bin("convoy-test-s3"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start convoy-test-s3");
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        if !line.starts_with("listening") {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("server output");
+            panic!(
+                "convoy-test-s3 did not start on port {}: {line}{}",
+                self.port,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 convoy-test-s3");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -23,7 +23,7 @@ mod s3_kill;
 mod vfs_full;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,10 +35,11 @@ use cli_support::{convoy_bin, TestDaemon};
 use convoy_backupstore::{StaticCredentials, TargetOptions};
 use rel_support::{by_scale, rng, Figure};
 
-/// The credentials `convoy-test-s3` accepts.
-const AK: &str = "AKIACONVOYRELTEST";
-const SK: &str = "convoy/rel/test/secret";
-const BUCKET: &str = "convoy-rel";
+use convoy_e2e::{
+    S3Process as S3Server, TEST_S3_ACCESS_KEY as AK, TEST_S3_BUCKET as BUCKET,
+    TEST_S3_SECRET_KEY as SK,
+};
+
 /// An operation still running after this long is a hang (a failure, not a timing figure).
 const HANG: Duration = Duration::from_secs(600);
 
@@ -47,77 +48,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// `convoy-test-s3` serving `dir` on a fixed port, killed and restarted at will.
-struct S3Server {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl S3Server {
-    fn start(dir: &Path) -> S3Server {
-        std::fs::create_dir_all(dir.join(BUCKET)).expect("bucket dir");
-        let mut s = S3Server {
-            dir: dir.to_path_buf(),
-            port: free_port(),
-            child: None,
-        };
-        s.spawn();
-        s
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server and waits for its `listening` line.
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_convoy-test-s3"))
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start convoy-test-s3");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-        if !line.starts_with("listening") {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("server output");
-            panic!(
-                "convoy-test-s3 did not start on port {}: {line}{}",
-                self.port,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, and reap.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9 convoy-test-s3");
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// A daemon whose environment points S3 at `endpoint` with the test credentials.

@@ -38,6 +38,8 @@ pub enum Bench {
     Snapshot,
     /// Snapshot, clone, revert and expand latency of convoy-core, in the VM.
     Lifecycle,
+    /// One file out of a block backup: browsing it vs restoring it whole, in the VM.
+    Browse,
 }
 
 struct Driver {
@@ -78,6 +80,12 @@ const DRIVERS: &[Driver] = &[
         example: "bench_lifecycle",
         in_vm: true,
     },
+    Driver {
+        bench: Bench::Browse,
+        package: "convoy-core",
+        example: "bench_browse",
+        in_vm: true,
+    },
 ];
 
 /// Runs `cargo xtask bench`; returns whether every benchmark ran to completion.
@@ -102,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
                 ),
                 disk_sizes: vec![vm::SCRATCH_DISK_BYTES],
                 disk_files: Vec::new(),
-                timeout: Duration::from_secs(1800),
+                timeout: Duration::from_secs(3600),
                 memory_mib: 2048,
                 mode: Mode::Batch,
                 verbose: false,

@@ -85,7 +85,10 @@ fn is_mount_point(dir: &Path) -> bool {
 
 #[tokio::test]
 async fn vfs_browse_shows_the_backup_read_only_and_cleans_up() {
-    assert!(is_root(), "bind mounts need root: run the host tier as root");
+    assert!(
+        is_root(),
+        "bind mounts need root: run the host tier as root"
+    );
     let dir = tempfile::tempdir().unwrap();
     let m = VolumeManager::open(config(dir.path())).await.unwrap();
     m.create_volume(
