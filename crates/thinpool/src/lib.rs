@@ -70,6 +70,7 @@ mod devnode;
 mod dmio;
 mod error;
 mod events;
+mod handover;
 mod metasnap;
 mod names;
 mod pool;
