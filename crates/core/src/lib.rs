@@ -58,6 +58,7 @@ mod error;
 mod external;
 mod guard_fill;
 mod guards;
+mod instant;
 mod lifecycle;
 mod manager;
 mod names;
