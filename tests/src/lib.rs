@@ -274,3 +274,16 @@ impl Drop for S3Process {
         self.kill9();
     }
 }
+
+/// Pseudo-random bytes (xorshift), different for each seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

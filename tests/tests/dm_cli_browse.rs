@@ -11,20 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cli_support::TestDaemon;
-use convoy_e2e::{DmDisks, S3Process};
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use convoy_e2e::{noise, DmDisks, S3Process};
 
 /// Every regular file under `root` (but `lost+found`) and its bytes.
 fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

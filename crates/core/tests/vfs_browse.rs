@@ -10,36 +10,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use convoy_core::{CreateVolumeRequest, ErrorKind, ManagerConfig, NoProgress, VolumeManager};
+mod common;
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
+use common::{noise, vfs_config as config};
+use convoy_core::{CreateVolumeRequest, ErrorKind, NoProgress, VolumeManager};
 
 /// Root, told by who owns a file this process creates (unsafe code, `geteuid`, is not allowed).
 fn is_root() -> bool {
     let f = tempfile::NamedTempFile::new().expect("temp file");
     f.as_file().metadata().expect("stat").uid() == 0
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Kind, mode and content (or link target) of every path under `root`.

@@ -1,5 +1,6 @@
-//! Helpers for the VM-tier tests: loop devices on sparse files, a manager fixture that
-//! unmounts and tears its pool down on drop, checksums of whole devices.
+//! Helpers for the tests: loop devices on sparse files, a manager fixture that
+//! unmounts and tears its pool down on drop, checksums of whole devices, a vfs-only manager
+//! configuration, pseudo-random data.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -264,4 +265,29 @@ pub async fn reopen_settled(fx: &Fixture, point: &str) -> (VolumeManager, String
         "{point}: second start-up still had work: {again:?}"
     );
     (m, report)
+}
+
+/// Pseudo-random bytes (xorshift), different for each seed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A manager with only the vfs driver: root `<dir>/root`, volumes under `<dir>/vols`.
+pub fn vfs_config(dir: &Path) -> ManagerConfig {
+    ManagerConfig {
+        root: dir.join("root"),
+        drivers: vec!["vfs".into()],
+        driver_opts: BTreeMap::from([(
+            "vfs.path".to_owned(),
+            dir.join("vols").display().to_string(),
+        )]),
+    }
 }
