@@ -32,6 +32,10 @@ pub(crate) async fn open_manifest(store: &Store, r: &BackupRef) -> Result<Manife
 /// `parallelism` is). Fewer, larger reads: S3 charges and delays per request.
 const MAX_READ: u32 = 16 << 20;
 
+/// Most volume bytes one group decodes to. Without it a group of well-compressed blocks
+/// (text, 30x) of [`MAX_READ`] stored bytes would hold hundreds of MiB decoded at once.
+const MAX_DECODED: u64 = 16 << 20;
+
 /// Coalesced reads in flight at once.
 const READS_IN_FLIGHT: usize = 4;
 
@@ -54,6 +58,8 @@ impl Group {
         e.loc.pack == first.pack
             && u64::from(e.loc.offset) == r.end
             && r.end - r.start + u64::from(e.loc.stored_len) <= u64::from(MAX_READ)
+            && self.entries.iter().map(|x| u64::from(x.len)).sum::<u64>() + u64::from(e.len)
+                <= MAX_DECODED
     }
 }
 
@@ -367,4 +373,47 @@ pub(crate) async fn verify(
 ) -> Result<RestoreStats> {
     let opts = RestoreOptions::default();
     run(store, r, Action::Check, &opts, parallelism, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convoy_blockstore::BlockId;
+
+    fn entry(i: u32, len: u32, stored_len: u32) -> Entry {
+        Entry {
+            offset: u64::from(i) * u64::from(len),
+            len,
+            id: BlockId::of(&i.to_le_bytes()),
+            loc: Loc {
+                pack: BlockId::of(b"pack"),
+                offset: i * stored_len,
+                stored_len,
+            },
+        }
+    }
+
+    /// How many blocks of `len` bytes, each stored in `stored_len`, one group takes.
+    fn group_size(len: u32, stored_len: u32) -> usize {
+        let mut g = Group {
+            entries: vec![entry(0, len, stored_len)],
+        };
+        let mut i = 1;
+        while g.fits(&entry(i, len, stored_len)) {
+            g.entries.push(entry(i, len, stored_len));
+            i += 1;
+        }
+        g.entries.len()
+    }
+
+    #[test]
+    fn a_group_is_bounded_by_stored_and_by_decoded_bytes() {
+        // Well-compressed 2 MiB blocks of 64 KiB stored: the decoded bound stops the group
+        // at 8 blocks (16 MiB), long before 16 MiB of stored bytes.
+        assert_eq!(group_size(2 << 20, 64 << 10), 8);
+        // Incompressible blocks: the stored bound stops it at 7 (8 would store just over 16 MiB).
+        assert_eq!(group_size(2 << 20, (2 << 20) + 100), 7);
+        // Small blocks of 64 KiB, stored 1 KiB: 256 of them decode to 16 MiB.
+        assert_eq!(group_size(64 << 10, 1 << 10), 256);
+    }
 }
