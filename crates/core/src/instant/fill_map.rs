@@ -223,15 +223,35 @@ impl FillMap {
     /// # Errors
     /// The file's write or sync error (the bits stay set in memory; commit again).
     pub(crate) fn commit(&self) -> Result<()> {
+        self.commit_after(|| Ok(()))
+    }
+
+    /// Takes the bits set in memory now, runs `make_durable` (which makes the data of every
+    /// chunk filled before this call durable: a sync of the device), and then writes those
+    /// bits — not bits set while `make_durable` ran, whose data it may not cover. Commits are
+    /// serialized, so an older set of bits never overwrites a newer one.
+    ///
+    /// # Errors
+    /// The error of `make_durable` (nothing is written then) or of the map's write or sync.
+    pub(crate) fn commit_after(
+        &self,
+        make_durable: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<()> {
         let _one = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let bits = self.bits();
+        make_durable().map_err(|e| Error::io("sync the volume being filled", &self.path, e))?;
+        let io = |e| Error::io("write the fill map", &self.path, e);
+        self.file.write_all_at(&bits, HEADER).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    fn bits(&self) -> Vec<u8> {
         let mut bits = Vec::with_capacity(bitmap_len(self.chunk_count) as usize);
         for w in &self.words {
             bits.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
         }
         bits.truncate(bitmap_len(self.chunk_count) as usize);
-        let io = |e| Error::io("write the fill map", &self.path, e);
-        self.file.write_all_at(&bits, HEADER).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        bits
     }
 }
 
