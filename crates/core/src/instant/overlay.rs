@@ -25,6 +25,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::fill_map::FillMap;
+use crate::block_ranges::coalesce;
 
 /// Where the chunks come from: a backup (`BackupReader`), or a table in tests.
 #[async_trait::async_trait]
@@ -75,11 +76,13 @@ pub(crate) struct Overlay<S: ChunkSource> {
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
-fn blocking<T: Send + 'static>(
+/// `manager::blocking` for I/O errors (the NBD server answers their errno).
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = io::Result<T>> {
-    let h = tokio::task::spawn_blocking(f);
-    async move { h.await.map_err(io::Error::other)? }
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }
 
 impl<S: ChunkSource> Overlay<S> {
@@ -136,7 +139,7 @@ impl<S: ChunkSource> Overlay<S> {
     /// Fills the chunks of `wanted` that are not filled. The caller holds their locks.
     async fn fill_locked(&self, wanted: impl Iterator<Item = u64>) -> io::Result<u64> {
         let mut written = 0;
-        let mut todo: Vec<u64> = Vec::new();
+        let mut todo = Vec::new();
         for i in wanted {
             if self.map.is_filled(i) {
                 continue;
@@ -149,13 +152,7 @@ impl<S: ChunkSource> Overlay<S> {
             }
         }
         // Runs of adjacent chunks, one fetch each.
-        let mut k = 0;
-        while k < todo.len() {
-            let mut end = k + 1;
-            while end < todo.len() && todo[end] == todo[end - 1] + 1 {
-                end += 1;
-            }
-            let run = todo[k]..todo[end - 1] + 1;
+        for run in coalesce(todo.into_iter().map(|i| i..i + 1).collect()) {
             for (i, data) in self.source.fetch(run).await? {
                 let Some(data) = data else {
                     self.map.set(i);
@@ -174,7 +171,6 @@ impl<S: ChunkSource> Overlay<S> {
                 written += r.end - r.start;
                 self.map.set(i);
             }
-            k = end;
         }
         Ok(written)
     }
