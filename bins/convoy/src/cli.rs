@@ -49,6 +49,11 @@ pub enum Command {
         /// restored filesystem to fill it.
         #[arg(long, requires = "backup")]
         grow: bool,
+        /// With --backup (devicemapper): return as soon as the volume is usable and copy
+        /// the backup in the background; reads of what is not copied yet fetch it first
+        /// (docs/instant.md). `convoy inspect` shows the progress.
+        #[arg(long, requires = "backup", conflicts_with = "grow")]
+        instant: bool,
         /// Clone this snapshot into the new volume (instant with devicemapper).
         #[arg(long, value_name = "SNAP", conflicts_with_all = ["backup", "volume"])]
         snapshot: Option<String>,

@@ -62,6 +62,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             size,
             backup,
             grow,
+            instant,
             snapshot,
             volume,
         } => {
@@ -82,6 +83,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 snapshot_name: snapshot.unwrap_or_default(),
                 source_volume_name: volume.unwrap_or_default(),
                 grow,
+                instant,
                 // JSON from either daemon; printed bare below unless --verbose.
                 verbose: Some(true),
             };

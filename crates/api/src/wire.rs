@@ -45,6 +45,10 @@ pub struct VolumeCreateRequest {
     /// (`create --backup URL --size SIZE --grow`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub grow: bool,
+    /// convoy's addition: an instant restore (`create --backup URL --instant`): answered as
+    /// soon as the volume is usable, filled in the background.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instant: bool,
     /// `false` asks for the bare answer (the original client's default: a name, mount point or
     /// URL as plain text); `true` or absent for the JSON object.
     #[serde(

@@ -462,6 +462,7 @@ impl VolumeManager {
     pub async fn delete_backup(&self, backup_url: &str, store: &StoreOptions) -> Result<()> {
         let backup_url = unescape_backup_url(backup_url).into_owned();
         self.check_backup_unused(&backup_url)?;
+        self.check_backup_not_filling(&backup_url)?;
         let (url, options) = (backup_url.clone(), target_options(store, None));
         let outcome = detached("delete backup", async move {
             Ok(store::delete_url(&url, options).await.map(drop))

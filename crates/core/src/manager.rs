@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub state: Mutex<State>,
     /// Backups mounted for browsing (`browse.rs`).
     pub browses: crate::browse::Browses,
+    /// Instant restores being filled (`instant/run.rs`).
+    pub fills: crate::instant::Fills,
     /// Lines describing what start-up reconciliation did.
     pub reconcile_report: Vec<String>,
     /// Held for the manager's life: one manager per root.
@@ -72,7 +74,9 @@ impl VolumeManager {
     /// [`Error::Busy`] when another manager uses the root; [`Error::InvalidArgument`] for bad
     /// driver options; driver and record errors.
     pub async fn open(config: ManagerConfig) -> Result<VolumeManager> {
-        blocking(move || crate::open::open_blocking(config)).await
+        let manager = blocking(move || crate::open::open_blocking(config)).await?;
+        manager.resume_fills();
+        Ok(manager)
     }
 
     /// What start-up reconciliation did, one line per action.
@@ -251,7 +255,13 @@ impl VolumeManager {
             driver: rec.driver.clone(),
             mount_point: rec.mount_point.clone(),
             created_time: rec.created_time.clone(),
-            driver_info: driver.map(|d| d.volume_info(rec)).unwrap_or_default(),
+            driver_info: driver
+                .map(|d| {
+                    let mut info = d.volume_info(rec);
+                    self.fill_info(rec, &mut info);
+                    info
+                })
+                .unwrap_or_default(),
             snapshots,
         }
     }
@@ -330,6 +340,17 @@ impl VolumeManager {
             ),
             None => None,
         };
+        let instant = req.instant;
+        match &restore {
+            Some(plan) if instant => self.check_instant(&driver_name, plan, req.grow)?,
+            None if instant => {
+                return Err(Error::invalid(
+                    "--instant",
+                    "it restores a backup: give the backup with --backup URL",
+                ))
+            }
+            _ => {}
+        }
         let size = match (&restore, &clone) {
             (Some(r), _) if !req.grow => Some(r.size),
             (Some(r), _) => req.size.or(Some(r.size)),
@@ -352,6 +373,7 @@ impl VolumeManager {
             snapshots: BTreeMap::new(),
             last_backups: BTreeMap::new(),
             pending: None,
+            instant: None,
         };
         // Reserve the name (in memory) and take the new volume's lock.
         let (guard, mut reservation) = {
@@ -390,6 +412,7 @@ impl VolumeManager {
             crate::crashpoint::hit("create-volume-after-intent");
             let made = match &clone {
                 Some((source, snap)) => d.create_clone(&rec, source, snap.as_ref()),
+                None if instant => d.instant_target(&rec, true).map(drop),
                 None => d.create_volume(&rec, format),
             };
             if let Err(e) = made {
@@ -410,7 +433,11 @@ impl VolumeManager {
         };
         if let Some(plan) = restore {
             let grow = req.grow && plan.size < rec.size;
-            let mut restored = self.run_restore(&rec, plan, progress).await;
+            let mut restored = if instant {
+                self.start_instant(&mut rec, &plan).await
+            } else {
+                self.run_restore(&rec, plan, progress).await
+            };
             if restored.is_ok() && grow {
                 let (d, r) = (driver.clone(), rec.clone());
                 restored = blocking(move || d.grow_filesystem(&r)).await;
@@ -437,9 +464,12 @@ impl VolumeManager {
         let store = self.store(&driver_name)?;
         let saved = rec.clone();
         blocking(move || store.save(&saved)).await?;
-        self.state().volumes.insert(name, rec.clone());
+        self.state().volumes.insert(name.clone(), rec.clone());
         reservation.keep();
         drop(guard);
+        if rec.instant.is_some() {
+            self.spawn_fill(&name);
+        }
         Ok(self.to_volume(&rec))
     }
 
@@ -484,6 +514,16 @@ impl VolumeManager {
                     format!("it is mounted at {}; unmount it first", at.display()),
                 ));
             }
+        }
+        if rec.instant.is_some() {
+            if reference_only {
+                return Err(Error::busy(
+                    name,
+                    "an instant restore is filling it; delete it whole, or wait for the fill \
+                     to end",
+                ));
+            }
+            self.stop_instant(&rec).await?;
         }
         blocking(move || {
             if reference_only {

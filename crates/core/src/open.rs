@@ -312,6 +312,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             degraded,
             state: Mutex::new(state),
             browses: Default::default(),
+            fills: Default::default(),
             reconcile_report: report,
             _root_lock: root_lock,
         }),

@@ -473,6 +473,7 @@ pub(crate) fn convert(
             snapshots,
             last_backups: BTreeMap::new(),
             pending: None,
+            instant: None,
         });
     }
     let strays: Vec<String> = pool_ids

@@ -99,6 +99,28 @@ pub struct VolumeRecord {
     /// An expand or revert under way (its intent): start-up finishes or rolls it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// An instant restore filling the volume (`instant/`): until it is handed over, the
+    /// volume's device serves the backup through the daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instant: Option<InstantFill>,
+}
+
+/// What start-up needs to resume an instant restore (`docs/instant.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstantFill {
+    /// The backup being copied in.
+    pub backup_url: String,
+    /// The S3 endpoint it was reached through, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// The backup's UUID (the fill map is made for it and checked against it).
+    pub backup_uuid: String,
+    /// `N` of the `/dev/nbdN` the volume's device maps, in boot `boot_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_index: Option<u32>,
+    /// The boot the index belongs to (after a reboot it means nothing).
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// An operation on a ready volume recorded before it changes anything (see `docs/core.md`,
@@ -300,6 +322,7 @@ mod tests {
             snapshots: BTreeMap::new(),
             last_backups: BTreeMap::new(),
             pending: None,
+            instant: None,
         }
     }
 

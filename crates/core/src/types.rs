@@ -63,6 +63,9 @@ pub struct CreateVolumeRequest {
     /// Restore: a `size` larger than the backup's volume is allowed, and the restored
     /// filesystem is grown to fill it (devicemapper).
     pub grow: bool,
+    /// Restore: return as soon as the volume is usable and fill it in the background
+    /// (devicemapper; `docs/instant.md`).
+    pub instant: bool,
 }
 
 /// A volume as `inspect` and `list` show it.

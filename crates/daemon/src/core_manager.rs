@@ -194,6 +194,7 @@ impl Manager for VolumeManager {
             from_snapshot: volume.from_snapshot,
             from_volume: volume.from_volume,
             grow: volume.grow,
+            instant: volume.instant,
         };
         let created = VolumeManager::create_volume(self, request, progress).await;
         if let Some((counted, transfer)) = restore {

@@ -140,6 +140,9 @@ pub async fn serve(
     for line in manager.umount_all_backups().await {
         tracing::info!("shutdown: {line}");
     }
+    for line in manager.pause_instant_fills().await {
+        tracing::info!("shutdown: {line}");
+    }
     if let Err(e) = std::fs::remove_file(socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "cannot remove the socket");
     }

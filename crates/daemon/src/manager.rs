@@ -36,6 +36,8 @@ pub struct NewVolume {
     pub from_volume: Option<String>,
     /// Restore into a larger `size` and grow the filesystem.
     pub grow: bool,
+    /// Instant restore: usable at once, filled in the background.
+    pub instant: bool,
 }
 
 /// The volume operations the daemon exposes. Every method is safe to call concurrently.

@@ -102,6 +102,15 @@ pub(crate) async fn capabilities() -> Response {
     })
 }
 
+/// A Docker option's yes or no (`-o instant=true`, `-o instant` gives "").
+fn truthy(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "true" | "yes" | "1" | "on" => Some(true),
+        "false" | "no" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// Translates Docker `-o` options into a volume to create and, when a policy option is given
 /// (`snapshot-every`, `backup-every`, `backup-dest`, `keep-snapshots`, `keep-backups`; the
 /// S3 `endpoint` applies to it too), the volume's `default` policy.
@@ -133,6 +142,10 @@ fn new_volume(
                 volume.size = Some(size);
             }
             "backup" => volume.backup_url = Some(value).filter(|v| !v.is_empty()),
+            "instant" => {
+                volume.instant = truthy(&value)
+                    .ok_or_else(|| bad(format!("option instant: {value:?} is not true or false")))?
+            }
             "driver" => volume.driver = Some(value).filter(|v| !v.is_empty()),
             "endpoint" => volume.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
             "snapshot" => volume.from_snapshot = Some(value).filter(|v| !v.is_empty()),

@@ -211,6 +211,7 @@ pub(crate) async fn volume_create<M: Manager>(State(d): Shared<M>, call: Call) -
         from_snapshot: non_empty(&request.snapshot_name),
         from_volume: non_empty(&request.source_volume_name),
         grow: request.grow,
+        instant: request.instant,
     };
     let what = match &volume.backup_url {
         Some(url) => format!("restore of {url} into volume {}", request.name),

@@ -19,6 +19,24 @@ use crate::thin::{resume, suspend, ThinDevice};
 use crate::thin_id::ThinId;
 use crate::units::Sectors;
 
+/// What a device of a given name is now (see [`ThinPool::front_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrontState {
+    /// No device of that name.
+    Missing,
+    /// A thin device of this pool.
+    Thin(ThinDevice),
+    /// A device with any other table (a `linear` over `/dev/nbdN` during a fill), or none.
+    Other {
+        /// Its device number.
+        device: Device,
+        /// How many times it is open (a mounted filesystem holds it).
+        open_count: u32,
+        /// Whether it is suspended.
+        suspended: bool,
+    },
+}
+
 impl ThinPool {
     /// Creates device-mapper device `name` as a `linear` mapping of the first `size` sectors
     /// of `backing`. Answers its `/dev/mapper` path.
@@ -81,6 +99,24 @@ impl ThinPool {
     /// [`Error::NotFound`] when `name` does not exist; device-mapper failures (a failed resume
     /// leaves it suspended: call again).
     pub fn hand_over_to_thin(&self, name: &str, id: ThinId, size: Sectors) -> Result<ThinDevice> {
+        self.hand_over_to_thin_with(name, id, size, || Ok(()))
+    }
+
+    /// [`ThinPool::hand_over_to_thin`], calling `while_suspended` after the device is
+    /// suspended (its I/O drained: nothing reaches the old table any more) and before it is
+    /// resumed on the thin table: the place to make what served the old table durable on
+    /// the thin device (a sync of another device's page cache, which the thin table does not
+    /// read). When it fails, the new table is dropped and the device resumed on its old one.
+    ///
+    /// # Errors
+    /// As [`ThinPool::hand_over_to_thin`]; the error of `while_suspended`.
+    pub fn hand_over_to_thin_with(
+        &self,
+        name: &str,
+        id: ThinId,
+        size: Sectors,
+        while_suspended: impl FnOnce() -> Result<()>,
+    ) -> Result<ThinDevice> {
         let _guard = self.lock();
         if !dmio::exists(&self.dm, name)? {
             return Err(Error::NotFound {
@@ -110,6 +146,12 @@ impl ThinPool {
                 {
                     suspend(&self.dm, name)?;
                 }
+                if let Err(e) = while_suspended() {
+                    // Back to the old table: drop the inactive one, resume.
+                    let _ = self.dm.table_clear(&dm_id);
+                    let _ = resume(&self.dm, name);
+                    return Err(e);
+                }
                 resume(&self.dm, name)?;
             }
         }
@@ -122,6 +164,26 @@ impl ThinPool {
             device: info.device(),
             path,
             suspended: false,
+        })
+    }
+
+    /// What device `name` is now: missing, a thin device of this pool, or another device.
+    ///
+    /// # Errors
+    /// Device-mapper failures.
+    pub fn front_state(&self, name: &str) -> Result<FrontState> {
+        let _guard = self.lock();
+        if !dmio::exists(&self.dm, name)? {
+            return Ok(FrontState::Missing);
+        }
+        if let Some(t) = self.thin_table(name)? {
+            return Ok(FrontState::Thin(t));
+        }
+        let info = dmio::info(&self.dm, name)?;
+        Ok(FrontState::Other {
+            device: info.device(),
+            open_count: u32::try_from(info.open_count()).unwrap_or(u32::MAX),
+            suspended: info.flags().contains(devicemapper::DmFlags::DM_SUSPEND),
         })
     }
 

@@ -84,6 +84,7 @@ mod units;
 pub use devicemapper::Device;
 pub use error::{Error, Result};
 pub use events::{ArmedEvents, PoolEvents};
+pub use handover::FrontState;
 pub use metasnap::MetadataSnapshot;
 pub use names::{mapper_path, validate_name, DEFAULT_POOL_NAME, DEV_MAPPER_DIR, MAX_NAME_LEN};
 pub use pool::{BlockZeroing, PoolConfig, SetupAction, ThinPool};

@@ -79,6 +79,9 @@ impl DmDriver {
 
     /// Activates a volume's device (idempotent).
     pub(super) fn activate_volume(&self, rec: &VolumeRecord) -> Result<ThinDevice> {
+        if rec.instant.is_some() {
+            return self.filling_device(rec);
+        }
         let id = thin_id(rec.dev_id, &rec.name)?;
         let name = self.device_name(id);
         let size = Sectors(Self::wanted_size(rec) / 512);
@@ -134,6 +137,11 @@ impl DmDriver {
     pub(super) fn mounts_of(&self, rec: &VolumeRecord) -> Result<Vec<PathBuf>> {
         let id = thin_id(rec.dev_id, &rec.name)?;
         let mut out = Vec::new();
+        if rec.instant.is_some() {
+            if let convoy_thinpool::FrontState::Other { device, .. } = self.instant_front_dm(rec)? {
+                out.extend(mounts::mount_points_of(device.major, device.minor)?);
+            }
+        }
         for dev in self
             .pool
             .find_active(id)

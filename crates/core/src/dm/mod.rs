@@ -5,6 +5,7 @@
 
 mod adopt;
 mod device;
+mod instant;
 mod lifecycle;
 mod meta;
 pub(crate) mod mounts;
@@ -180,6 +181,14 @@ impl Driver for DmDriver {
             return Ok(());
         };
         let id = thin_id(Some(id), &rec.name)?;
+        if rec.instant.is_some() {
+            if reference_only {
+                instant::refuse_while_filling(rec, "forget it")?;
+            }
+            // The manager stopped the fill: its devices go first (the linear volume device
+            // is not a thin device, which the removal below would not see).
+            self.instant_remove_dm(rec, true, true)?;
+        }
         if reference_only {
             return self.deactivate_id(id, &format!("volume {}", rec.name));
         }
@@ -303,6 +312,7 @@ impl Driver for DmDriver {
     }
 
     fn plan_snapshot(&self, vol: &VolumeRecord, snap: &mut SnapshotRecord) -> Result<()> {
+        instant::refuse_while_filling(vol, "snapshot it")?;
         self.guard_fill(|| format!("snapshot {} of volume {}", snap.name, vol.name))?;
         snap.dev_id = Some(self.allocate()?);
         Ok(())
@@ -411,6 +421,7 @@ impl Driver for DmDriver {
     }
 
     fn plan_expand(&self, rec: &VolumeRecord, size: u64) -> Result<u64> {
+        instant::refuse_while_filling(rec, "expand it")?;
         self.plan_expand_dm(rec, size)
     }
 
@@ -428,10 +439,12 @@ impl Driver for DmDriver {
         source: &VolumeRecord,
         snap: Option<&SnapshotRecord>,
     ) -> Result<()> {
+        instant::refuse_while_filling(source, "clone it")?;
         self.create_clone_dm(rec, source, snap)
     }
 
-    fn plan_revert(&self, _vol: &VolumeRecord, _snap: &SnapshotRecord) -> Result<u32> {
+    fn plan_revert(&self, vol: &VolumeRecord, _snap: &SnapshotRecord) -> Result<u32> {
+        instant::refuse_while_filling(vol, "revert it")?;
         self.allocate()
     }
 
@@ -441,6 +454,26 @@ impl Driver for DmDriver {
 
     fn discard_id(&self, id: u32) -> Result<()> {
         self.discard_id_dm(id)
+    }
+
+    fn instant_target(&self, rec: &VolumeRecord, create: bool) -> Result<PathBuf> {
+        self.instant_target_dm(rec, create)
+    }
+
+    fn instant_front(&self, rec: &VolumeRecord) -> Result<convoy_thinpool::FrontState> {
+        self.instant_front_dm(rec)
+    }
+
+    fn instant_map(&self, rec: &VolumeRecord, backing: convoy_thinpool::Device) -> Result<()> {
+        self.instant_map_dm(rec, backing)
+    }
+
+    fn instant_hand_over(&self, rec: &VolumeRecord, sync: &dyn Fn() -> Result<()>) -> Result<()> {
+        self.instant_hand_over_dm(rec, sync)
+    }
+
+    fn instant_remove(&self, rec: &VolumeRecord, front: bool, hidden: bool) -> Result<()> {
+        self.instant_remove_dm(rec, front, hidden)
     }
 
     fn restore_sink(&self, rec: &VolumeRecord) -> Result<File> {

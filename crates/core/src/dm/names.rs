@@ -30,6 +30,12 @@ pub(crate) fn thin_device_name(pool: &str, id: ThinId) -> String {
     format!("{PREFIX}-{pool}-thin-{}", id.get())
 }
 
+/// The hidden name of thin id `id` while an instant restore fills it (the volume's device,
+/// [`thin_device_name`], then maps the daemon's NBD device).
+pub(crate) fn fill_device_name(pool: &str, id: ThinId) -> String {
+    format!("{PREFIX}-{pool}-fill-{}", id.get())
+}
+
 /// Refuses a pool name too long for its devices' names.
 pub(crate) fn check_pool_name(pool: &str) -> Result<()> {
     if pool.len() > MAX_POOL_NAME_LEN {

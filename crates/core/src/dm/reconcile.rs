@@ -62,6 +62,15 @@ pub(super) fn reconcile(d: &DmDriver, records: &[VolumeRecord]) -> Result<Vec<St
 
     let mut volume_devices = BTreeSet::new();
     for rec in records {
+        if rec.instant.is_some() {
+            // An instant restore: the manager resumes its fill, which serves the volume's
+            // device and re-mounts it; its hidden thin device stays as it is.
+            if let Some(id) = rec.dev_id.and_then(|i| ThinId::new(u64::from(i)).ok()) {
+                volume_devices.insert(d.fill_name(id));
+                volume_devices.insert(d.device_name(id));
+            }
+            continue;
+        }
         let dev = d.activate_volume(rec)?;
         volume_devices.insert(dev.name.clone());
         if let Some(at) = &rec.mount_point {
@@ -148,7 +157,7 @@ fn migrate_names(d: &DmDriver) -> Result<Vec<String>> {
         .map_err(Error::dm("list active thin devices"))?
     {
         let name = d.device_name(dev.id);
-        if dev.name == name {
+        if dev.name == name || dev.name == d.fill_name(dev.id) {
             continue;
         }
         match d.pool.rename(&dev.name, &name) {

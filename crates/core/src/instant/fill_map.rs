@@ -222,6 +222,7 @@ impl FillMap {
     ///
     /// # Errors
     /// The file's write or sync error (the bits stay set in memory; commit again).
+    #[cfg(test)]
     pub(crate) fn commit(&self) -> Result<()> {
         self.commit_after(|| Ok(()))
     }

@@ -5,8 +5,8 @@
 //! thin device, `--instant` in the CLI and API, and resuming at start-up; the hand-over of
 //! the device from the overlay to the thin device is in `convoy-thinpool` (`handover.rs`).
 
-// Not called outside their tests until the dm driver uses them.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fill_map;
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod overlay;
+mod run;
+
+pub(crate) use run::Fills;

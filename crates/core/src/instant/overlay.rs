@@ -201,6 +201,11 @@ impl<S: ChunkSource> Overlay<S> {
         Ok(total)
     }
 
+    /// [`Overlay::sync`], on the calling (blocking) thread.
+    pub(crate) fn sync_now(&self) -> crate::error::Result<()> {
+        self.map.commit_after(|| self.target.sync_data())
+    }
+
     /// Makes every completed write and fill durable, then commits the fill map.
     pub(crate) async fn sync(&self) -> io::Result<()> {
         let (t, map) = (self.target.clone(), self.map.clone());
