@@ -171,24 +171,36 @@ pub(crate) trait Driver: Send + Sync {
 
     /// Instant restore: what the volume's device is now.
     fn instant_front(&self, rec: &VolumeRecord) -> Result<convoy_thinpool::FrontState> {
-        Err(Error::Internal(format!("{} has no instant restore", rec.name)))
+        Err(Error::Internal(format!(
+            "{} has no instant restore",
+            rec.name
+        )))
     }
 
     /// Instant restore: makes the volume's device a mapping of block device `backing`.
     fn instant_map(&self, rec: &VolumeRecord, _backing: convoy_thinpool::Device) -> Result<()> {
-        Err(Error::Internal(format!("{} has no instant restore", rec.name)))
+        Err(Error::Internal(format!(
+            "{} has no instant restore",
+            rec.name
+        )))
     }
 
     /// Instant restore: turns the volume's device into its own storage's, with `sync` called
     /// while the device is suspended (makes what the fill wrote durable there).
     fn instant_hand_over(&self, rec: &VolumeRecord, _sync: &dyn Fn() -> Result<()>) -> Result<()> {
-        Err(Error::Internal(format!("{} has no instant restore", rec.name)))
+        Err(Error::Internal(format!(
+            "{} has no instant restore",
+            rec.name
+        )))
     }
 
     /// Instant restore: removes the devices the fill used: with `front` the volume's device
     /// when it still maps something else, with `hidden` the target's own. Idempotent.
     fn instant_remove(&self, rec: &VolumeRecord, _front: bool, _hidden: bool) -> Result<()> {
-        Err(Error::Internal(format!("{} has no instant restore", rec.name)))
+        Err(Error::Internal(format!(
+            "{} has no instant restore",
+            rec.name
+        )))
     }
 
     /// Opens a (new, unformatted) volume for writing a restore into.

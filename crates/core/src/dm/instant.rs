@@ -89,7 +89,10 @@ impl DmDriver {
         let id = thin_id(rec.dev_id, &rec.name)?;
         self.pool
             .front_state(&self.device_name(id))
-            .map_err(Error::dm(format!("look up the device of volume {}", rec.name)))
+            .map_err(Error::dm(format!(
+                "look up the device of volume {}",
+                rec.name
+            )))
     }
 
     pub(super) fn instant_map_dm(&self, rec: &VolumeRecord, backing: Device) -> Result<()> {
@@ -146,7 +149,10 @@ impl DmDriver {
             if let FrontState::Other { .. } = self.instant_front(rec)? {
                 self.pool
                     .remove_device(&self.device_name(id))
-                    .map_err(Error::dm(format!("remove the device of volume {}", rec.name)))?;
+                    .map_err(Error::dm(format!(
+                        "remove the device of volume {}",
+                        rec.name
+                    )))?;
             }
         }
         if !hidden {

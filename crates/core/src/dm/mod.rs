@@ -181,12 +181,12 @@ impl Driver for DmDriver {
             return Ok(());
         };
         let id = thin_id(Some(id), &rec.name)?;
-        if rec.instant.is_some() {
-            if reference_only {
-                instant::refuse_while_filling(rec, "forget it")?;
-            }
-            // The manager stopped the fill: its devices go first (the linear volume device
-            // is not a thin device, which the removal below would not see).
+        if reference_only {
+            instant::refuse_while_filling(rec, "forget it")?;
+        } else {
+            // An instant restore's devices go first (the manager stopped its fill; a crash
+            // may also have left them behind a record still `Creating`): the linear volume
+            // device is not a thin device, which the removal below would not see.
             self.instant_remove_dm(rec, true, true)?;
         }
         if reference_only {

@@ -74,6 +74,9 @@ pub(crate) struct Overlay<S: ChunkSource> {
     size: u64,
     chunk: u64,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Tests only: the background fill runs one run at a time and waits this long after
+    /// each (so that a test can act while a small fill is still going on).
+    pause: Option<std::time::Duration>,
 }
 
 /// `manager::blocking` for I/O errors (the NBD server answers their errno).
@@ -108,7 +111,14 @@ impl<S: ChunkSource> Overlay<S> {
             size,
             chunk,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            pause: None,
         })
+    }
+
+    /// Paces the background fill (see the field): for tests that must act mid-fill.
+    pub(crate) fn with_pause(mut self, pause: Option<std::time::Duration>) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// The fill map (progress: `filled()` of `chunk_count()`).
@@ -180,10 +190,17 @@ impl<S: ChunkSource> Overlay<S> {
     /// (what was filled stays filled; call again to go on).
     pub(crate) async fn fill(&self, parallel: usize) -> io::Result<u64> {
         let runs = self.map.unfilled_runs(FILL_RUN);
+        let parallel = if self.pause.is_some() { 1 } else { parallel };
         let mut results = futures::stream::iter(runs)
             .map(|run| async move {
-                let _held = self.lock(run.clone()).await;
-                self.fill_locked(run).await
+                let n = {
+                    let _held = self.lock(run.clone()).await;
+                    self.fill_locked(run).await
+                };
+                if let Some(p) = self.pause {
+                    tokio::time::sleep(p).await;
+                }
+                n
             })
             .buffer_unordered(parallel.max(1));
         let mut total = 0;

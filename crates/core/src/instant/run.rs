@@ -38,6 +38,15 @@ const READER_CACHE: u64 = 32 << 20;
 
 type Fill = Overlay<BackupReader>;
 
+/// Tests only: `CONVOY_TEST_FILL_PAUSE_MS` paces the background fill (one run of chunks at a
+/// time, this long between runs), so that a VM test can act while a small fill goes on.
+fn test_pause() -> Option<Duration> {
+    std::env::var("CONVOY_TEST_FILL_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
 /// A volume being served and filled.
 struct Session {
     overlay: Arc<Fill>,
@@ -161,11 +170,18 @@ impl VolumeManager {
         }
     }
 
-    async fn open_fill_reader(&self, rec: &VolumeRecord, fill: &InstantFill) -> Result<BackupReader> {
+    async fn open_fill_reader(
+        &self,
+        rec: &VolumeRecord,
+        fill: &InstantFill,
+    ) -> Result<BackupReader> {
         let reader = open_reader(
             &fill.backup_url,
             &store_of(fill),
-            format!("instant restore of {} into volume {}", fill.backup_url, rec.name),
+            format!(
+                "instant restore of {} into volume {}",
+                fill.backup_url, rec.name
+            ),
             READER_CACHE,
         )
         .await?;
@@ -198,7 +214,12 @@ impl VolumeManager {
     /// opens the hidden thin device, reconnects the NBD device the last daemon left or
     /// attaches a new one and maps the volume's device over it. Saves `rec` when the NBD
     /// index changes (`create`: the caller saves it).
-    async fn serve(&self, rec: &mut VolumeRecord, reader: BackupReader, create: bool) -> Result<Session> {
+    async fn serve(
+        &self,
+        rec: &mut VolumeRecord,
+        reader: BackupReader,
+        create: bool,
+    ) -> Result<Session> {
         let fill = rec.instant.clone().expect("an instant record");
         let driver = self.driver(&rec.driver)?;
         let path = map_path(&self.inner.root, rec);
@@ -226,7 +247,8 @@ impl VolumeManager {
         .await?;
         let overlay = Arc::new(
             Overlay::new(reader.clone(), target, Arc::new(map))
-                .map_err(|e| Error::Internal(format!("fill of volume {}: {e}", rec.name)))?,
+                .map_err(|e| Error::Internal(format!("fill of volume {}: {e}", rec.name)))?
+                .with_pause(test_pause()),
         );
         let what = format!("serve volume {} during its instant restore", rec.name);
         let same_boot = fill.boot_id == crate::browse::boot_id();
@@ -234,9 +256,11 @@ impl VolumeManager {
             FrontState::Thin(_) => None,
             FrontState::Other { open_count, .. } => {
                 let again = match fill.nbd_index.filter(|_| same_boot) {
-                    Some(i) => convoy_nbd::NbdDevice::reconnect(i, overlay.clone(), attach_options())
-                        .await
-                        .map_err(nbd_error(what.clone())),
+                    Some(i) => {
+                        convoy_nbd::NbdDevice::reconnect(i, overlay.clone(), attach_options())
+                            .await
+                            .map_err(nbd_error(what.clone()))
+                    }
                     None => Err(Error::Internal("no device of this boot".into())),
                 };
                 match again {
@@ -371,9 +395,13 @@ impl VolumeManager {
         if rec.instant.is_none() {
             return Ok(());
         }
-        let Some(overlay) = locked(&self.inner.fills.sessions).get(name).map(|s| s.overlay.clone())
+        let Some(overlay) = locked(&self.inner.fills.sessions)
+            .get(name)
+            .map(|s| s.overlay.clone())
         else {
-            return Err(Error::Internal(format!("volume {name} has no fill session")));
+            return Err(Error::Internal(format!(
+                "volume {name} has no fill session"
+            )));
         };
         let driver = self.driver(&rec.driver)?;
         let (d, r, o) = (driver.clone(), rec.clone(), overlay.clone());
@@ -383,7 +411,12 @@ impl VolumeManager {
         if let Some(s) = session {
             self.end_session(name, s).await;
         }
-        let (d, r, me, path) = (driver, rec.clone(), self.clone(), map_path(&self.inner.root, &rec));
+        let (d, r, me, path) = (
+            driver,
+            rec.clone(),
+            self.clone(),
+            map_path(&self.inner.root, &rec),
+        );
         blocking(move || {
             d.instant_remove(&r, false, true)?;
             let mut r = r;
@@ -452,8 +485,13 @@ impl VolumeManager {
                 "instant restore of volume {name}: paused at {} of {} chunks{}{}",
                 s.overlay.map().filled(),
                 s.overlay.map().chunk_count(),
-                index.map(|i| format!(", /dev/nbd{i} left connected")).unwrap_or_default(),
-                synced.err().map(|e| format!(" (sync failed: {e})")).unwrap_or_default()
+                index
+                    .map(|i| format!(", /dev/nbd{i} left connected"))
+                    .unwrap_or_default(),
+                synced
+                    .err()
+                    .map(|e| format!(" (sync failed: {e})"))
+                    .unwrap_or_default()
             ));
         }
         report
@@ -469,7 +507,11 @@ impl VolumeManager {
         if let Some(s) = locked(&fills.sessions).get(&rec.name) {
             let (done, all) = (s.overlay.map().filled(), s.overlay.map().chunk_count());
             info.insert("FillChunks".into(), format!("{done}/{all}"));
-            let pct = if all == 0 { 100.0 } else { done as f64 * 100.0 / all as f64 };
+            let pct = if all == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / all as f64
+            };
             info.insert("FillPercent".into(), format!("{pct:.1}"));
         }
         let state = locked(&fills.trouble)

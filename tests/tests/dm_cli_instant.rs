@@ -1,0 +1,224 @@
+//! VM tier: instant restore with the CLI (`convoy create NAME --backup URL --instant`) on a
+//! real pool: a 4 GiB ext4 volume with data is backed up to `vfs://` and to S3
+//! (`convoy-test-s3`) and restored instantly from each; the new volume is mounted and every
+//! file compared while the fill runs; writes made during the fill survive it; operations that
+//! need the whole volume are refused while it fills, and so is deleting the backup; on S3 the
+//! daemon is killed with SIGKILL mid-fill and the next start resumes the fill with the
+//! filesystem still mounted; once filled, the volume's device is its thin device, the fill's
+//! devices are gone and the data is the same after a remount.
+//!
+//! The fill is paced by `CONVOY_TEST_FILL_PAUSE_MS` (one run of chunks at a time) so that a
+//! few hundred MiB still take several seconds: the test can act while it runs.
+
+mod cli_support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cli_support::TestDaemon;
+use convoy_e2e::{dm_names, noise, run, DmDisks, S3Process};
+
+/// Every regular file under `root` (but `lost+found`) and its bytes.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn go(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(root.join(rel)).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name == "lost+found" {
+                continue;
+            }
+            let rel = rel.join(name);
+            let path = root.join(&rel);
+            if path.is_dir() {
+                go(root, &rel, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, Path::new(""), &mut out);
+    out
+}
+
+/// Small text files in a tree, a 10 MiB file, a 200 MiB random one.
+fn fill(at: &Path, seed: u64) {
+    std::fs::create_dir_all(at.join("etc/deep")).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(
+            at.join(format!("etc/deep/conf{i}.txt")),
+            format!("line {i} of seed {seed}\n").repeat(50),
+        )
+        .unwrap();
+    }
+    std::fs::write(at.join("ten_mib.bin"), noise(seed, 10 << 20)).unwrap();
+    std::fs::write(at.join("big.bin"), noise(seed + 1, 200 << 20)).unwrap();
+}
+
+fn driver_info(d: &TestDaemon, vol: &str) -> serde_json::Value {
+    d.json(&["inspect", vol])["DriverInfo"].clone()
+}
+
+/// Waits until the volume's fill is over (no `InstantRestore` in `inspect`).
+fn wait_filled(d: &TestDaemon, vol: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let info = driver_info(d, vol);
+        if info.get("InstantRestore").is_none() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fill of {vol} not done in 300 s: {info}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Writes made during the fill: a new file, and the first 4 KiB of `ten_mib.bin` replaced
+/// (a partial write of a chunk the fill may not have copied yet). Synced. Updates `want`.
+fn write_during_fill(at: &Path, want: &mut BTreeMap<PathBuf, Vec<u8>>, seed: u64) {
+    let new = noise(seed + 100, 3 << 20);
+    std::fs::write(at.join(format!("during-{seed}.bin")), &new).unwrap();
+    want.insert(PathBuf::from(format!("during-{seed}.bin")), new);
+    let patch = vec![seed as u8; 4096];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(at.join("ten_mib.bin"))
+        .unwrap();
+    f.write_all_at(&patch, 0).unwrap();
+    f.sync_all().unwrap();
+    want.get_mut(Path::new("ten_mib.bin")).unwrap()[..4096].copy_from_slice(&patch);
+    run("sync", &["-f", at.to_str().unwrap()]);
+}
+
+/// Restores `url` instantly into `vol` and checks it during and after the fill; with `kill`,
+/// kills the daemon mid-fill and checks the restart resumes it.
+fn instant_case(
+    d: &mut TestDaemon,
+    tag: &str,
+    url: &str,
+    vol: &str,
+    want: &BTreeMap<PathBuf, Vec<u8>>,
+    kill: bool,
+) {
+    let mut want = want.clone();
+    let t0 = Instant::now();
+    d.ok(&["create", vol, "--backup", url, "--instant"]);
+    let at = PathBuf::from(d.ok(&["mount", vol]));
+    let first = std::fs::read(at.join("etc/deep/conf3.txt")).unwrap();
+    eprintln!(
+        "instant restore of {url}: first file read {:?} after the command",
+        t0.elapsed()
+    );
+    assert_eq!(first, want[Path::new("etc/deep/conf3.txt")]);
+
+    let info = driver_info(d, vol);
+    assert_eq!(info["InstantRestore"], url, "{info}");
+    assert!(info["FillChunks"].as_str().is_some(), "{info}");
+    let device = info["Device"].as_str().unwrap().to_owned();
+    let table = run(
+        "dmsetup",
+        &["table", device.trim_start_matches("/dev/mapper/")],
+    );
+    assert!(
+        table.contains("linear"),
+        "during the fill {device} is {table}"
+    );
+
+    // Refused while it fills: what needs the whole volume, and the backup's removal.
+    let e = d.fail(&["snapshot", "create", vol]);
+    assert!(e.contains("instant restore"), "{e}");
+    let e = d.fail(&["expand", vol, "--size", "5G"]);
+    assert!(e.contains("instant restore"), "{e}");
+    let e = d.fail(&["backup", "delete", url]);
+    assert!(e.contains("instant restore"), "{e}");
+
+    assert_eq!(files(&at), want, "files read during the fill differ");
+    write_during_fill(&at, &mut want, 1);
+
+    if kill {
+        let before = driver_info(d, vol);
+        assert!(
+            before.get("InstantRestore").is_some(),
+            "the fill ended before the kill: pace it more ({before})"
+        );
+        d.kill9_and_restart();
+        // Still mounted, served again by the new daemon.
+        assert_eq!(files(&at), want, "files after the restart differ");
+        write_during_fill(&at, &mut want, 2);
+        assert!(
+            d.log().contains("resumed"),
+            "no resume in the log:\n{}",
+            d.log()
+        );
+    }
+
+    wait_filled(d, vol);
+    let table = run(
+        "dmsetup",
+        &["table", device.trim_start_matches("/dev/mapper/")],
+    );
+    assert!(
+        table.contains(" thin "),
+        "after the fill {device} is {table}"
+    );
+    assert!(
+        !dm_names(tag).iter().any(|n| n.contains("-fill-")),
+        "fill devices left: {:?}",
+        dm_names(tag)
+    );
+    assert_eq!(files(&at), want, "files after the fill differ");
+    d.ok(&["umount", vol]);
+    d.ok(&["mount", vol]);
+    assert_eq!(files(&at), want, "files after a remount differ");
+    // An ordinary volume now.
+    let snap = format!("{vol}-after");
+    d.ok(&["snapshot", "create", vol, "--name", &snap]);
+    d.ok(&["snapshot", "delete", &snap]);
+    d.ok(&["umount", vol]);
+    d.ok(&["delete", vol]);
+}
+
+#[test]
+#[ignore = "needs a dm-thin kernel and nbd: run by cargo xtask test"]
+fn dm_cli_instant_restore_from_vfs_and_s3() {
+    let disks = DmDisks::new("cvi", 12 << 30, 128 << 20);
+    let tag = disks.tag.clone();
+    let s3_dir = tempfile::tempdir().unwrap();
+    let s3 = S3Process::start(s3_dir.path());
+    // The daemon inherits these (no other test of this binary reads them).
+    for (k, v) in s3.env() {
+        std::env::set_var(k, v);
+    }
+    std::env::set_var("CONVOY_TEST_FILL_PAUSE_MS", "400");
+    let mut d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&[]));
+
+    let vol = format!("{tag}-src");
+    d.ok(&["create", &vol, "--size", "4G"]);
+    let at = PathBuf::from(d.ok(&["mount", &vol]));
+    fill(&at, 7);
+    let snap = format!("{tag}-s1");
+    d.ok(&["snapshot", "create", &vol, "--name", &snap]);
+    let want = files(&at);
+    d.ok(&["umount", &vol]);
+
+    let vfs_dest = format!("vfs://{}", d.dir.path().join("backups").display());
+    let vfs_url = d.ok(&["backup", "create", &snap, "--dest", &vfs_dest]);
+    let s3_url = d.ok(&["backup", "create", &snap, "--dest", &s3.dest("instant")]);
+
+    // Not without a backup.
+    let out = d.convoy(&["create", &format!("{tag}-x"), "--instant"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("--backup"), "{e}");
+
+    instant_case(&mut d, &tag, &vfs_url, &format!("{tag}-rv"), &want, false);
+    instant_case(&mut d, &tag, &s3_url, &format!("{tag}-rs"), &want, true);
+
+    // Nothing depends on the backups any more.
+    d.ok(&["backup", "delete", &vfs_url]);
+    d.ok(&["backup", "delete", &s3_url]);
+    d.ok(&["delete", &vol]);
+}
