@@ -56,6 +56,16 @@ fn fill(at: &Path, seed: u64) {
     std::fs::write(at.join("big.bin"), noise(seed + 1, 200 << 20)).unwrap();
 }
 
+static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Where the test's time went (printed when it fails).
+fn mark(what: &str) {
+    eprintln!(
+        "TIMING {:>7.1?} {what}",
+        T0.get_or_init(Instant::now).elapsed()
+    );
+}
+
 fn driver_info(d: &TestDaemon, vol: &str) -> serde_json::Value {
     d.json(&["inspect", vol])["DriverInfo"].clone()
 }
@@ -105,6 +115,7 @@ fn instant_case(
     kill: bool,
 ) {
     let mut want = want.clone();
+    mark("case start");
     let t0 = Instant::now();
     d.ok(&["create", vol, "--backup", url, "--instant"]);
     let at = PathBuf::from(d.ok(&["mount", vol]));
@@ -136,8 +147,11 @@ fn instant_case(
     let e = d.fail(&["backup", "delete", url]);
     assert!(e.contains("instant restore"), "{e}");
 
+    mark("refusals done");
     assert_eq!(files(&at), want, "files read during the fill differ");
+    mark("files compared");
     write_during_fill(&at, &mut want, 1);
+    mark("written");
 
     if kill {
         let before = driver_info(d, vol);
@@ -146,8 +160,10 @@ fn instant_case(
             "the fill ended before the kill: pace it more ({before})"
         );
         d.kill9_and_restart();
+        mark("restarted");
         // Still mounted, served again by the new daemon.
         assert_eq!(files(&at), want, "files after the restart differ");
+        mark("compared after restart");
         write_during_fill(&at, &mut want, 2);
         assert!(
             d.log().contains("resumed"),
@@ -157,6 +173,7 @@ fn instant_case(
     }
 
     wait_filled(d, vol);
+    mark("filled");
     let table = run(
         "dmsetup",
         &["table", device.trim_start_matches("/dev/mapper/")],
@@ -180,6 +197,7 @@ fn instant_case(
     d.ok(&["snapshot", "delete", &snap]);
     d.ok(&["umount", vol]);
     d.ok(&["delete", vol]);
+    mark("case end");
 }
 
 #[test]
@@ -194,7 +212,9 @@ fn dm_cli_instant_restore_from_vfs_and_s3() {
         std::env::set_var(k, v);
     }
     std::env::set_var("CONVOY_TEST_FILL_PAUSE_MS", "400");
+    mark("start");
     let mut d = TestDaemon::start_with(&[], |_| disks.daemon_flags(&[]));
+    mark("daemon up");
 
     let vol = format!("{tag}-src");
     d.ok(&["create", &vol, "--size", "4G"]);
@@ -207,7 +227,9 @@ fn dm_cli_instant_restore_from_vfs_and_s3() {
 
     let vfs_dest = format!("vfs://{}", d.dir.path().join("backups").display());
     let vfs_url = d.ok(&["backup", "create", &snap, "--dest", &vfs_dest]);
+    mark("data written");
     let s3_url = d.ok(&["backup", "create", &snap, "--dest", &s3.dest("instant")]);
+    mark("backups made");
 
     // Not without a backup.
     let out = d.convoy(&["create", &format!("{tag}-x"), "--instant"]);
@@ -221,4 +243,5 @@ fn dm_cli_instant_restore_from_vfs_and_s3() {
     d.ok(&["backup", "delete", &vfs_url]);
     d.ok(&["backup", "delete", &s3_url]);
     d.ok(&["delete", &vol]);
+    mark("end");
 }

@@ -40,6 +40,8 @@ pub enum Bench {
     Lifecycle,
     /// One file out of a block backup: browsing it vs restoring it whole, in the VM.
     Browse,
+    /// Instant restore: first read and fill vs a plain restore, in the VM.
+    Instant,
 }
 
 struct Driver {
@@ -84,6 +86,12 @@ const DRIVERS: &[Driver] = &[
         bench: Bench::Browse,
         package: "convoy-core",
         example: "bench_browse",
+        in_vm: true,
+    },
+    Driver {
+        bench: Bench::Instant,
+        package: "convoy-core",
+        example: "bench_instant",
         in_vm: true,
     },
 ];

@@ -62,6 +62,10 @@ const STRIPES: usize = 256;
 /// Chunks the background fill fetches in one step.
 const FILL_RUN: u64 = 8;
 
+/// Chunks after those a read needs that the read fills with them (in the same fetch): reads
+/// come in small sequential requests, and each would otherwise wait for a fetch of its own.
+const READ_AHEAD: u64 = 3;
+
 /// Bytes the background fill writes between two commits of the fill map.
 const COMMIT_EVERY: u64 = 256 << 20;
 
@@ -197,7 +201,7 @@ impl<S: ChunkSource> Overlay<S> {
                     let _held = self.lock(run.clone()).await;
                     self.fill_locked(run).await
                 };
-                if let Some(p) = self.pause {
+                if let (Some(p), Ok(1..)) = (self.pause, &n) {
                     tokio::time::sleep(p).await;
                 }
                 n
@@ -241,8 +245,10 @@ impl<S: ChunkSource> convoy_nbd::BlockBackend for Overlay<S> {
         let held = if chunks.clone().all(|i| self.map.is_filled(i)) {
             None
         } else {
-            let held = self.lock(chunks.clone()).await;
-            self.fill_locked(chunks).await?;
+            let count = self.size.div_ceil(self.chunk);
+            let wider = chunks.start..(chunks.end + READ_AHEAD).min(count);
+            let held = self.lock(wider.clone()).await;
+            self.fill_locked(wider).await?;
             Some(held)
         };
         let t = self.target.clone();

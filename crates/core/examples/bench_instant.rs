@@ -1,0 +1,233 @@
+//! Instant restore (`create_volume` with `instant`), measured against its peer, a plain
+//! restore of the same backup: for each volume size in `CONVOY_BENCH_SIZES_GIB` (default
+//! `1,4`), a devicemapper volume three quarters full of data files (a third random, a third
+//! text-like, a third zeros) and a small file is backed up to a `vfs://` store on the same
+//! disk; then, with the page cache dropped before each,
+//!
+//! * **first read**: from the instant create to the first successful read of the small file
+//!   through the mounted volume (create, mount, read);
+//! * **fill**: from the instant create to the end of its background fill (the volume handed
+//!   over to its thin device), against the whole of a plain restore (`create --backup`);
+//!
+//! each `CONVOY_BENCH_ROUNDS` times (default 2), interleaved. Prints the ratio plain / fill
+//! (≥ 1: the fill is as fast as a plain restore).
+//!
+//! ```text
+//! cargo xtask bench instant            # builds it in release and runs it in the VM
+//! ```
+//!
+//! Needs root, a dm-thin kernel and the nbd driver. Makes its own loop devices over sparse
+//! files in `TMPDIR`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
+
+const MIB: u64 = 1 << 20;
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn loop_device(file: &Path, size: u64) -> String {
+    std::fs::File::create(file).unwrap().set_len(size).unwrap();
+    run("losetup", &["-f", "--show", file.to_str().unwrap()])
+}
+
+fn drop_caches() {
+    run("sync", &[]);
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+}
+
+/// Pseudo-random bytes (xorshift), different for each seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn named(name: &str, size_gib: u64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: Some(name.into()),
+        size: Some(size_gib << 30),
+        ..Default::default()
+    }
+}
+
+fn median(v: &[Duration]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2].as_secs_f64()
+}
+
+fn all(v: &[Duration]) -> String {
+    v.iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits for the fill of `name` to end; answers when it did.
+async fn wait_filled(m: &VolumeManager, name: &str) -> Instant {
+    loop {
+        let v = m.inspect_volume(name).await.unwrap();
+        if !v.driver_info.contains_key("InstantRestore") {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Row {
+    size_gib: u64,
+    data_mib: u64,
+    first_read: Vec<Duration>,
+    fill: Vec<Duration>,
+    plain: Vec<Duration>,
+}
+
+async fn one_size(m: &VolumeManager, dir: &Path, size_gib: u64, rounds: usize) -> Row {
+    let src = format!("src{size_gib}");
+    m.create_volume(named(&src, size_gib), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let at = m.mount_volume(&src, None).await.unwrap();
+    // Files of 64 MiB filling three quarters of the volume.
+    let files = size_gib * 1024 * 3 / 4 / 64;
+    for i in 0..files {
+        let body = match i % 3 {
+            0 => noise(i + 100, (64 * MIB) as usize),
+            1 => format!("record {i}: the quick brown fox jumps over the lazy dog\n")
+                .repeat((64 * MIB) as usize / 60)
+                .into_bytes(),
+            _ => vec![0u8; (64 * MIB) as usize],
+        };
+        let mut f = std::fs::File::create(at.join(format!("data{i:03}"))).unwrap();
+        f.write_all(&body).unwrap();
+    }
+    let hello = b"hello from the backup\n".repeat(100);
+    std::fs::write(at.join("hello.txt"), &hello).unwrap();
+    run("sync", &[]);
+    let snap = format!("s{size_gib}");
+    m.create_snapshot(&src, Some(snap.clone())).await.unwrap();
+    m.umount_volume(&src).await.unwrap();
+    let dest = format!("vfs://{}", dir.join("store").display());
+    let url = m
+        .create_backup_report(&snap, &dest, &Default::default(), Arc::new(NoProgress))
+        .await
+        .unwrap()
+        .backup_url;
+    let mut row = Row {
+        size_gib,
+        data_mib: files * 64,
+        first_read: Vec::new(),
+        fill: Vec::new(),
+        plain: Vec::new(),
+    };
+    for round in 0..rounds {
+        drop_caches();
+        let name = format!("instant{size_gib}-{round}");
+        let t = Instant::now();
+        m.create_volume(
+            CreateVolumeRequest {
+                backup_url: Some(url.clone()),
+                instant: true,
+                ..named(&name, size_gib)
+            },
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap();
+        let r = m.mount_volume(&name, None).await.unwrap();
+        let got = std::fs::read(r.join("hello.txt")).unwrap();
+        row.first_read.push(t.elapsed());
+        assert!(got == hello, "the first read differs");
+        let done = wait_filled(m, &name).await;
+        row.fill.push(done - t);
+        m.umount_volume(&name).await.unwrap();
+        m.delete_volume(&name, false).await.unwrap();
+
+        drop_caches();
+        let name = format!("plain{size_gib}-{round}");
+        let t = Instant::now();
+        m.create_volume(
+            CreateVolumeRequest {
+                backup_url: Some(url.clone()),
+                ..named(&name, size_gib)
+            },
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap();
+        row.plain.push(t.elapsed());
+        m.delete_volume(&name, false).await.unwrap();
+    }
+    m.delete_volume(&src, false).await.unwrap();
+    row
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sizes: Vec<u64> = std::env::var("CONVOY_BENCH_SIZES_GIB")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("CONVOY_BENCH_SIZES_GIB"))
+        .collect();
+    let rounds: usize = std::env::var("CONVOY_BENCH_ROUNDS")
+        .ok()
+        .map_or(2, |v| v.parse().expect("CONVOY_BENCH_ROUNDS"));
+    let largest = sizes.iter().copied().max().unwrap_or(4);
+    let dir = tempfile::tempdir().unwrap();
+    // Room for a source volume and one restored copy at a time.
+    let data = loop_device(&dir.path().join("data"), (2 * largest + 1) << 30);
+    let meta = loop_device(&dir.path().join("meta"), 128 * MIB);
+    let config = ManagerConfig {
+        root: dir.path().join("root"),
+        drivers: vec!["devicemapper".into()],
+        driver_opts: BTreeMap::from([
+            ("dm.datadev".into(), data.clone()),
+            ("dm.metadatadev".into(), meta.clone()),
+            ("dm.thinpoolname".into(), "bench-instant".into()),
+        ]),
+    };
+    let m = VolumeManager::open(config).await.unwrap();
+    let mut rows = Vec::new();
+    for size in sizes {
+        rows.push(one_size(&m, dir.path(), size, rounds).await);
+    }
+    println!("| volume (data) | first read after the command | instant fill | plain restore | plain / fill |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} GiB ({} MiB) | {:.2} s ({}) | {:.2} s ({}) | {:.2} s ({}) | {:.2}x |",
+            r.size_gib,
+            r.data_mib,
+            median(&r.first_read),
+            all(&r.first_read),
+            median(&r.fill),
+            all(&r.fill),
+            median(&r.plain),
+            all(&r.plain),
+            median(&r.plain) / median(&r.fill)
+        );
+    }
+    drop(m);
+    let _ = Command::new("losetup").args(["-d", &data, &meta]).status();
+}
