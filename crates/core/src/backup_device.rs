@@ -54,6 +54,13 @@ pub(crate) fn attach_options() -> convoy_nbd::AttachOptions {
     }
 }
 
+/// `major:minor` of `/dev/nbd<index>`, from sysfs.
+pub(crate) fn nbd_device_number(index: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(format!("/sys/block/nbd{index}/dev")).ok()?;
+    let (ma, mi) = text.trim().split_once(':')?;
+    Some((ma.parse().ok()?, mi.parse().ok()?))
+}
+
 /// An NBD error as a core error.
 pub(crate) fn nbd_error(context: impl Into<String>) -> impl FnOnce(convoy_nbd::NbdError) -> Error {
     let context = context.into();

@@ -515,14 +515,8 @@ impl VolumeManager {
                 ));
             }
         }
-        if rec.instant.is_some() {
-            if reference_only {
-                return Err(Error::busy(
-                    name,
-                    "an instant restore is filling it; delete it whole, or wait for the fill \
-                     to end",
-                ));
-            }
+        if !reference_only {
+            // (`--reference` of a filling volume is refused by the driver.)
             self.stop_instant(&rec).await?;
         }
         blocking(move || {

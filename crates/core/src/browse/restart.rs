@@ -9,12 +9,7 @@ use crate::dm::mounts;
 use crate::error::{Error, Result};
 use crate::records::remove_durably;
 
-/// `major:minor` of `/dev/nbd<index>`, from sysfs.
-fn nbd_device_number(index: u32) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(format!("/sys/block/nbd{index}/dev")).ok()?;
-    let (ma, mi) = text.trim().split_once(':')?;
-    Some((ma.parse().ok()?, mi.parse().ok()?))
-}
+use crate::backup_device::nbd_device_number;
 
 /// Whether what is mounted at the record's mount point is the record's own mount: its NBD
 /// device, or (a tree) the filesystem holding its work directory. Anything else mounted

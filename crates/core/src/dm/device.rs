@@ -106,20 +106,8 @@ impl DmDriver {
             .find_active(id)
             .map_err(Error::dm(format!("look up devices of {what}")))?;
         for dev in active {
-            let deadline = std::time::Instant::now() + BUSY_GRACE;
-            loop {
-                match self.pool.deactivate(&dev.name) {
-                    Err(convoy_thinpool::Error::Busy { .. })
-                        if std::time::Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    outcome => {
-                        outcome.map_err(Error::dm(format!("deactivate {what}")))?;
-                        break;
-                    }
-                }
-            }
+            with_busy_grace(|| self.pool.deactivate(&dev.name))
+                .map_err(Error::dm(format!("deactivate {what}")))?;
         }
         Ok(())
     }
@@ -159,6 +147,21 @@ impl DmDriver {
             .remove_half_made(name)
             .map(drop)
             .map_err(Error::dm(format!("remove the half-made device {name}")))
+    }
+}
+
+/// Runs `op` until it is not refused as busy, for at most [`BUSY_GRACE`].
+pub(super) fn with_busy_grace(
+    mut op: impl FnMut() -> convoy_thinpool::Result<()>,
+) -> convoy_thinpool::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_GRACE;
+    loop {
+        match op() {
+            Err(convoy_thinpool::Error::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            outcome => return outcome,
+        }
     }
 }
 

@@ -159,21 +159,8 @@ impl DmDriver {
             return Ok(());
         }
         let hidden = self.fill_name(id);
-        let deadline = std::time::Instant::now() + BUSY_GRACE;
-        loop {
-            match self.pool.remove_device(&hidden) {
-                Err(convoy_thinpool::Error::Busy { .. })
-                    if std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => {
-                    return other.map_err(Error::dm(format!(
-                        "remove the fill device of volume {}",
-                        rec.name
-                    )))
-                }
-            }
-        }
+        super::device::with_busy_grace(|| self.pool.remove_device(&hidden)).map_err(Error::dm(
+            format!("remove the fill device of volume {}", rec.name),
+        ))
     }
 }

@@ -18,7 +18,7 @@ use convoy_thinpool::FrontState;
 
 use super::fill_map::FillMap;
 use super::overlay::Overlay;
-use crate::backup_device::{attach_options, nbd_error, open_reader};
+use crate::backup_device::{attach_options, nbd_device_number, nbd_error, open_reader};
 use crate::backups::{redact_urls, RestorePlan};
 use crate::browse::backup_key;
 use crate::error::{Error, ErrorKind, Result};
@@ -308,7 +308,13 @@ impl VolumeManager {
             f.nbd_index = Some(dev.index());
             f.boot_id = crate::browse::boot_id();
         }
-        let backing = block_device_number(dev.path())?;
+        let (major, minor) = nbd_device_number(dev.index()).ok_or_else(|| {
+            Error::Internal(format!(
+                "{} has no device number in sysfs",
+                dev.path().display()
+            ))
+        })?;
+        let backing = convoy_thinpool::Device { major, minor };
         let (d, r, me) = (self.driver(&rec.driver)?, rec.clone(), self.clone());
         blocking(move || {
             if !create {
@@ -544,14 +550,4 @@ impl VolumeManager {
             None => Ok(()),
         }
     }
-}
-
-/// The device number of a block device node.
-fn block_device_number(path: &std::path::Path) -> Result<convoy_thinpool::Device> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).map_err(|e| Error::io("examine", path, e))?;
-    Ok(convoy_thinpool::Device {
-        major: libc::major(m.rdev()),
-        minor: libc::minor(m.rdev()),
-    })
 }
