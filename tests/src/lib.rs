@@ -275,6 +275,28 @@ impl Drop for S3Process {
     }
 }
 
+/// Every regular file under `root` (but `lost+found`) and its bytes, by path relative to it.
+pub fn tree_files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn go(root: &Path, rel: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(root.join(rel)).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name == "lost+found" {
+                continue;
+            }
+            let rel = rel.join(name);
+            let path = root.join(&rel);
+            if path.is_dir() {
+                go(root, &rel, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    go(root, Path::new(""), &mut out);
+    out
+}
+
 /// Pseudo-random bytes (xorshift), different for each seed.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

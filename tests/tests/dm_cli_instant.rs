@@ -18,29 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cli_support::TestDaemon;
-use convoy_e2e::{dm_names, noise, run, DmDisks, S3Process};
-
-/// Every regular file under `root` (but `lost+found`) and its bytes.
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn go(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(root.join(rel)).unwrap() {
-            let name = entry.unwrap().file_name();
-            if name == "lost+found" {
-                continue;
-            }
-            let rel = rel.join(name);
-            let path = root.join(&rel);
-            if path.is_dir() {
-                go(root, &rel, out);
-            } else {
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    go(root, Path::new(""), &mut out);
-    out
-}
+use convoy_e2e::{dm_names, noise, run, tree_files as files, DmDisks, S3Process};
 
 /// Small text files in a tree, a 10 MiB file, a 200 MiB random one.
 fn fill(at: &Path, seed: u64) {
