@@ -26,42 +26,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{drop_caches, loop_device, run};
+
 use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
 
 const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn loop_device(file: &Path, size: u64) -> String {
-    std::fs::File::create(file).unwrap().set_len(size).unwrap();
-    run("losetup", &["-f", "--show", file.to_str().unwrap()])
-}
-
-fn drop_caches() {
-    run("sync", &[]);
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn named(name: &str, size_gib: u64) -> CreateVolumeRequest {
     CreateVolumeRequest {
@@ -112,13 +83,7 @@ async fn one_size(m: &VolumeManager, dir: &Path, size_gib: u64, rounds: usize) -
     // Files of 64 MiB filling three quarters of the volume.
     let files = size_gib * 1024 * 3 / 4 / 64;
     for i in 0..files {
-        let body = match i % 3 {
-            0 => noise(i + 100, (64 * MIB) as usize),
-            1 => format!("record {i}: the quick brown fox jumps over the lazy dog\n")
-                .repeat((64 * MIB) as usize / 60)
-                .into_bytes(),
-            _ => vec![0u8; (64 * MIB) as usize],
-        };
+        let body = support::data_file(i);
         let mut f = std::fs::File::create(at.join(format!("data{i:03}"))).unwrap();
         f.write_all(&body).unwrap();
     }

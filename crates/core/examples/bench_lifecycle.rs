@@ -12,29 +12,17 @@
 //! Needs root and a dm-thin kernel. Makes its own loop devices over sparse files in `TMPDIR`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{loop_device, run};
+
 use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
 
 const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn loop_device(file: &Path, size: u64) -> String {
-    std::fs::File::create(file).unwrap().set_len(size).unwrap();
-    run("losetup", &["-f", "--show", file.to_str().unwrap()])
-}
 
 fn stats(name: &str, mut v: Vec<Duration>) {
     v.sort();
