@@ -1,5 +1,6 @@
 //! VM tier: cancel safety on the real kernel. A backup whose caller drops it mid-way finishes
-//! on its own, deactivates its snapshot's device and leaves the snapshot and volume free.
+//! on its own, deactivates its snapshot's device and leaves the snapshot and volume free; an
+//! instant restore whose caller drops it mid-way is made, filled and handed over all the same.
 
 mod common;
 
@@ -107,4 +108,92 @@ async fn dm_cancel_backup_dropped_mid_way_completes_and_frees_the_snapshot() {
     );
     m.delete_volume("cr", false).await.unwrap();
     m.delete_volume("cv", false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a dm-thin kernel and nbd: run by cargo xtask test"]
+async fn dm_cancel_instant_restore_dropped_mid_way_completes_and_fills() {
+    let fx = Fixture::new("cancelir", 128, "ext4", 512 * MIB);
+    let m = fx.open().await;
+    m.create_volume(
+        CreateVolumeRequest {
+            name: Some("iv".into()),
+            size: Some(128 * MIB),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let at = m.mount_volume("iv", None).await.unwrap();
+    write_file(&at.join("f"), 9, 48 * MIB as usize);
+    let snap = m.create_snapshot("iv", Some("is".into())).await.unwrap();
+    let want = common::thin_checksum(
+        &fx,
+        snap.driver_info["DevID"].parse().unwrap(),
+        snap.driver_info["Size"].parse().unwrap(),
+    );
+    let store = Default::default();
+    let url = m
+        .create_backup("is", &fx.backups(), &store, Arc::new(NoProgress))
+        .await
+        .unwrap();
+
+    // The caller gives up right after the create started (it opens the backup, makes the
+    // thin device and attaches the NBD device: far more than 20 ms).
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        m.create_volume(
+            CreateVolumeRequest {
+                name: Some("ir".into()),
+                backup_url: Some(url),
+                instant: true,
+                ..Default::default()
+            },
+            Arc::new(NoProgress),
+        ),
+    )
+    .await;
+    assert!(dropped.is_err(), "the create finished before the drop");
+
+    // It completes on its own, then fills and hands over: the volume holds the snapshot's
+    // bytes, with nothing of the fill left.
+    let mut filled = None;
+    for _ in 0..1200 {
+        match m.inspect_volume("ir").await {
+            Ok(v) if !v.driver_info.contains_key("InstantRestore") => {
+                filled = Some(v);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => panic!("inspect: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = filled.expect("the dropped instant restore never completed its fill");
+    assert_eq!(
+        common::checksum(std::path::Path::new(&r.driver_info["Device"])).0,
+        want
+    );
+    let hidden = format!(
+        "/dev/mapper/convoy-{}-fill-{}",
+        fx.pool_name, r.driver_info["DevID"]
+    );
+    assert!(!std::path::Path::new(&hidden).exists(), "{hidden} left");
+    // Nothing stays claimed: the name is taken by a usable volume, and it deletes.
+    let e = m
+        .create_volume(
+            CreateVolumeRequest {
+                name: Some("ir".into()),
+                ..Default::default()
+            },
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    m.delete_volume("ir", false).await.unwrap();
+    m.umount_volume("iv").await.unwrap();
+    m.delete_volume("iv", false).await.unwrap();
 }
