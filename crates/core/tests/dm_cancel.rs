@@ -166,7 +166,8 @@ async fn dm_cancel_instant_restore_dropped_mid_way_completes_and_fills() {
                 break;
             }
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            // Not made yet, or being made ("busy: it is being created").
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy) => {}
             Err(e) => panic!("inspect: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
