@@ -140,7 +140,7 @@ pub use options::{
     LockPolicy, RetryPolicy, TargetOptions, DEFAULT_CHUNK_SIZE, DEFAULT_PACK_SIZE, MAX_CHUNK_SIZE,
     MAX_PACK_SIZE, MIN_CHUNK_SIZE, MIN_PACK_SIZE,
 };
-pub use reader::{BackupReader, ReaderOptions, ReaderStats};
+pub use reader::{BackupReader, ChunkFetch, ReaderOptions, ReaderStats};
 pub use types::{
     BackupInfo, BackupMeta, BackupOutcome, BackupStats, BlockSink, BlockSource, CompactOptions,
     CompactStats, DeleteStats, NoProgress, Progress, RepairStats, RestoreOptions, RestoreStats,

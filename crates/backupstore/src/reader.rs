@@ -39,6 +39,18 @@ const GETS_AT_ONCE: usize = 8;
 /// Stripes of the per-chunk fetch locks (two reads of one chunk fetch it once).
 const STRIPES: usize = 1024;
 
+/// How [`BackupReader::chunks`] fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkFetch {
+    /// Keep what was fetched in the memory cache (a fill that writes each chunk once does
+    /// not).
+    pub cache: bool,
+    /// Someone waits for it (a program's read): the chunks are decoded at once at normal
+    /// priority instead of queueing behind the background work of the backup workers (a
+    /// background fill, a read-ahead).
+    pub urgent: bool,
+}
+
 /// How a [`BackupReader`] caches and reads ahead.
 #[derive(Clone, Debug)]
 pub struct ReaderOptions {
@@ -270,7 +282,15 @@ impl BackupReader {
         let c = self.inner.chunk;
         let chunks = offset / c..end.div_ceil(c);
         let sequential = self.inner.last_end.swap(end, Ordering::Relaxed) == offset;
-        let data = self.chunks(chunks.clone(), true).await?;
+        let data = self
+            .chunks(
+                chunks.clone(),
+                ChunkFetch {
+                    cache: true,
+                    urgent: true,
+                },
+            )
+            .await?;
         for (index, chunk) in data {
             let start = index * c;
             let from = offset.max(start);
@@ -286,7 +306,11 @@ impl BackupReader {
             if !ahead.is_empty() {
                 let me = self.clone();
                 tokio::spawn(async move {
-                    let _ = me.chunks(ahead, true).await;
+                    let how = ChunkFetch {
+                        cache: true,
+                        urgent: false,
+                    };
+                    let _ = me.chunks(ahead, how).await;
                 });
             }
         }
@@ -294,16 +318,16 @@ impl BackupReader {
     }
 
     /// The data of chunks `range` in order (`None`: a hole), fetched with coalesced ranged
-    /// GETs. `cache` keeps what was fetched in the memory cache (a fill that writes each chunk
-    /// once passes `false`).
+    /// GETs, as `how` says (cached or not, urgent or not).
     ///
     /// # Errors
     /// As [`BackupReader::read_at`].
     pub async fn chunks(
         &self,
         range: Range<u64>,
-        cache: bool,
+        how: ChunkFetch,
     ) -> Result<Vec<(u64, Option<Arc<Vec<u8>>>)>> {
+        let ChunkFetch { cache, urgent } = how;
         let inner = &self.inner;
         let range = range.start..range.end.min(self.chunk_count());
         // Take the stripes of every stored chunk in ascending order (no deadlock), so that a
@@ -344,7 +368,7 @@ impl BackupReader {
         }
         let groups = group(missing);
         let fetched: Vec<Result<Fetched>> = futures::stream::iter(groups)
-            .map(|g| inner.fetch_group(g))
+            .map(|g| inner.fetch_group(g, urgent))
             .buffer_unordered(GETS_AT_ONCE)
             .collect()
             .await;
@@ -433,7 +457,7 @@ impl Inner {
     }
 
     /// Downloads a run of blocks with one ranged GET and decodes and verifies each.
-    async fn fetch_group(&self, g: Vec<Entry>) -> Result<Fetched> {
+    async fn fetch_group(&self, g: Vec<Entry>, urgent: bool) -> Result<Fetched> {
         let first = g[0];
         let last = g[g.len() - 1];
         let range = u64::from(first.loc.offset)
@@ -442,7 +466,7 @@ impl Inner {
         let backup = self.backup.backup.clone();
         let store = self.store.clone();
         let n = g.len() as u64;
-        let out = crate::worker::run(move || {
+        let decode = move || {
             let mut out = Vec::with_capacity(g.len());
             for e in g {
                 let corrupt = |source: BlockError| BackupError::CorruptBlock {
@@ -472,8 +496,12 @@ impl Inner {
                 out.push((e, data));
             }
             Ok(out)
-        })
-        .await??;
+        };
+        let out = if urgent {
+            crate::worker::run_now(decode).await??
+        } else {
+            crate::worker::run(decode).await??
+        };
         self.stats.chunks_fetched.fetch_add(n, Ordering::Relaxed);
         Ok(out)
     }

@@ -71,6 +71,21 @@ where
     }
 }
 
+/// Runs `f` at once on a blocking thread of the async runtime, at the caller's priority,
+/// instead of queueing it behind the workers' jobs: for work someone is waiting for (a
+/// program's read of a mounted backup or of a volume being filled).
+pub(crate) async fn run_now<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => Err(BackupError::Task("a backup worker panicked".into())),
+        Err(_) => Err(BackupError::Task("a backup worker dropped its job".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +101,9 @@ mod tests {
         assert!(nice >= NICE, "worker niceness {nice}");
         let err = run(|| -> u32 { panic!("boom") }).await.unwrap_err();
         assert!(err.to_string().contains("panicked"), "{err}");
+        let err = run_now(|| -> u32 { panic!("boom") }).await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(run_now(|| 7).await.unwrap(), 7);
         let many = futures::future::join_all((0..32u64).map(|i| run(move || i * 2))).await;
         let sum: u64 = many.into_iter().map(|r| r.unwrap()).sum();
         assert_eq!(sum, (0..32u64).map(|i| i * 2).sum::<u64>());
