@@ -20,8 +20,10 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::fill_map::FillMap;
@@ -36,8 +38,13 @@ pub(crate) trait ChunkSource: Send + Sync + 'static {
     fn chunk_size(&self) -> u64;
     /// Whether chunk `i` holds no data (zeros: nothing to fetch or write).
     fn is_hole(&self, i: u64) -> bool;
-    /// The data of chunks `range` in order, `None` for a hole, each verified.
-    async fn fetch(&self, range: Range<u64>) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>>;
+    /// The data of chunks `range` in order, `None` for a hole, each verified. `urgent`: a
+    /// program waits for it (not the background fill).
+    async fn fetch(
+        &self,
+        range: Range<u64>,
+        urgent: bool,
+    ) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>>;
 }
 
 #[async_trait::async_trait]
@@ -51,8 +58,16 @@ impl ChunkSource for convoy_backupstore::BackupReader {
     fn is_hole(&self, i: u64) -> bool {
         convoy_backupstore::BackupReader::is_hole(self, i)
     }
-    async fn fetch(&self, range: Range<u64>) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>> {
-        self.chunks(range, false).await.map_err(io::Error::other)
+    async fn fetch(
+        &self,
+        range: Range<u64>,
+        urgent: bool,
+    ) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>> {
+        let how = convoy_backupstore::ChunkFetch {
+            cache: false,
+            urgent,
+        };
+        self.chunks(range, how).await.map_err(io::Error::other)
     }
 }
 
@@ -69,11 +84,21 @@ const READ_AHEAD: u64 = 3;
 /// Bytes the background fill writes between two commits of the fill map.
 const COMMIT_EVERY: u64 = 256 << 20;
 
+/// The background fill yields to user I/O that has to fetch: while such I/O is going on, and
+/// for this long after it, the fill keeps at most one run in flight (a user's fetch then
+/// queues behind one run, not behind `parallel` of them).
+const YIELD_FOR: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// How often a yielding background fill looks again whether it may start more runs.
+const YIELD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The device served during an instant restore. `Send + Sync`: the NBD server and the
 /// background fill call it from many tasks.
 pub(crate) struct Overlay<S: ChunkSource> {
     source: S,
     target: Arc<File>,
+    /// The same device opened with `O_DIRECT`, for the background fill's writes.
+    direct: Option<Arc<File>>,
     map: Arc<FillMap>,
     size: u64,
     chunk: u64,
@@ -81,6 +106,86 @@ pub(crate) struct Overlay<S: ChunkSource> {
     /// Tests only: the background fill runs one run at a time and waits this long after
     /// each (so that a test can act while a small fill is still going on).
     pause: Option<std::time::Duration>,
+    /// User I/O that is fetching chunks now, and when the last such fetch ended.
+    foreground: Foreground,
+}
+
+/// User I/O that has to fetch, as the background fill sees it (see [`YIELD_FOR`]).
+struct Foreground {
+    active: AtomicUsize,
+    /// Milliseconds after `epoch` when the last fetch of user I/O ended (0: never).
+    last_end_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Foreground {
+    fn new() -> Self {
+        Foreground {
+            active: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Marks a user fetch as going on until the guard is dropped (on every path).
+    fn begin(&self) -> ForegroundGuard<'_> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        ForegroundGuard(self)
+    }
+
+    /// Whether the background fill should yield now.
+    fn busy(&self) -> bool {
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let last = self.last_end_ms.load(Ordering::SeqCst);
+        last != 0 && self.now_ms().saturating_sub(last) < YIELD_FOR.as_millis() as u64
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+}
+
+struct ForegroundGuard<'a>(&'a Foreground);
+
+impl Drop for ForegroundGuard<'_> {
+    fn drop(&mut self) {
+        self.0.last_end_ms.store(self.0.now_ms(), Ordering::SeqCst);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Alignment of buffers and offsets for `O_DIRECT` (a page: enough for any logical block
+/// size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Writes `data` at `offset` through `direct` (opened with `O_DIRECT`), from a copy in an
+/// aligned buffer. `EINVAL`: the device or the range does not allow direct I/O.
+fn write_direct(direct: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    if !(offset as usize).is_multiple_of(DIRECT_ALIGN) || !data.len().is_multiple_of(512) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut buf = vec![0u8; data.len() + DIRECT_ALIGN];
+    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let aligned = &mut buf[start..start + data.len()];
+    aligned.copy_from_slice(data);
+    direct.write_all_at(aligned, offset)
+}
+
+/// Starts writing `range` of `target` out now and drops it from the page cache once written
+/// (`POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages).
+fn write_out(target: &File, range: Range<u64>) -> io::Result<()> {
+    let off = |v: u64| {
+        libc::off_t::try_from(v).map_err(|_| io::Error::other(format!("offset {v} too large")))
+    };
+    nix::fcntl::posix_fadvise(
+        target,
+        off(range.start)?,
+        off(range.end - range.start)?,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(io::Error::from)
 }
 
 /// `manager::blocking` for I/O errors (the NBD server answers their errno).
@@ -111,12 +216,23 @@ impl<S: ChunkSource> Overlay<S> {
         Ok(Overlay {
             source,
             target: Arc::new(target),
+            direct: None,
             map,
             size,
             chunk,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             pause: None,
+            foreground: Foreground::new(),
         })
+    }
+
+    /// Has the background fill write through `direct`, the target opened with `O_DIRECT`:
+    /// its writes then never sit in the page cache as dirty pages, which the next flush of
+    /// the user's filesystem (a journal commit syncs the whole device) would have to write
+    /// out first — seconds of waiting for a mount or an `fsync` early in a fill.
+    pub(crate) fn with_direct(mut self, direct: Option<File>) -> Self {
+        self.direct = direct.map(Arc::new);
+        self
     }
 
     /// Paces the background fill (see the field): for tests that must act mid-fill.
@@ -151,7 +267,15 @@ impl<S: ChunkSource> Overlay<S> {
     }
 
     /// Fills the chunks of `wanted` that are not filled. The caller holds their locks.
-    async fn fill_locked(&self, wanted: impl Iterator<Item = u64>) -> io::Result<u64> {
+    ///
+    /// `background` (the background fill): each chunk is written past the page cache
+    /// (`with_direct`), or else sent to the disk at once and dropped from the cache, so that
+    /// the fill leaves no dirty pages for the user's next flush to wait for.
+    async fn fill_locked(
+        &self,
+        wanted: impl Iterator<Item = u64>,
+        background: bool,
+    ) -> io::Result<u64> {
         let mut written = 0;
         let mut todo = Vec::new();
         for i in wanted {
@@ -167,7 +291,7 @@ impl<S: ChunkSource> Overlay<S> {
         }
         // Runs of adjacent chunks, one fetch each.
         for run in coalesce(todo.into_iter().map(|i| i..i + 1).collect()) {
-            for (i, data) in self.source.fetch(run).await? {
+            for (i, data) in self.source.fetch(run, !background).await? {
                 let Some(data) = data else {
                     self.map.set(i);
                     continue;
@@ -180,8 +304,22 @@ impl<S: ChunkSource> Overlay<S> {
                         r.end - r.start
                     )));
                 }
-                let t = self.target.clone();
-                blocking(move || t.write_all_at(&data, r.start)).await?;
+                let (t, at) = (self.target.clone(), r.clone());
+                let direct = self.direct.clone().filter(|_| background);
+                blocking(move || {
+                    if let Some(d) = direct {
+                        match write_direct(&d, &data, at.start) {
+                            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                            done => return done,
+                        }
+                    }
+                    t.write_all_at(&data, at.start)?;
+                    if background {
+                        write_out(&t, at)?;
+                    }
+                    Ok(())
+                })
+                .await?;
                 written += r.end - r.start;
                 self.map.set(i);
             }
@@ -189,28 +327,60 @@ impl<S: ChunkSource> Overlay<S> {
         Ok(written)
     }
 
-    /// Fills every chunk not filled, `parallel` runs at once, committing the map as it goes
-    /// and at the end. Returns the bytes written. A fetch error ends the fill with that error
-    /// (what was filled stays filled; call again to go on).
+    /// Fills every chunk not filled, up to `parallel` runs at once, committing the map as it
+    /// goes and at the end. Returns the bytes written. A fetch error ends the fill with that
+    /// error (what was filled stays filled; call again to go on).
+    ///
+    /// The fill makes way for user I/O: it starts with one run in flight and doubles that
+    /// with each run completed while no user I/O fetches, up to `parallel`; while user I/O
+    /// fetches (and for [`YIELD_FOR`] after) it drops back to one run, so a read of data not
+    /// yet filled waits behind one run rather than behind all of them.
     pub(crate) async fn fill(&self, parallel: usize) -> io::Result<u64> {
-        let runs = self.map.unfilled_runs(FILL_RUN);
-        let parallel = if self.pause.is_some() { 1 } else { parallel };
-        let mut results = futures::stream::iter(runs)
-            .map(|run| async move {
-                let n = {
-                    let _held = self.lock(run.clone()).await;
-                    self.fill_locked(run).await
-                };
-                if let (Some(p), Ok(1..)) = (self.pause, &n) {
-                    tokio::time::sleep(p).await;
+        let mut runs = self.map.unfilled_runs(FILL_RUN).into_iter().peekable();
+        let parallel = if self.pause.is_some() {
+            1
+        } else {
+            parallel.max(1)
+        };
+        let mut in_flight = FuturesUnordered::new();
+        // Runs allowed in flight while no user I/O fetches (slow start).
+        let mut window = 1usize;
+        let (mut total, mut since_commit) = (0, 0);
+        loop {
+            let allowed = if self.foreground.busy() {
+                window = 1;
+                1
+            } else {
+                window
+            };
+            while in_flight.len() < allowed {
+                let Some(run) = runs.next() else { break };
+                in_flight.push(self.fill_run(run));
+            }
+            if in_flight.is_empty() {
+                if runs.peek().is_none() {
+                    break;
                 }
-                n
-            })
-            .buffer_unordered(parallel.max(1));
-        let mut total = 0;
-        let mut since_commit = 0;
-        while let Some(r) = results.next().await {
-            let n = r?;
+                continue;
+            }
+            let done = tokio::select! {
+                done = in_flight.next() => done,
+                () = tokio::time::sleep(YIELD_POLL), if in_flight.len() < parallel => None,
+            };
+            let n = match done {
+                None => continue,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    // The other runs end first: a run dropped mid-way could leave a write of
+                    // backup data still going on in a blocking thread after its locks are
+                    // released.
+                    while in_flight.next().await.is_some() {}
+                    return Err(e);
+                }
+            };
+            if !self.foreground.busy() {
+                window = (window * 2).min(parallel);
+            }
             total += n;
             since_commit += n;
             if since_commit >= COMMIT_EVERY {
@@ -220,6 +390,18 @@ impl<S: ChunkSource> Overlay<S> {
         }
         self.sync().await?;
         Ok(total)
+    }
+
+    /// One run of the background fill, under its chunks' locks.
+    async fn fill_run(&self, run: Range<u64>) -> io::Result<u64> {
+        let n = {
+            let _held = self.lock(run.clone()).await;
+            self.fill_locked(run, true).await
+        };
+        if let (Some(p), Ok(1..)) = (self.pause, &n) {
+            tokio::time::sleep(p).await;
+        }
+        n
     }
 
     /// [`Overlay::sync`], on the calling (blocking) thread.
@@ -241,14 +423,25 @@ impl<S: ChunkSource> convoy_nbd::BlockBackend for Overlay<S> {
     }
 
     async fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let began = std::time::Instant::now();
         let chunks = self.chunks_of(offset, buf.len() as u64);
         let held = if chunks.clone().all(|i| self.map.is_filled(i)) {
             None
         } else {
             let count = self.size.div_ceil(self.chunk);
             let wider = chunks.start..(chunks.end + READ_AHEAD).min(count);
+            let started = std::time::Instant::now();
+            let _fetching = self.foreground.begin();
             let held = self.lock(wider.clone()).await;
-            self.fill_locked(wider).await?;
+            let locked = started.elapsed();
+            let written = self.fill_locked(wider.clone(), false).await?;
+            tracing::debug!(
+                chunks = ?wider,
+                written,
+                lock_ms = locked.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "read filled chunks first"
+            );
             Some(held)
         };
         let t = self.target.clone();
@@ -256,19 +449,32 @@ impl<S: ChunkSource> convoy_nbd::BlockBackend for Overlay<S> {
         let v = blocking(move || t.read_exact_at(&mut v, offset).map(|()| v)).await?;
         drop(held);
         buf.copy_from_slice(&v);
+        let took = began.elapsed();
+        if took >= std::time::Duration::from_millis(50) {
+            tracing::debug!(
+                offset,
+                len = buf.len(),
+                total_ms = took.as_millis() as u64,
+                "slow read"
+            );
+        }
         Ok(())
     }
 
     async fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
         let chunks = self.chunks_of(offset, data.len() as u64);
-        let _held = self.lock(chunks.clone()).await;
         // Chunks the write covers only in part keep the rest of their backup bytes.
-        let partial = chunks.clone().filter(|&i| {
-            let r = self.chunk_range(i);
-            offset > r.start || end < r.end
-        });
-        self.fill_locked(partial).await?;
+        let partial: Vec<u64> = chunks
+            .clone()
+            .filter(|&i| {
+                let r = self.chunk_range(i);
+                (offset > r.start || end < r.end) && !self.map.is_filled(i)
+            })
+            .collect();
+        let _fetching = (!partial.is_empty()).then(|| self.foreground.begin());
+        let _held = self.lock(chunks.clone()).await;
+        self.fill_locked(partial.into_iter(), false).await?;
         let t = self.target.clone();
         let d = data.to_vec();
         blocking(move || t.write_all_at(&d, offset)).await?;
@@ -279,7 +485,13 @@ impl<S: ChunkSource> convoy_nbd::BlockBackend for Overlay<S> {
     }
 
     async fn flush(&self) -> io::Result<()> {
-        self.sync().await
+        let started = std::time::Instant::now();
+        let synced = self.sync().await;
+        tracing::debug!(
+            total_ms = started.elapsed().as_millis() as u64,
+            "flush: device synced, fill map committed"
+        );
+        synced
     }
 }
 

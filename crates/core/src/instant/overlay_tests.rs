@@ -14,6 +14,10 @@ struct Table {
     size: u64,
     fetched: AtomicU64,
     down: AtomicBool,
+    /// Fetches going on now, the most seen at once, and how long each takes (ms).
+    fetching: AtomicU64,
+    most_fetching: AtomicU64,
+    fetch_ms: AtomicU64,
 }
 
 impl Table {
@@ -33,6 +37,9 @@ impl Table {
             size,
             fetched: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            fetching: AtomicU64::new(0),
+            most_fetching: AtomicU64::new(0),
+            fetch_ms: AtomicU64::new(0),
         }
     }
 
@@ -59,12 +66,23 @@ impl ChunkSource for Arc<Table> {
     fn is_hole(&self, i: u64) -> bool {
         self.chunks[i as usize].is_none()
     }
-    async fn fetch(&self, range: Range<u64>) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>> {
+    async fn fetch(
+        &self,
+        range: Range<u64>,
+        _urgent: bool,
+    ) -> io::Result<Vec<(u64, Option<Arc<Vec<u8>>>)>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(io::Error::other("store unreachable"));
         }
         self.fetched
             .fetch_add(range.end - range.start, Ordering::SeqCst);
+        let now = self.fetching.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_fetching.fetch_max(now, Ordering::SeqCst);
+        let ms = self.fetch_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        self.fetching.fetch_sub(1, Ordering::SeqCst);
         Ok(range
             .map(|i| (i, self.chunks[i as usize].clone()))
             .collect())
@@ -273,4 +291,66 @@ fn a_map_of_another_geometry_is_refused() {
     let f = File::open(&s.device).unwrap();
     let e = Overlay::new(s.table.clone(), f, map).err().unwrap();
     assert!(e.to_string().contains("3 chunks"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_fill_keeps_one_run_in_flight_while_user_io_fetches() {
+    // Every fetch takes a while, so that runs started together overlap.
+    let s = Setup::new();
+    s.table.fetch_ms.store(20, Ordering::SeqCst);
+    let o = s.overlay();
+    {
+        // User I/O fetching during the whole fill: one run at a time.
+        let _user = o.foreground.begin();
+        o.fill(4).await.unwrap();
+    }
+    assert_eq!(s.table.most_fetching.load(Ordering::SeqCst), 1);
+    assert_eq!(s.device(), s.table.image());
+
+    // The same fill with no user I/O opens up to more runs at once.
+    let again = Setup::new();
+    again.table.fetch_ms.store(20, Ordering::SeqCst);
+    again.overlay().fill(4).await.unwrap();
+    assert!(
+        again.table.most_fetching.load(Ordering::SeqCst) >= 2,
+        "the fill never ran two runs at once"
+    );
+    assert_eq!(again.device(), again.table.image());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_fill_writes_past_the_page_cache_where_it_can() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let s = Setup::new();
+    // Direct I/O to the device file (the temp dir must allow it, as ext4 and xfs do); the
+    // 1000-byte tail chunk cannot be written so and goes through the page cache instead.
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&s.device)
+        .expect("O_DIRECT open of a file in the temp dir");
+    let n = s.table.chunks.len() as u64;
+    let map = Arc::new(FillMap::open(&s.map, n, CHUNK, &ID).unwrap());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&s.device)
+        .unwrap();
+    let o = Overlay::new(s.table.clone(), f, map)
+        .unwrap()
+        .with_direct(Some(direct));
+    let mut buf = vec![0u8; 100];
+    o.read_at(CHUNK * 2, &mut buf).await.unwrap();
+    o.fill(3).await.unwrap();
+    assert!(o.map().complete());
+    assert_eq!(s.device(), s.table.image());
+    // Unaligned ranges are refused before any I/O, so the caller can fall back.
+    let d = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&s.device)
+        .unwrap();
+    let e = write_direct(&d, &[1u8; 1000], 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let e = write_direct(&d, &[1u8; 4096], 512).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
 }

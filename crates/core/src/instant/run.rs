@@ -9,6 +9,7 @@
 //! aborts it under the volume's lock.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,10 +132,18 @@ impl VolumeManager {
             nbd_index: None,
             boot_id: crate::browse::boot_id(),
         };
+        let started = std::time::Instant::now();
         let reader = self.open_fill_reader(rec, &fill).await?;
+        let opened = started.elapsed();
         fill.backup_uuid = reader.info().backup_uuid.clone();
         rec.instant = Some(fill);
         let made = self.serve(rec, reader, true).await;
+        tracing::debug!(
+            volume = %rec.name,
+            open_ms = opened.as_millis() as u64,
+            serve_ms = (started.elapsed() - opened).as_millis() as u64,
+            "instant restore: backup opened and volume served"
+        );
         match made {
             Ok(session) => {
                 locked(&self.inner.fills.sessions).insert(rec.name.clone(), session);
@@ -242,12 +251,20 @@ impl VolumeManager {
                 .write(true)
                 .open(&target_path)
                 .map_err(|e| Error::io("open for the fill", &target_path, e))?;
-            Ok((map, target, d.instant_front(&r)?))
+            // The background fill writes past the page cache (see `Overlay::with_direct`); a
+            // device that refuses direct I/O is filled through the page cache.
+            let direct = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&target_path)
+                .ok();
+            Ok((map, (target, direct), d.instant_front(&r)?))
         })
         .await?;
         let overlay = Arc::new(
-            Overlay::new(reader.clone(), target, Arc::new(map))
+            Overlay::new(reader.clone(), target.0, Arc::new(map))
                 .map_err(|e| Error::Internal(format!("fill of volume {}: {e}", rec.name)))?
+                .with_direct(target.1)
                 .with_pause(test_pause()),
         );
         let what = format!("serve volume {} during its instant restore", rec.name);
