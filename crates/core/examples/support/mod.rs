@@ -22,6 +22,17 @@ pub fn loop_device(file: &Path, size: u64) -> String {
     run("losetup", &["-f", "--show", file.to_str().unwrap()])
 }
 
+/// [`loop_device`] with direct I/O to the file: the pool then sees a disk rather than a
+/// second page cache (on a buffered loop device every flush of a thin device — a journal
+/// commit, an `fsync` — writes out every dirty page of the whole backing file).
+pub fn direct_loop_device(file: &Path, size: u64) -> String {
+    std::fs::File::create(file).unwrap().set_len(size).unwrap();
+    run(
+        "losetup",
+        &["-f", "--show", "--direct-io=on", file.to_str().unwrap()],
+    )
+}
+
 /// Writes dirty pages back and drops the page cache.
 pub fn drop_caches() {
     run("sync", &[]);
