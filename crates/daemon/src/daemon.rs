@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
+use convoy_core::VolumeManager;
 use tokio::sync::Mutex;
 
 use crate::mounts::DockerMounts;
-use crate::{Manager, Result};
+use crate::Result;
 
 /// How the daemon's endpoints behave (daemon flags): the Docker plugin's, and defaults of
 /// `/v1` calls.
@@ -21,8 +22,8 @@ pub struct DaemonSettings {
 
 /// The volume manager plus the daemon's own state (Docker mount references, policies).
 #[derive(Debug)]
-pub struct Daemon<M> {
-    pub(crate) manager: M,
+pub struct Daemon {
+    pub(crate) manager: VolumeManager,
     pub(crate) settings: DaemonSettings,
     /// Docker mount references; the lock also serializes Docker mounts and unmounts.
     pub(crate) docker_mounts: Mutex<DockerMounts>,
@@ -30,11 +31,11 @@ pub struct Daemon<M> {
     pub(crate) policies: convoy_core::PolicyEngine,
 }
 
-impl<M: Manager> Daemon<M> {
+impl Daemon {
     /// A daemon serving `manager`, keeping its own state under `root`.
-    pub fn new(manager: M, root: &Path, settings: DaemonSettings) -> Result<Self> {
+    pub fn new(manager: VolumeManager, root: &Path, settings: DaemonSettings) -> Result<Self> {
         let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())
-            .map_err(crate::core_manager::map_err)?;
+            .map_err(crate::wire::map_err)?;
         Ok(Self {
             manager,
             settings,
@@ -49,7 +50,7 @@ impl<M: Manager> Daemon<M> {
     }
 
     /// The volume manager.
-    pub fn manager(&self) -> &M {
+    pub fn manager(&self) -> &VolumeManager {
         &self.manager
     }
 }
