@@ -3,9 +3,7 @@
 use std::path::Path;
 
 use convoy_core::VolumeManager;
-use tokio::sync::Mutex;
 
-use crate::mounts::DockerMounts;
 use crate::Result;
 
 /// How the daemon's endpoints behave (daemon flags): the Docker plugin's, and defaults of
@@ -20,13 +18,12 @@ pub struct DaemonSettings {
     pub backup_limit_upload: Option<u64>,
 }
 
-/// The volume manager plus the daemon's own state (Docker mount references, policies).
+/// The volume manager plus the daemon's own state (settings, policies). Docker's mount
+/// references are the manager's (`VolumeManager::mount_for`), kept under each volume's lock.
 #[derive(Debug)]
 pub struct Daemon {
     pub(crate) manager: VolumeManager,
     pub(crate) settings: DaemonSettings,
-    /// Docker mount references; the lock also serializes Docker mounts and unmounts.
-    pub(crate) docker_mounts: Mutex<DockerMounts>,
     /// Scheduled snapshots and backups (`<root>/policies.json`); run by `policy_runner`.
     pub(crate) policies: convoy_core::PolicyEngine,
 }
@@ -39,7 +36,6 @@ impl Daemon {
         Ok(Self {
             manager,
             settings,
-            docker_mounts: Mutex::new(DockerMounts::load(root)?),
             policies,
         })
     }

@@ -7,8 +7,8 @@
 //!
 //! * [`server`]: the router, [`run`] and [`bind_socket`] (stale socket removal, mode 0600).
 //! * [`Daemon`]: the `convoy_core::VolumeManager` the handlers call directly, plus the
-//!   daemon's own state — the Docker mount references (by mount ID, persisted under the root
-//!   so a restart keeps them).
+//!   daemon's own state (settings, policies). Docker's mount references are the manager's
+//!   (`VolumeManager::mount_for`), kept under each volume's lock.
 //! * [`config`]: daemon flags ([`DaemonArgs`]) checked against the saved `<root>/convoy.cfg`.
 //! * [`launch`]: what `convoy daemon` and `convoyd` do — open the manager, bind, serve until
 //!   SIGTERM/SIGINT.
@@ -25,13 +25,11 @@
 
 pub mod config;
 mod daemon;
-mod durable;
 mod error;
 pub mod fill_watch;
 mod http;
 pub mod launch;
 pub mod metrics;
-pub mod mounts;
 mod plugin;
 pub mod policy_runner;
 mod progress;

@@ -242,20 +242,12 @@ pub(crate) async fn remove(State(d): Shared, uri: Uri, body: Bytes) -> Response 
             );
             return Ok(err_only(String::new()));
         }
-        let mut mounts = d.docker_mounts.lock().await;
-        let holders = mounts.holders(name);
-        if holders > 0 {
-            return Err(DaemonError::volume(
-                ErrorKind::Busy,
-                format!("volume {name} is still mounted for {holders} Docker container(s)"),
-            ));
-        }
-        match d.manager.delete_volume(name, false).await.map_err(map_err) {
+        // Refused while Docker mounts remain, checked under the volume's lock.
+        match d.manager.delete_unheld_volume(name).await.map_err(map_err) {
             Ok(()) => tracing::info!(volume = name, "deleted for Docker"),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
-        mounts.forget(name)?;
         d.policies.forget_volume(name).map_err(map_err)?;
         Ok(err_only(String::new()))
     })
@@ -266,26 +258,28 @@ pub(crate) async fn mount(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_mountpoint, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        let mut mounts = d.docker_mounts.lock().await;
-        let volume = match d.manager.inspect_volume(name).await.map_err(map_err) {
-            Err(e) if is_not_found(&e) && d.settings.create_on_docker_mount => {
-                tracing::info!(
-                    volume = name,
-                    "creating on Docker mount (--create-on-docker-mount)"
-                );
-                let what = format!("Docker mount-create of {name}");
-                create_volume(&d, new_volume(name, None)?.0, what).await?;
-                volume(&d, name).await?
+        if d.settings.create_on_docker_mount {
+            match d.manager.inspect_volume(name).await.map_err(map_err) {
+                Err(e) if is_not_found(&e) => {
+                    tracing::info!(
+                        volume = name,
+                        "creating on Docker mount (--create-on-docker-mount)"
+                    );
+                    let what = format!("Docker mount-create of {name}");
+                    match create_volume(&d, new_volume(name, None)?.0, what).await {
+                        // Another Mount made it meanwhile.
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                        other => other?,
+                    }
+                }
+                other => drop(other?),
             }
-            other => wire::volume_response(other?),
-        };
-        let mountpoint = if volume.mount_point.is_empty() {
-            d.manager.mount_volume(name, None).await.map_err(map_err)?
-        } else {
-            volume.mount_point.into()
-        };
-        mounts.add(name, &r.id)?;
-        tracing::info!(volume = name, id = %r.id, holders = mounts.holders(name), "Docker mount");
+        }
+        // Mounted where it really is, or mounted now: never the record's word alone (a volume
+        // unmounted behind convoy's back is mounted again). Under the volume's lock only.
+        let mountpoint = d.manager.mount_for(name, &r.id).await.map_err(map_err)?;
+        let holders = d.manager.mount_holders(name);
+        tracing::info!(volume = name, id = %r.id, holders, "Docker mount");
         Ok(http::json(&MountpointResponse {
             mountpoint: mountpoint.to_string_lossy().into_owned(),
             err: String::new(),
@@ -299,20 +293,14 @@ pub(crate) async fn unmount(State(d): Shared, uri: Uri, body: Bytes) -> Response
     answer(&uri, body, err_only, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
         convoy_core::validate_name(name).map_err(map_err)?;
-        let mut mounts = d.docker_mounts.lock().await;
-        if !mounts.remove(name, &r.id)? {
+        // The last holder leaving unmounts the volume (the manager's, under the volume's lock).
+        if !d.manager.unmount_for(name, &r.id).await.map_err(map_err)? {
             // Not ours to undo: the ID never mounted (or was already unmounted).
             tracing::warn!(volume = name, id = %r.id, "Docker unmount of an unknown mount ID; nothing to do");
             return Ok(err_only(String::new()));
         }
-        let holders = mounts.holders(name);
+        let holders = d.manager.mount_holders(name);
         tracing::info!(volume = name, id = %r.id, holders, "Docker unmount");
-        if holders == 0 {
-            let volume = volume(&d, name).await?;
-            if !volume.mount_point.is_empty() {
-                d.manager.umount_volume(name).await.map_err(map_err)?;
-            }
-        }
         Ok(err_only(String::new()))
     })
     .await
@@ -342,7 +330,7 @@ pub(crate) async fn get(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     answer(&uri, body, err_get, |r: NameRequest| async move {
         let name = required(&route, "Name", &r.name)?;
         let volume = volume(&d, name).await?;
-        let holders = d.docker_mounts.lock().await.holders(name);
+        let holders = d.manager.mount_holders(name);
         let mut status: BTreeMap<String, serde_json::Value> = volume
             .driver_info
             .into_iter()

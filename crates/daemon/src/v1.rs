@@ -278,11 +278,11 @@ pub(crate) async fn volume_delete(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeDeleteRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
+        // Docker's mount references of the volume go with it (the manager's).
         d.manager
             .delete_volume(name, r.reference_only)
             .await
             .map_err(map_err)?;
-        d.docker_mounts.lock().await.forget(name)?;
         d.policies.forget_volume(name).map_err(map_err)?;
         Ok(Empty {})
     })
