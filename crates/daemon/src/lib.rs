@@ -12,8 +12,9 @@
 //! * [`config`]: daemon flags ([`DaemonArgs`]) checked against the saved `<root>/convoy.cfg`.
 //! * [`launch`]: what `convoy daemon` and `convoyd` do — open the manager, bind, serve until
 //!   SIGTERM/SIGINT.
-//! * [`metrics`]: the opt-in Prometheus endpoint (`--metrics-listen`) and
-//!   [`metrics::record_policy_run`].
+//! * [`metrics`]: the opt-in Prometheus endpoint (`--metrics-listen`),
+//!   [`metrics::record_policy_run`] and [`metrics::measured`] (restores and backups started
+//!   through the daemon, the CSI services included, counted and timed).
 //!
 //! ## Usage
 //!
