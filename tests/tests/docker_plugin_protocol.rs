@@ -4,7 +4,7 @@
 
 mod cli_support;
 
-use cli_support::{docker_id, TestDaemon};
+use cli_support::{docker_id, is_root, TestDaemon};
 use serde_json::json;
 
 fn get(d: &TestDaemon, name: &str) -> serde_json::Value {
@@ -166,6 +166,117 @@ fn docker_mount_references_survive_a_daemon_restart() {
     assert_eq!(get(&d, "vol")["Volume"]["Mountpoint"], "");
     assert_eq!(
         d.docker("/VolumeDriver.Remove", "{\"Name\":\"vol\"}\n"),
+        json!({"Err": ""})
+    );
+}
+
+/// Runs a command as root would by hand; panics with its output if it fails.
+fn sh(command: &[&str]) {
+    let out = std::process::Command::new(command[0])
+        .args(&command[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Unmounts the share when the test ends, however it ends (before its temp dir goes).
+struct Share(std::path::PathBuf);
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A volume unmounted behind convoy's back is never handed to Docker as mounted: Mount asks
+/// the manager to mount it (which checks where it really is), not the record. The vfs
+/// driver's volumes are directories under `vfs.path`, here a share (a bind mount, as an NFS
+/// export would be) that is unmounted by hand while a container holds a volume: the next
+/// Mount answers an error, not a path that is no longer the volume, and once the share is
+/// back it answers the volume again. (A devicemapper volume unmounted by hand is mounted
+/// again: `dm_a_volume_unmounted_behind_convoys_back_is_mounted_again_for_a_holder`, VM tier.)
+#[test]
+fn docker_mount_of_a_volume_unmounted_behind_convoys_back_is_not_handed_out() {
+    if !is_root() {
+        eprintln!("SKIPPED: the share is a bind mount, which needs root");
+        return;
+    }
+    let d = TestDaemon::start_with(&[], |d| {
+        let export = d.dir.path().join("export");
+        std::fs::create_dir_all(&export).unwrap();
+        std::fs::create_dir_all(&d.vols).unwrap();
+        sh(&[
+            "mount",
+            "--bind",
+            export.to_str().unwrap(),
+            d.vols.to_str().unwrap(),
+        ]);
+        vec![
+            "--drivers".into(),
+            "vfs".into(),
+            "--driver-opts".into(),
+            format!("vfs.path={}", d.vols.display()),
+        ]
+    });
+    let share = Share(d.vols.clone());
+    let export = d.dir.path().join("export");
+    let mount = |id: &str| {
+        d.docker(
+            "/VolumeDriver.Mount",
+            &format!("{{\"Name\":\"shared\",\"ID\":\"{id}\"}}\n"),
+        )
+    };
+    assert_eq!(
+        d.docker(
+            "/VolumeDriver.Create",
+            "{\"Name\":\"shared\",\"Opts\":null}\n"
+        ),
+        json!({"Err": ""})
+    );
+    let (a, b) = (docker_id(), docker_id());
+    let first = mount(&a);
+    assert_eq!(first["Err"], "", "{first}");
+    let path = std::path::PathBuf::from(first["Mountpoint"].as_str().unwrap());
+    std::fs::write(path.join("hello"), b"from the first container").unwrap();
+
+    // Behind convoy's back: the share goes; the record still says the volume is mounted.
+    sh(&["umount", share.0.to_str().unwrap()]);
+    assert!(!path.exists());
+    assert_eq!(mount_point(&d, "shared"), path.display().to_string());
+    let second = mount(&b);
+    assert_eq!(second["Mountpoint"], "", "handed out while gone: {second}");
+    let err = second["Err"].as_str().unwrap();
+    assert!(err.contains("not found") && err.contains("shared"), "{err}");
+    assert_eq!(get(&d, "shared")["Volume"]["Status"]["DockerMounts"], 1);
+
+    // The share is back: the volume is answered again, with its content.
+    sh(&[
+        "mount",
+        "--bind",
+        export.to_str().unwrap(),
+        share.0.to_str().unwrap(),
+    ]);
+    let second = mount(&b);
+    assert_eq!(second["Err"], "", "{second}");
+    assert_eq!(second["Mountpoint"], path.display().to_string());
+    assert_eq!(
+        std::fs::read(path.join("hello")).unwrap(),
+        b"from the first container"
+    );
+    assert_eq!(get(&d, "shared")["Volume"]["Status"]["DockerMounts"], 2);
+    for id in [&a, &b] {
+        d.docker(
+            "/VolumeDriver.Unmount",
+            &format!("{{\"Name\":\"shared\",\"ID\":\"{id}\"}}\n"),
+        );
+    }
+    assert_eq!(get(&d, "shared")["Volume"]["Mountpoint"], "");
+    assert_eq!(
+        d.docker("/VolumeDriver.Remove", "{\"Name\":\"shared\"}\n"),
         json!({"Err": ""})
     );
 }

@@ -14,6 +14,9 @@
 //! * Volumes: [`VolumeManager::create_volume`], `delete_volume`, `mount_volume`,
 //!   `umount_volume`, `list_volumes`, `inspect_volume`. Snapshots: `create_snapshot`,
 //!   `delete_snapshot`, `inspect_snapshot`. Volume and snapshot names share one namespace.
+//! * Mounts for holders (Docker's mount IDs): [`VolumeManager::mount_for`], `unmount_for`,
+//!   `mount_holders`, `delete_unheld_volume`; counted under each volume's lock and kept in
+//!   `<root>/`[`MOUNT_REFS_FILE`] across restarts.
 //! * Backups: [`VolumeManager::create_backup`] (incremental when the last backed-up snapshot
 //!   still exists, full otherwise), `delete_backup`, `list_backups`, `inspect_backup`;
 //!   restore with [`CreateVolumeRequest::backup_url`].
@@ -61,6 +64,9 @@ mod guards;
 mod instant;
 mod lifecycle;
 mod manager;
+mod mount_refs;
+pub use mount_refs::MOUNT_REFS_FILE;
+mod mounts;
 mod names;
 mod open;
 mod original;

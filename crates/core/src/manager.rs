@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub browses: crate::browse::Browses,
     /// Instant restores being filled (`instant/run.rs`).
     pub fills: crate::instant::Fills,
+    /// Holders keeping volumes mounted (`mount_refs.rs`); changed under the volume's lock.
+    pub mount_refs: Mutex<crate::mount_refs::MountRefs>,
     /// Lines describing what start-up reconciliation did.
     pub reconcile_report: Vec<String>,
     /// Held for the manager's life: one manager per root.
@@ -475,21 +477,33 @@ impl VolumeManager {
 
     /// Deletes a volume and its snapshots. `reference_only` forgets the volume but keeps its
     /// data (vfs: the directory stays; devicemapper: the thin device stays, its record moves
-    /// to `<root>/devicemapper/released/`).
+    /// to `<root>/devicemapper/released/`). The volume's holders
+    /// ([`VolumeManager::mount_for`]) are forgotten with it; to refuse while there are any,
+    /// use [`VolumeManager::delete_unheld_volume`].
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::Busy`] when it is mounted or a backup reads one of its
-    /// snapshots.
+    /// [`Error::NotFound`]; [`Error::Busy`] when it is mounted (devicemapper) or a backup reads
+    /// one of its snapshots.
     pub async fn delete_volume(&self, name: &str, reference_only: bool) -> Result<()> {
         let (me, name) = (self.clone(), name.to_owned());
         detached("delete volume", async move {
-            me.delete_volume_now(&name, reference_only).await
+            me.delete_volume_now(&name, reference_only, false).await
         })
         .await
     }
 
-    async fn delete_volume_now(&self, name: &str, reference_only: bool) -> Result<()> {
+    /// Deletes a volume under its lock; `refuse_held`: [`Error::Busy`] while holders keep it
+    /// mounted (`mounts.rs`). Its holders are forgotten with it.
+    pub(crate) async fn delete_volume_now(
+        &self,
+        name: &str,
+        reference_only: bool,
+        refuse_held: bool,
+    ) -> Result<()> {
         let (_guard, mut rec) = self.lock_volume(name).await?;
+        if refuse_held {
+            self.check_unheld(name)?;
+        }
         {
             let st = self.state();
             if let Some(s) = rec
@@ -535,55 +549,13 @@ impl VolumeManager {
             Ok(())
         })
         .await?;
+        // Still under the lock: no holder mounts a volume of that name in between.
+        let (me, gone) = (self.clone(), name.to_owned());
+        let forgotten = blocking(move || me.forget_holders(&gone)).await;
         let mut st = self.state();
         st.volumes.remove(name);
         st.locks.remove(name);
-        Ok(())
-    }
-
-    /// Mounts a volume at `mountpoint` or the driver's default (devicemapper:
-    /// `<root>/devicemapper/mounts/<name>`). Returns the mount point.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`]; [`Error::Busy`] when mounted elsewhere; mount errors.
-    pub async fn mount_volume(&self, name: &str, mountpoint: Option<PathBuf>) -> Result<PathBuf> {
-        let (_guard, mut rec) = self.lock_volume(name).await?;
-        let driver = self.driver(&rec.driver)?;
-        let me = self.clone();
-        blocking(move || {
-            let at = mountpoint.unwrap_or_else(|| driver.default_mount_point(&rec));
-            if let Some(now) = driver.mounted_at(&rec)? {
-                if now != at {
-                    return Err(Error::busy(
-                        &rec.name,
-                        format!("it is mounted at {}; unmount it first", now.display()),
-                    ));
-                }
-            }
-            let at = driver.mount(&rec, &at)?;
-            rec.mount_point = Some(at.clone());
-            me.commit(&rec)?;
-            Ok(at)
-        })
-        .await
-    }
-
-    /// Unmounts a volume (idempotent).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`]; umount errors (e.g. busy).
-    pub async fn umount_volume(&self, name: &str) -> Result<()> {
-        let (_guard, mut rec) = self.lock_volume(name).await?;
-        let driver = self.driver(&rec.driver)?;
-        let me = self.clone();
-        blocking(move || {
-            if let Some(at) = driver.mounted_at(&rec)? {
-                driver.umount(&rec, &at)?;
-            }
-            rec.mount_point = None;
-            me.commit(&rec)
-        })
-        .await
+        forgotten
     }
 
     /// Every volume (of one driver when `driver` is given), by name.

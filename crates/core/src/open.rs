@@ -12,6 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::manager::{Inner, VolumeManager};
+use crate::mount_refs::MountRefs;
 use crate::records::{write_atomic, ObjectState, RecordStore, VolumeRecord};
 use crate::state::State;
 use crate::types::ManagerConfig;
@@ -298,6 +299,12 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
         }
     }
     crate::browse::clean_at_start(&config.root, &mut report)?;
+    let mut mount_refs = MountRefs::load(&config.root)?;
+    for volume in mount_refs.retain_volumes(|v| state.volumes.contains_key(v))? {
+        report.push(format!(
+            "dropped the Docker mount references of volume {volume}, which no longer exists"
+        ));
+    }
     match settled {
         Settled::Original if degraded.is_empty() => finish_original_config(&config)?,
         Settled::Given => save_config(&config)?,
@@ -313,6 +320,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
             state: Mutex::new(state),
             browses: Default::default(),
             fills: Default::default(),
+            mount_refs: Mutex::new(mount_refs),
             reconcile_report: report,
             _root_lock: root_lock,
         }),

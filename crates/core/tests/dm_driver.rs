@@ -155,6 +155,39 @@ async fn dm_volumes_mount_snapshot_and_survive_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
+async fn dm_a_volume_unmounted_behind_convoys_back_is_mounted_again_for_a_holder() {
+    let fx = Fixture::new("held", 4096, "ext4", 1024 * MIB);
+    let m = fx.open().await;
+    m.create_volume(named("held", None), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let at = m.mount_for("held", "docker-a").await.unwrap();
+    write_file(&at.join("data"), 7, MIB as usize);
+
+    // Someone unmounts it by hand; the record still names the mount point.
+    run("umount", &[at.to_str().unwrap()]);
+    assert!(!at.join("data").exists());
+    assert_eq!(
+        m.inspect_volume("held").await.unwrap().mount_point,
+        Some(at.clone())
+    );
+    // The next holder's mount asks the mount table, not the record: mounted again.
+    assert_eq!(m.mount_for("held", "docker-b").await.unwrap(), at);
+    assert!(at.join("data").exists(), "handed out unmounted");
+    assert_eq!(m.mount_holders("held"), 2);
+
+    assert!(m.unmount_for("held", "docker-a").await.unwrap());
+    assert!(at.join("data").exists(), "unmounted under docker-b");
+    assert!(m.unmount_for("held", "docker-b").await.unwrap());
+    assert!(
+        !at.join("data").exists(),
+        "still mounted after the last holder"
+    );
+    m.delete_unheld_volume("held").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 async fn dm_xfs_volume_and_bad_requests() {
     let fx = Fixture::new("xfs", 128, "xfs", 1024 * MIB);
     let m = fx.open().await;

@@ -1,6 +1,5 @@
 //! ControllerExpandVolume and GetCapacity.
 
-use convoy_daemon::Manager;
 use tonic::Status;
 
 use crate::controller::{check_capabilities, info_str, volume_size};
@@ -8,7 +7,7 @@ use crate::pb::*;
 use crate::util::{self, required};
 use crate::Csi;
 
-impl<M: Manager> Csi<M> {
+impl Csi {
     pub(crate) async fn expand(
         &self,
         r: ControllerExpandVolumeRequest,
@@ -74,7 +73,7 @@ impl<M: Manager> Csi<M> {
             return Ok(GetCapacityResponse::default());
         }
         let info = self.manager.info().await.map_err(util::status)?;
-        let section = info.get(&driver);
+        let section = info.drivers.get(&driver);
         let num = |key: &str| info_str(section, key).and_then(|s| s.parse::<i64>().ok());
         let available = match (
             num("ThinpoolTotalBlocks"),

@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use convoy_api::wire::VolumeResponse;
-use convoy_daemon::{ErrorKind, Manager, NewVolume};
+use convoy_core::{ErrorKind, StoreOptions, Volume as ConvoyVolume};
 use tonic::{Request, Response, Status};
 
 use crate::pb::controller_server::Controller;
@@ -30,7 +29,7 @@ pub const PARAM_S3_ENDPOINT: &str = "s3Endpoint";
 const K8S_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// A volume's size in bytes from its `DriverInfo` (`Size`; 0 when the driver has none).
-pub(crate) fn volume_size(v: &VolumeResponse) -> i64 {
+pub(crate) fn volume_size(v: &ConvoyVolume) -> i64 {
     v.driver_info
         .get("Size")
         .and_then(|s| s.parse::<i64>().ok())
@@ -38,14 +37,8 @@ pub(crate) fn volume_size(v: &VolumeResponse) -> i64 {
 }
 
 /// A string value of an `info` section.
-pub(crate) fn info_str(
-    section: Option<&BTreeMap<String, serde_json::Value>>,
-    key: &str,
-) -> Option<String> {
-    match section?.get(key)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
+pub(crate) fn info_str(section: Option<&BTreeMap<String, String>>, key: &str) -> Option<String> {
+    section?.get(key).cloned()
 }
 
 /// Checks that convoy can serve every capability in `caps` on `driver` whose pool makes
@@ -101,7 +94,7 @@ pub(crate) fn check_capabilities(
     Ok(())
 }
 
-impl<M: Manager> Csi<M> {
+impl Csi {
     /// The driver a request names (parameter `driver`) or the default one, and its pool's
     /// filesystem.
     pub(crate) async fn driver_of(
@@ -111,9 +104,9 @@ impl<M: Manager> Csi<M> {
         let info = self.manager.info().await.map_err(util::status)?;
         let driver = match parameters.get(PARAM_DRIVER) {
             Some(d) => d.clone(),
-            None => info_str(info.get("General"), "DefaultDriver").unwrap_or_default(),
+            None => info_str(Some(&info.general), "DefaultDriver").unwrap_or_default(),
         };
-        let Some(section) = info.get(&driver) else {
+        let Some(section) = info.drivers.get(&driver) else {
             return Err(Status::invalid_argument(format!(
                 "driver {driver:?} is not enabled in this daemon"
             )));
@@ -122,7 +115,7 @@ impl<M: Manager> Csi<M> {
     }
 
     /// A convoy volume as a CSI volume.
-    pub(crate) fn csi_volume(&self, v: &VolumeResponse, source: &str) -> Volume {
+    pub(crate) fn csi_volume(&self, v: &ConvoyVolume, source: &str) -> Volume {
         let content_source = match source.split_once(':') {
             Some(("snapshot", id)) => Some(VolumeContentSource {
                 r#type: Some(SourceType::Snapshot(
@@ -148,7 +141,7 @@ impl<M: Manager> Csi<M> {
     }
 
     /// The condition of a volume: abnormal when its device node is missing.
-    pub(crate) fn condition(v: &VolumeResponse) -> VolumeCondition {
+    pub(crate) fn condition(v: &ConvoyVolume) -> VolumeCondition {
         match v.driver_info.get("Device").filter(|d| !d.is_empty()) {
             Some(device) if !std::path::Path::new(device).exists() => VolumeCondition {
                 abnormal: true,
@@ -258,7 +251,7 @@ impl<M: Manager> Csi<M> {
             Err(e) => return Err(util::status(e)),
         }
         // The source must exist: NOT_FOUND as the spec names it.
-        let mut new = NewVolume {
+        let mut new = convoy_core::CreateVolumeRequest {
             name: Some(id.clone()),
             driver: Some(driver),
             ..Default::default()
@@ -286,7 +279,10 @@ impl<M: Manager> Csi<M> {
             _ => {
                 if let Some(url) = r.parameters.get(PARAM_BACKUP_URL) {
                     new.backup_url = Some(url.clone());
-                    new.s3_endpoint = r.parameters.get(PARAM_S3_ENDPOINT).cloned();
+                    new.store = StoreOptions {
+                        s3_endpoint: r.parameters.get(PARAM_S3_ENDPOINT).cloned(),
+                        ..StoreOptions::default()
+                    };
                     if size > 0 {
                         new.size = Some(size as u64);
                         new.grow = true;
@@ -297,11 +293,14 @@ impl<M: Manager> Csi<M> {
             }
         }
         records::save(&dir, &id, &request)?;
-        let made = self
-            .manager
-            .create_volume(new, Arc::new(convoy_core::NoProgress))
-            .await
-            .map_err(util::status);
+        // Through the daemon's metrics: a restore is measured as the daemon's own are.
+        let made = convoy_daemon::metrics::measured::create_volume(
+            &self.manager,
+            new,
+            Arc::new(convoy_core::NoProgress),
+        )
+        .await
+        .map_err(util::status);
         let mut volume = match made {
             Ok(v) => v,
             Err(status) => {
@@ -385,7 +384,7 @@ impl<M: Manager> Csi<M> {
 }
 
 #[tonic::async_trait]
-impl<M: Manager> Controller for Csi<M> {
+impl Controller for Csi {
     async fn create_volume(
         &self,
         request: Request<CreateVolumeRequest>,
@@ -449,13 +448,11 @@ impl<M: Manager> Controller for Csi<M> {
         request: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let r = request.into_inner();
-        let mut all: Vec<VolumeResponse> = self
+        let mut all: Vec<ConvoyVolume> = self
             .manager
             .list_volumes(None)
             .await
-            .map_err(util::status)?
-            .into_values()
-            .collect();
+            .map_err(util::status)?;
         all.sort_by(|a, b| a.name.cmp(&b.name));
         let (page, next_token) = util::page(all, &r.starting_token, r.max_entries)?;
         let mut entries = Vec::with_capacity(page.len());

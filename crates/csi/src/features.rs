@@ -3,7 +3,6 @@
 //! pool cannot serve: a daemon whose only driver is vfs (directories, no block devices)
 //! declares neither volume expansion nor the SnapshotMetadata service.
 
-use convoy_daemon::Manager;
 use tonic::Status;
 
 use crate::{util, Csi};
@@ -12,7 +11,7 @@ use crate::{util, Csi};
 /// grow and no block metadata.
 pub(crate) const DIRECTORY_DRIVER: &str = "vfs";
 
-impl<M: Manager> Csi<M> {
+impl Csi {
     /// The drivers enabled in the daemon, read once from `info` (they do not change while the
     /// daemon runs).
     pub(crate) async fn drivers(&self) -> Result<&[String], Status> {
@@ -20,7 +19,14 @@ impl<M: Manager> Csi<M> {
             .drivers
             .get_or_try_init(|| async {
                 let info = self.manager.info().await.map_err(util::status)?;
-                Ok::<_, Status>(convoy_api::wire::driver_list(&info))
+                let list = info.general.get("DriverList").cloned().unwrap_or_default();
+                Ok::<_, Status>(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
             })
             .await?;
         Ok(drivers)

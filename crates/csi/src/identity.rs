@@ -7,10 +7,9 @@ use crate::pb::identity_server::Identity;
 use crate::pb::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
 use crate::pb::*;
 use crate::{util, Csi, PLUGIN_NAME};
-use convoy_daemon::Manager;
 
 #[tonic::async_trait]
-impl<M: Manager> Identity for Csi<M> {
+impl Identity for Csi {
     async fn get_plugin_info(
         &self,
         _request: Request<GetPluginInfoRequest>,
@@ -58,10 +57,10 @@ impl<M: Manager> Identity for Csi<M> {
             manager.info().await.map_err(util::status)
         })
         .await?;
-        if let Some((driver, why)) = info.iter().find_map(|(driver, section)| {
+        if let Some((driver, why)) = info.drivers.iter().find_map(|(driver, section)| {
             section
                 .get("Degraded")
-                .map(|why| (driver.clone(), why.to_string()))
+                .map(|why| (driver.clone(), why.clone()))
         }) {
             return Err(Status::failed_precondition(format!(
                 "driver {driver} is degraded: {why}"

@@ -2,7 +2,7 @@
 //!
 //! The convoy CSI driver: the Container Storage Interface's Identity, Controller and Node
 //! services over gRPC (tonic) on a unix socket, served **inside the daemon's process** on the
-//! same [`Manager`] as the `/v1` API — one process owns the pool, so a volume created through
+//! same `convoy_core::VolumeManager` as the `/v1` API — one process owns the pool, so a volume created through
 //! CSI is a convoy volume (`convoy list` shows it, `convoy backup create` backs its snapshots
 //! up) and no second process ever writes the records.
 //!
@@ -21,7 +21,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use convoy_daemon::Manager;
+use convoy_core::VolumeManager;
 use tokio::net::UnixListener;
 
 mod capacity;
@@ -64,8 +64,8 @@ pub struct CsiSettings {
 
 /// The CSI services' shared state. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Csi<M> {
-    pub(crate) manager: M,
+pub struct Csi {
+    pub(crate) manager: VolumeManager,
     pub(crate) settings: Arc<CsiSettings>,
     /// One lock per volume or snapshot name: concurrent calls for one name (orchestrators
     /// retry) run one at a time, so idempotency checks see each other's results.
@@ -74,9 +74,9 @@ pub struct Csi<M> {
     drivers: Arc<tokio::sync::OnceCell<Vec<String>>>,
 }
 
-impl<M: Manager> Csi<M> {
+impl Csi {
     /// The services for `manager`.
-    pub fn new(manager: M, settings: CsiSettings) -> Self {
+    pub fn new(manager: VolumeManager, settings: CsiSettings) -> Self {
         Self {
             manager,
             settings: Arc::new(settings),
@@ -110,9 +110,9 @@ impl<M: Manager> Csi<M> {
 
 /// Serves the Identity, Controller, Node and SnapshotMetadata services of `csi` on `listener`
 /// until `shutdown` completes.
-pub async fn serve<M: Manager>(
+pub async fn serve(
     listener: UnixListener,
-    csi: Csi<M>,
+    csi: Csi,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()

@@ -3,7 +3,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use convoy_api::wire::VolumeResponse;
+use convoy_core::Volume;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tonic::Status;
 
@@ -86,7 +86,7 @@ fn major_minor(dev: u64) -> (u64, u64) {
 /// volume's), its device node bind-mounted on a file (raw block), or its directory
 /// bind-mounted (vfs). A path that cannot be read (a device node that is gone) is mounted
 /// nowhere.
-pub fn mounts_of(volume: &VolumeResponse) -> Result<Vec<PathBuf>, Status> {
+pub fn mounts_of(volume: &Volume) -> Result<Vec<PathBuf>, Status> {
     let info = |key: &str| volume.driver_info.get(key).filter(|v| !v.is_empty());
     let Some(path) = info("Device").or_else(|| info("Path")) else {
         return Ok(Vec::new());
@@ -163,7 +163,7 @@ pub enum VolumeIdentity {
 impl VolumeIdentity {
     /// The identity of `volume` (its `Device` or, without one, its `Path`); `None` when that
     /// device or directory cannot be read (a device node that is missing).
-    pub fn of(volume: &VolumeResponse) -> Option<VolumeIdentity> {
+    pub fn of(volume: &Volume) -> Option<VolumeIdentity> {
         let info = |key: &str| volume.driver_info.get(key).filter(|v| !v.is_empty());
         if let Some(device) = info("Device") {
             let meta = std::fs::metadata(device).ok()?;
@@ -197,7 +197,7 @@ impl VolumeIdentity {
 /// Unmounts everything stacked on `target` that holds `volume` (nothing mounted is fine).
 /// Answers `false` when a mount of something else is (or remains) there: that one is left
 /// alone — `volume` is not at `target`, so there is nothing of it to undo.
-pub fn unmount_volume(target: &Path, volume: &VolumeResponse) -> Result<bool, Status> {
+pub fn unmount_volume(target: &Path, volume: &Volume) -> Result<bool, Status> {
     let identity = VolumeIdentity::of(volume);
     while mounted_at(target)?.is_some() {
         if identity.is_some_and(|i| !i.is_at(target)) {

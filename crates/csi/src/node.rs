@@ -9,8 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use convoy_api::wire::VolumeResponse;
-use convoy_daemon::Manager;
+use convoy_core::Volume as ConvoyVolume;
 use tonic::{Request, Response, Status};
 
 use crate::controller::{check_capabilities, volume_size};
@@ -31,7 +30,7 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> Status {
 }
 
 /// The volume's device node (devicemapper), checked to exist.
-fn device_of(volume: &VolumeResponse) -> Result<&str, Status> {
+fn device_of(volume: &ConvoyVolume) -> Result<&str, Status> {
     match volume.driver_info.get("Device").filter(|d| !d.is_empty()) {
         Some(d) if Path::new(d).exists() => Ok(d),
         Some(d) => Err(Status::internal(format!(
@@ -45,13 +44,13 @@ fn device_of(volume: &VolumeResponse) -> Result<&str, Status> {
     }
 }
 
-impl<M: Manager> Csi<M> {
-    async fn volume(&self, id: &str) -> Result<VolumeResponse, Status> {
+impl Csi {
+    async fn volume(&self, id: &str) -> Result<ConvoyVolume, Status> {
         self.manager.inspect_volume(id).await.map_err(util::status)
     }
 
     fn check_cap(
-        volume: &VolumeResponse,
+        volume: &ConvoyVolume,
         cap: Option<&VolumeCapability>,
     ) -> Result<VolumeCapability, Status> {
         let cap = cap
@@ -79,7 +78,7 @@ impl<M: Manager> Csi<M> {
             return Ok(());
         }
         std::fs::create_dir_all(&staging).map_err(|e| io("cannot create", &staging, e))?;
-        if volume.driver != "vfs" && Path::new(&volume.mount_point) == staging {
+        if volume.driver != "vfs" && volume.mount_point.as_deref() == Some(staging.as_path()) {
             return Ok(());
         }
         if mounts::mounted_at(&staging)?.is_some() {
@@ -108,10 +107,7 @@ impl<M: Manager> Csi<M> {
         let staging = required_path(&r.staging_target_path, "staging_target_path")?;
         let _guard = self.lock(&id).await;
         let volume = self.volume(&id).await?;
-        if !volume.mount_point.is_empty()
-            && Path::new(&volume.mount_point) == staging
-            && volume.driver != "vfs"
-        {
+        if volume.mount_point.as_deref() == Some(staging.as_path()) && volume.driver != "vfs" {
             self.manager
                 .umount_volume(&id)
                 .await
@@ -199,7 +195,7 @@ impl<M: Manager> Csi<M> {
 
     /// The path a Node RPC names for volume `volume`: NOT_FOUND unless it is an absolute path
     /// that holds the volume (mounted there, staged there or published on a file there).
-    fn volume_at(volume: &VolumeResponse, path: &str) -> Result<std::path::PathBuf, Status> {
+    fn volume_at(volume: &ConvoyVolume, path: &str) -> Result<std::path::PathBuf, Status> {
         let not_here = |why: &str| {
             Status::not_found(format!("volume {} is not at {path:?}: {why}", volume.name))
         };
@@ -303,7 +299,7 @@ impl<M: Manager> Csi<M> {
 }
 
 #[tonic::async_trait]
-impl<M: Manager> Node for Csi<M> {
+impl Node for Csi {
     async fn node_stage_volume(
         &self,
         request: Request<NodeStageVolumeRequest>,

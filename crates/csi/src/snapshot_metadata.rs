@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::pin::Pin;
 
-use convoy_daemon::Manager;
+use convoy_core::VolumeManager;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -74,8 +74,8 @@ fn pages(
 /// The block ranges `target` has (or, with `base`, that differ from `base`), as a stream of
 /// messages made by `message` from each page's extents and the volume's size: the two RPCs
 /// differ only in their message types.
-async fn ranges_stream<M: Manager, T: Send + 'static>(
-    manager: &M,
+async fn ranges_stream<T: Send + 'static>(
+    manager: &VolumeManager,
     rpc: &'static str,
     (target, base): (String, Option<String>),
     (starting_offset, max_results): (i64, i32),
@@ -98,7 +98,7 @@ async fn ranges_stream<M: Manager, T: Send + 'static>(
 }
 
 #[tonic::async_trait]
-impl<M: Manager> SnapshotMetadata for Csi<M> {
+impl SnapshotMetadata for Csi {
     type GetMetadataAllocatedStream = Messages<GetMetadataAllocatedResponse>;
     type GetMetadataDeltaStream = Messages<GetMetadataDeltaResponse>;
 

@@ -2,8 +2,7 @@
 //! A CSI snapshot id is the convoy snapshot name; a snapshot is ready as soon as it exists
 //! (thin snapshots are instant).
 
-use convoy_api::wire::SnapshotResponse;
-use convoy_daemon::{ErrorKind, Manager};
+use convoy_core::ErrorKind;
 use tonic::Status;
 
 use crate::pb::*;
@@ -11,7 +10,7 @@ use crate::util::{self, convoy_name, required};
 use crate::Csi;
 
 /// A convoy snapshot as a CSI snapshot of volume `volume`.
-fn csi_snapshot(s: &SnapshotResponse, volume: &str) -> Snapshot {
+fn csi_snapshot(s: &convoy_core::Snapshot, volume: &str) -> Snapshot {
     let size_bytes = s
         .driver_info
         .get("Size")
@@ -28,7 +27,7 @@ fn csi_snapshot(s: &SnapshotResponse, volume: &str) -> Snapshot {
     }
 }
 
-impl<M: Manager> Csi<M> {
+impl Csi {
     pub(crate) async fn snapshot_create(
         &self,
         r: CreateSnapshotRequest,
@@ -90,7 +89,7 @@ impl<M: Manager> Csi<M> {
             .await
             .map_err(util::status)?;
         let mut all: Vec<Snapshot> = volumes
-            .values()
+            .iter()
             .filter(|v| r.source_volume_id.is_empty() || v.name == r.source_volume_id)
             .flat_map(|v| v.snapshots.values().map(|s| csi_snapshot(s, &v.name)))
             .filter(|s| r.snapshot_id.is_empty() || s.snapshot_id == r.snapshot_id)

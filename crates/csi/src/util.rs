@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use convoy_daemon::{DaemonError, ErrorKind};
+use convoy_core::ErrorKind;
 use tonic::Status;
 
 /// The convoy name (and so the CSI id) for a CSI `name`: the name itself when it is a valid
@@ -27,8 +27,8 @@ fn fnv1a(bytes: &[u8], offset: u64) -> u64 {
     })
 }
 
-/// A daemon error as the gRPC status the CSI spec names for it.
-pub fn status(e: DaemonError) -> Status {
+/// A volume manager's error as the gRPC status the CSI spec names for it.
+pub fn status(e: convoy_core::Error) -> Status {
     let message = e.to_string();
     match e.kind() {
         ErrorKind::NotFound => Status::not_found(message),

@@ -115,7 +115,7 @@ pub fn configure_external_commands(args: &DaemonArgs) -> Result<()> {
         mount_namespace: args.mnt_ns.clone(),
         timeout,
     })
-    .map_err(crate::core_manager::map_err)
+    .map_err(crate::wire::map_err)
 }
 
 /// Parses `KEY=VALUE` driver options.

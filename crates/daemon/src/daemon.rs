@@ -2,10 +2,9 @@
 
 use std::path::Path;
 
-use tokio::sync::Mutex;
+use convoy_core::VolumeManager;
 
-use crate::mounts::DockerMounts;
-use crate::{Manager, Result};
+use crate::Result;
 
 /// How the daemon's endpoints behave (daemon flags): the Docker plugin's, and defaults of
 /// `/v1` calls.
@@ -19,26 +18,24 @@ pub struct DaemonSettings {
     pub backup_limit_upload: Option<u64>,
 }
 
-/// The volume manager plus the daemon's own state (Docker mount references, policies).
+/// The volume manager plus the daemon's own state (settings, policies). Docker's mount
+/// references are the manager's (`VolumeManager::mount_for`), kept under each volume's lock.
 #[derive(Debug)]
-pub struct Daemon<M> {
-    pub(crate) manager: M,
+pub struct Daemon {
+    pub(crate) manager: VolumeManager,
     pub(crate) settings: DaemonSettings,
-    /// Docker mount references; the lock also serializes Docker mounts and unmounts.
-    pub(crate) docker_mounts: Mutex<DockerMounts>,
     /// Scheduled snapshots and backups (`<root>/policies.json`); run by `policy_runner`.
     pub(crate) policies: convoy_core::PolicyEngine,
 }
 
-impl<M: Manager> Daemon<M> {
+impl Daemon {
     /// A daemon serving `manager`, keeping its own state under `root`.
-    pub fn new(manager: M, root: &Path, settings: DaemonSettings) -> Result<Self> {
+    pub fn new(manager: VolumeManager, root: &Path, settings: DaemonSettings) -> Result<Self> {
         let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())
-            .map_err(crate::core_manager::map_err)?;
+            .map_err(crate::wire::map_err)?;
         Ok(Self {
             manager,
             settings,
-            docker_mounts: Mutex::new(DockerMounts::load(root)?),
             policies,
         })
     }
@@ -49,7 +46,7 @@ impl<M: Manager> Daemon<M> {
     }
 
     /// The volume manager.
-    pub fn manager(&self) -> &M {
+    pub fn manager(&self) -> &VolumeManager {
         &self.manager
     }
 }

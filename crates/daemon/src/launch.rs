@@ -7,7 +7,7 @@ use std::path::Path;
 use convoy_core::VolumeManager;
 
 use crate::config::{manager_config, DaemonArgs};
-use crate::{bind_socket, core_manager, run, Daemon, DaemonError, DaemonSettings, Result};
+use crate::{bind_socket, run, Daemon, DaemonError, DaemonSettings, Result};
 
 /// Sends logs to `log` (appending, no colours) or to standard error. `RUST_LOG` overrides the
 /// level (`debug` with `debug`, else `info`).
@@ -65,7 +65,7 @@ pub struct Opened {
     /// The volume manager (cheap to clone: other services share it).
     pub manager: VolumeManager,
     /// The daemon's state over that manager, for [`run`].
-    pub daemon: Daemon<VolumeManager>,
+    pub daemon: Daemon,
     /// Watches the pool's fill while it lives.
     pub fill_watch: crate::fill_watch::FillWatch,
     /// The metrics endpoint (`--metrics-listen`), serving while it lives.
@@ -87,7 +87,7 @@ pub async fn open(args: &DaemonArgs) -> Result<Opened> {
     let config = manager_config(args)?;
     let manager = VolumeManager::open(config)
         .await
-        .map_err(core_manager::map_err)?;
+        .map_err(crate::wire::map_err)?;
     for line in manager.reconcile_report() {
         tracing::info!("start-up reconciliation: {line}");
     }

@@ -6,15 +6,15 @@
 //! completes.
 //!
 //! * [`server`]: the router, [`run`] and [`bind_socket`] (stale socket removal, mode 0600).
-//! * [`Manager`]: the volume operations the daemon needs, implemented for
-//!   `convoy_core::VolumeManager`.
-//! * [`Daemon`]: the manager plus the daemon's own state — the Docker mount references (by
-//!   mount ID, persisted under the root so a restart keeps them).
+//! * [`Daemon`]: the `convoy_core::VolumeManager` the handlers call directly, plus the
+//!   daemon's own state (settings, policies). Docker's mount references are the manager's
+//!   (`VolumeManager::mount_for`), kept under each volume's lock.
 //! * [`config`]: daemon flags ([`DaemonArgs`]) checked against the saved `<root>/convoy.cfg`.
 //! * [`launch`]: what `convoy daemon` and `convoyd` do — open the manager, bind, serve until
 //!   SIGTERM/SIGINT.
-//! * [`metrics`]: the opt-in Prometheus endpoint (`--metrics-listen`) and
-//!   [`metrics::record_policy_run`].
+//! * [`metrics`]: the opt-in Prometheus endpoint (`--metrics-listen`),
+//!   [`metrics::record_policy_run`] and [`metrics::measured`] (restores and backups started
+//!   through the daemon, the CSI services included, counted and timed).
 //!
 //! ## Usage
 //!
@@ -25,25 +25,21 @@
 //! ```
 
 pub mod config;
-mod core_manager;
 mod daemon;
-mod durable;
 mod error;
 pub mod fill_watch;
 mod http;
 pub mod launch;
-mod manager;
 pub mod metrics;
-pub mod mounts;
 mod plugin;
 pub mod policy_runner;
 mod progress;
 pub mod server;
 mod tasks;
 mod v1;
+mod wire;
 
 pub use config::DaemonArgs;
 pub use daemon::{Daemon, DaemonSettings};
 pub use error::{DaemonError, ErrorKind, Result};
-pub use manager::{Manager, NewVolume};
 pub use server::{bind_socket, router, run};

@@ -14,11 +14,13 @@ use convoy_api::plugin::*;
 use convoy_api::size::parse_size;
 use serde::de::DeserializeOwned;
 
+use convoy_core::CreateVolumeRequest;
+
 use crate::http::{self, required};
-use crate::manager::NewVolume;
 use crate::progress;
 use crate::v1::Shared;
-use crate::{DaemonError, ErrorKind, Manager, Result};
+use crate::wire::{self, map_err};
+use crate::{Daemon, DaemonError, ErrorKind, Result};
 
 /// `-o` options Docker users may pass to `docker volume create -d convoy`.
 const OPTIONS: &[&str] = &[
@@ -117,11 +119,14 @@ fn truthy(value: &str) -> Option<bool> {
 fn new_volume(
     name: &str,
     opts: Option<BTreeMap<String, String>>,
-) -> Result<(NewVolume, Option<convoy_api::wire::PolicySetRequest>)> {
+) -> Result<(
+    CreateVolumeRequest,
+    Option<convoy_api::wire::PolicySetRequest>,
+)> {
     let bad = |message: String| DaemonError::volume(ErrorKind::InvalidArgument, message);
-    let mut volume = NewVolume {
+    let mut volume = CreateVolumeRequest {
         name: Some(name.to_string()),
-        ..NewVolume::default()
+        ..CreateVolumeRequest::default()
     };
     let mut policy = convoy_api::wire::PolicySetRequest {
         volume_name: name.to_string(),
@@ -147,7 +152,7 @@ fn new_volume(
                     .ok_or_else(|| bad(format!("option instant: {value:?} is not true or false")))?
             }
             "driver" => volume.driver = Some(value).filter(|v| !v.is_empty()),
-            "endpoint" => volume.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
+            "endpoint" => volume.store.s3_endpoint = Some(value).filter(|v| !v.is_empty()),
             "snapshot" => volume.from_snapshot = Some(value).filter(|v| !v.is_empty()),
             "volume" => volume.from_volume = Some(value).filter(|v| !v.is_empty()),
             "snapshot-every" | "backup-every" | "backup-dest" | "keep-snapshots"
@@ -178,13 +183,13 @@ fn new_volume(
         }
     }
     if has_policy {
-        policy.s3_endpoint = volume.s3_endpoint.clone().unwrap_or_default();
+        policy.s3_endpoint = volume.store.s3_endpoint.clone().unwrap_or_default();
         return Ok((volume, Some(policy)));
     }
     Ok((volume, None))
 }
 
-pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn create(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: CreateRequest| async move {
         let name = required(&route, "Name", &r.name)?;
@@ -194,20 +199,16 @@ pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
             .map(|p| crate::v1::policy::policy_of(&route, &p))
             .transpose()?;
         // Idempotent: dockerd may create a volume it already knows (and does after restarts).
-        match d.manager.inspect_volume(name).await {
+        match d.manager.inspect_volume(name).await.map_err(map_err) {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => match d
-                .manager
-                .create_volume(
-                    volume,
-                    progress::OperationProgress::new(format!("Docker create of {name}"), None),
-                )
-                .await
-            {
-                Ok(_) => tracing::info!(volume = name, "created for Docker"),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            },
+            Err(e) if is_not_found(&e) => {
+                let what = format!("Docker create of {name}");
+                match create_volume(&d, volume, what).await {
+                    Ok(()) => tracing::info!(volume = name, "created for Docker"),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
         }
         if let Some((volume, name, policy)) = policy {
@@ -218,13 +219,22 @@ pub(crate) async fn create<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
     .await
 }
 
-pub(crate) async fn remove<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+/// Creates a volume for Docker (a restore measured), reporting as `what`.
+async fn create_volume(d: &Daemon, volume: CreateVolumeRequest, what: String) -> Result<()> {
+    let progress = progress::OperationProgress::new(what, None);
+    crate::metrics::measured::create_volume(&d.manager, volume, progress)
+        .await
+        .map(drop)
+        .map_err(map_err)
+}
+
+pub(crate) async fn remove(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: NameRequest| async move {
         let name = required(&route, "Name", &r.name)?;
         // A volume that is gone is removed already (dockerd retries); a name that can never be
         // a volume is a bad request, not a success.
-        convoy_core::validate_name(name).map_err(crate::core_manager::map_err)?;
+        convoy_core::validate_name(name).map_err(map_err)?;
         if d.settings.ignore_docker_delete {
             tracing::info!(
                 volume = name,
@@ -232,56 +242,44 @@ pub(crate) async fn remove<M: Manager>(State(d): Shared<M>, uri: Uri, body: Byte
             );
             return Ok(err_only(String::new()));
         }
-        let mut mounts = d.docker_mounts.lock().await;
-        let holders = mounts.holders(name);
-        if holders > 0 {
-            return Err(DaemonError::volume(
-                ErrorKind::Busy,
-                format!("volume {name} is still mounted for {holders} Docker container(s)"),
-            ));
-        }
-        match d.manager.delete_volume(name, false).await {
+        // Refused while Docker mounts remain, checked under the volume's lock.
+        match d.manager.delete_unheld_volume(name).await.map_err(map_err) {
             Ok(()) => tracing::info!(volume = name, "deleted for Docker"),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
-        mounts.forget(name)?;
-        d.policies
-            .forget_volume(name)
-            .map_err(crate::core_manager::map_err)?;
+        d.policies.forget_volume(name).map_err(map_err)?;
         Ok(err_only(String::new()))
     })
     .await
 }
 
-pub(crate) async fn mount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn mount(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_mountpoint, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        let mut mounts = d.docker_mounts.lock().await;
-        let volume = match d.manager.inspect_volume(name).await {
-            Err(e) if is_not_found(&e) && d.settings.create_on_docker_mount => {
-                tracing::info!(
-                    volume = name,
-                    "creating on Docker mount (--create-on-docker-mount)"
-                );
-                let what = format!("Docker mount-create of {name}");
-                d.manager
-                    .create_volume(
-                        new_volume(name, None)?.0,
-                        progress::OperationProgress::new(what, None),
-                    )
-                    .await?
+        if d.settings.create_on_docker_mount {
+            match d.manager.inspect_volume(name).await.map_err(map_err) {
+                Err(e) if is_not_found(&e) => {
+                    tracing::info!(
+                        volume = name,
+                        "creating on Docker mount (--create-on-docker-mount)"
+                    );
+                    let what = format!("Docker mount-create of {name}");
+                    match create_volume(&d, new_volume(name, None)?.0, what).await {
+                        // Another Mount made it meanwhile.
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                        other => other?,
+                    }
+                }
+                other => drop(other?),
             }
-            other => other?,
-        };
-        let mountpoint = if volume.mount_point.is_empty() {
-            d.manager.mount_volume(name, None).await?
-        } else {
-            volume.mount_point.into()
-        };
-        mounts.add(name, &r.id)?;
-        tracing::info!(volume = name, id = %r.id, holders = mounts.holders(name), "Docker mount");
+        }
+        // Mounted where it really is, or mounted now: never the record's word alone (a volume
+        // unmounted behind convoy's back is mounted again). Under the volume's lock only.
+        let mountpoint = d.manager.mount_for(name, &r.id).await.map_err(map_err)?;
+        let holders = d.manager.mount_holders(name);
+        tracing::info!(volume = name, id = %r.id, holders, "Docker mount");
         Ok(http::json(&MountpointResponse {
             mountpoint: mountpoint.to_string_lossy().into_owned(),
             err: String::new(),
@@ -290,35 +288,29 @@ pub(crate) async fn mount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes
     .await
 }
 
-pub(crate) async fn unmount<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn unmount(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        convoy_core::validate_name(name).map_err(crate::core_manager::map_err)?;
-        let mut mounts = d.docker_mounts.lock().await;
-        if !mounts.remove(name, &r.id)? {
+        convoy_core::validate_name(name).map_err(map_err)?;
+        // The last holder leaving unmounts the volume (the manager's, under the volume's lock).
+        if !d.manager.unmount_for(name, &r.id).await.map_err(map_err)? {
             // Not ours to undo: the ID never mounted (or was already unmounted).
             tracing::warn!(volume = name, id = %r.id, "Docker unmount of an unknown mount ID; nothing to do");
             return Ok(err_only(String::new()));
         }
-        let holders = mounts.holders(name);
+        let holders = d.manager.mount_holders(name);
         tracing::info!(volume = name, id = %r.id, holders, "Docker unmount");
-        if holders == 0 {
-            let volume = d.manager.inspect_volume(name).await?;
-            if !volume.mount_point.is_empty() {
-                d.manager.umount_volume(name).await?;
-            }
-        }
         Ok(err_only(String::new()))
     })
     .await
 }
 
-pub(crate) async fn path<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn path(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_mountpoint, |r: NameRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        let volume = d.manager.inspect_volume(name).await?;
+        let volume = volume(&d, name).await?;
         Ok(http::json(&MountpointResponse {
             mountpoint: volume.mount_point,
             err: String::new(),
@@ -327,12 +319,18 @@ pub(crate) async fn path<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes)
     .await
 }
 
-pub(crate) async fn get<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+/// One volume in wire form.
+async fn volume(d: &Daemon, name: &str) -> Result<convoy_api::wire::VolumeResponse> {
+    let volume = d.manager.inspect_volume(name).await.map_err(map_err)?;
+    Ok(wire::volume_response(volume))
+}
+
+pub(crate) async fn get(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     let route = uri.path().to_string();
     answer(&uri, body, err_get, |r: NameRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        let volume = d.manager.inspect_volume(name).await?;
-        let holders = d.docker_mounts.lock().await.holders(name);
+        let volume = volume(&d, name).await?;
+        let holders = d.manager.mount_holders(name);
         let mut status: BTreeMap<String, serde_json::Value> = volume
             .driver_info
             .into_iter()
@@ -354,12 +352,13 @@ pub(crate) async fn get<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) 
     .await
 }
 
-pub(crate) async fn list<M: Manager>(State(d): Shared<M>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn list(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     answer(&uri, body, err_list, |_: serde_json::Value| async move {
-        let volumes = d.manager.list_volumes(None).await?;
+        let volumes = d.manager.list_volumes(None).await.map_err(map_err)?;
         Ok(http::json(&ListResponse {
             volumes: volumes
-                .into_values()
+                .into_iter()
+                .map(wire::volume_response)
                 .map(|v| PluginVolume {
                     name: v.name,
                     mountpoint: v.mount_point,

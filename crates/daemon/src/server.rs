@@ -15,54 +15,54 @@ use axum::Router;
 use convoy_api::routes as r;
 use tokio::net::UnixListener;
 
-use crate::{http, plugin, v1, Daemon, DaemonError, Manager, Result};
+use crate::{http, plugin, v1, Daemon, DaemonError, Result};
 
 /// Every route of the daemon: the `/v1` API and the Docker plugin protocol.
-pub fn router<M: Manager>(daemon: Arc<Daemon<M>>) -> Router {
+pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
-        .route(r::INFO, get(v1::info::<M>))
-        .route(r::VOLUMES_LIST, get(v1::volume_list::<M>))
+        .route(r::INFO, get(v1::info))
+        .route(r::VOLUMES_LIST, get(v1::volume_list))
         .route(
             r::VOLUMES,
-            get(v1::volume_inspect::<M>).delete(v1::volume_delete::<M>),
+            get(v1::volume_inspect).delete(v1::volume_delete),
         )
         .route(
             "/v1/volumes",
-            get(v1::volume_inspect::<M>).delete(v1::volume_delete::<M>),
+            get(v1::volume_inspect).delete(v1::volume_delete),
         )
-        .route(r::VOLUMES_CREATE, post(v1::volume_create::<M>))
-        .route(r::VOLUMES_MOUNT, post(v1::volume_mount::<M>))
-        .route(r::VOLUMES_UMOUNT, post(v1::volume_umount::<M>))
-        .route(r::SNAPSHOTS_CREATE, post(v1::snapshot_create::<M>))
-        .route(r::VOLUMES_EXPAND, post(v1::volume_expand::<M>))
-        .route(r::SNAPSHOTS_REVERT, post(v1::snapshot_revert::<M>))
+        .route(r::VOLUMES_CREATE, post(v1::volume_create))
+        .route(r::VOLUMES_MOUNT, post(v1::volume_mount))
+        .route(r::VOLUMES_UMOUNT, post(v1::volume_umount))
+        .route(r::SNAPSHOTS_CREATE, post(v1::snapshot_create))
+        .route(r::VOLUMES_EXPAND, post(v1::volume_expand))
+        .route(r::SNAPSHOTS_REVERT, post(v1::snapshot_revert))
         .route(
             r::SNAPSHOTS,
-            get(v1::snapshot_inspect::<M>).delete(v1::snapshot_delete::<M>),
+            get(v1::snapshot_inspect).delete(v1::snapshot_delete),
         )
         .route(
             "/v1/snapshots",
-            get(v1::snapshot_inspect::<M>).delete(v1::snapshot_delete::<M>),
+            get(v1::snapshot_inspect).delete(v1::snapshot_delete),
         )
-        .route(r::BACKUPS_CREATE, post(v1::backup_create::<M>))
-        .route(r::BACKUPS_LIST, get(v1::backup_list::<M>))
-        .route(r::BACKUPS_INSPECT, get(v1::backup_inspect::<M>))
-        .route(r::BACKUPS, delete(v1::backup_delete::<M>))
-        .route(r::BACKUPS_MOUNT, post(v1::backup_mount::<M>))
-        .route(r::BACKUPS_UMOUNT, post(v1::backup_umount::<M>))
-        .route(r::BACKUPS_MOUNTS, get(v1::backup_mounts::<M>))
-        .route("/v1/backups/", delete(v1::backup_delete::<M>))
-        .route(r::POLICIES_SET, post(v1::policy::set::<M>))
-        .route(r::POLICIES_REMOVE, post(v1::policy::remove::<M>))
-        .route(r::POLICIES_LIST, get(v1::policy::list_route::<M>))
+        .route(r::BACKUPS_CREATE, post(v1::backup_create))
+        .route(r::BACKUPS_LIST, get(v1::backup_list))
+        .route(r::BACKUPS_INSPECT, get(v1::backup_inspect))
+        .route(r::BACKUPS, delete(v1::backup_delete))
+        .route(r::BACKUPS_MOUNT, post(v1::backup_mount))
+        .route(r::BACKUPS_UMOUNT, post(v1::backup_umount))
+        .route(r::BACKUPS_MOUNTS, get(v1::backup_mounts))
+        .route("/v1/backups/", delete(v1::backup_delete))
+        .route(r::POLICIES_SET, post(v1::policy::set))
+        .route(r::POLICIES_REMOVE, post(v1::policy::remove))
+        .route(r::POLICIES_LIST, get(v1::policy::list_route))
         .route(r::PLUGIN_ACTIVATE, post(plugin::activate))
-        .route(r::DOCKER_CREATE, post(plugin::create::<M>))
-        .route(r::DOCKER_REMOVE, post(plugin::remove::<M>))
-        .route(r::DOCKER_MOUNT, post(plugin::mount::<M>))
-        .route(r::DOCKER_UNMOUNT, post(plugin::unmount::<M>))
-        .route(r::DOCKER_PATH, post(plugin::path::<M>))
-        .route(r::DOCKER_GET, post(plugin::get::<M>))
-        .route(r::DOCKER_LIST, post(plugin::list::<M>))
+        .route(r::DOCKER_CREATE, post(plugin::create))
+        .route(r::DOCKER_REMOVE, post(plugin::remove))
+        .route(r::DOCKER_MOUNT, post(plugin::mount))
+        .route(r::DOCKER_UNMOUNT, post(plugin::unmount))
+        .route(r::DOCKER_PATH, post(plugin::path))
+        .route(r::DOCKER_GET, post(plugin::get))
+        .route(r::DOCKER_LIST, post(plugin::list))
         .route(r::DOCKER_CAPABILITIES, post(plugin::capabilities))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -106,9 +106,9 @@ async fn log_request(request: Request, next: Next) -> Response {
 /// Serves `daemon` on `listener` until `shutdown` completes, then lets in-flight requests end.
 ///
 /// This is the daemon's whole life; `convoy daemon`, `convoyd` and the tests all call it.
-pub async fn run<M: Manager>(
+pub async fn run(
     listener: UnixListener,
-    daemon: Daemon<M>,
+    daemon: Daemon,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     axum::serve(listener, router(Arc::new(daemon)))

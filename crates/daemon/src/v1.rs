@@ -5,7 +5,7 @@
 //! says `"Verbose": false` (the original client's default), the JSON object otherwise.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Request, State};
@@ -13,17 +13,18 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use convoy_api::wire::*;
+use convoy_core::{CreateVolumeRequest, StoreOptions};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::http::{self, non_empty, required, Caller, Reply};
-use crate::manager::NewVolume;
 use crate::progress;
-use crate::{Daemon, Manager, Result};
+use crate::wire::{self, map_err};
+use crate::{Daemon, Result};
 
 pub(crate) mod policy;
 
 /// Shared handler state.
-pub(crate) type Shared<M> = State<Arc<Daemon<M>>>;
+pub(crate) type Shared = State<Arc<Daemon>>;
 
 /// One `/v1` call as a handler receives it: who calls (for the form of errors), the route,
 /// the query string and the raw body (decoded by [`Call::answer`] / [`Call::reply`], so that a
@@ -138,9 +139,9 @@ pub(crate) async fn check_client_version(
 #[derive(Serialize)]
 struct Empty {}
 
-pub(crate) async fn info<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn info(State(d): Shared, call: Call) -> Response {
     call.answer(|_: serde_json::Value| async move {
-        let mut info = d.manager.info().await?;
+        let mut info = wire::info_response(d.manager.info().await.map_err(map_err)?);
         complete_general(&mut info, d.settings);
         Ok(info)
     })
@@ -174,24 +175,26 @@ fn complete_general(info: &mut InfoResponse, settings: crate::DaemonSettings) {
         .or_insert_with(|| Value::String(String::new()));
 }
 
-pub(crate) async fn volume_list<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_list(State(d): Shared, call: Call) -> Response {
     call.answer(|r: VolumeListRequest| async move {
         let driver = non_empty(&r.driver_name);
-        d.manager.list_volumes(driver.as_deref()).await
+        let volumes = d.manager.list_volumes(driver.as_deref()).await;
+        volumes.map(wire::volume_list).map_err(map_err)
     })
     .await
 }
 
-pub(crate) async fn volume_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_inspect(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
-        d.manager.inspect_volume(name).await
+        let volume = d.manager.inspect_volume(name).await;
+        volume.map(wire::volume_response).map_err(map_err)
     })
     .await
 }
 
-pub(crate) async fn volume_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_create(State(d): Shared, call: Call) -> Response {
     // `null` stands for "no body" on the original client's GETs; here it would create a volume
     // under a generated name from what is no request at all.
     let null = http::NullBody::Refused {
@@ -202,12 +205,12 @@ pub(crate) async fn volume_create<M: Manager>(State(d): Shared<M>, call: Call) -
         Err(e) => return call.fail(&e),
     };
     let verbose = request.verbose;
-    let volume = NewVolume {
+    let volume = CreateVolumeRequest {
         name: non_empty(&request.name),
         driver: non_empty(&request.driver_name),
         size: request.size,
         backup_url: non_empty(&request.backup_url),
-        s3_endpoint: non_empty(&request.s3_endpoint),
+        store: wire::store(non_empty(&request.s3_endpoint)),
         from_snapshot: non_empty(&request.snapshot_name),
         from_volume: non_empty(&request.source_volume_name),
         grow: request.grow,
@@ -218,20 +221,33 @@ pub(crate) async fn volume_create<M: Manager>(State(d): Shared<M>, call: Call) -
         None => format!("create of volume {}", request.name),
     };
     if progress::wants_stream(&call.headers) {
-        return progress::stream(what, move |p| async move {
-            d.manager.create_volume(volume, p).await
-        });
+        return progress::stream(
+            what,
+            move |p| async move { create_volume(&d, volume, p).await },
+        );
     }
     let p = progress::OperationProgress::new(what, None);
     call.run(async move {
-        let created = d.manager.create_volume(volume, p).await?;
+        let created = create_volume(&d, volume, p).await?;
         Reply::verbose_or(verbose, &created, |v| v.name.clone())
     })
     .await
 }
 
+/// Creates a volume (a restore measured) and answers it in wire form.
+async fn create_volume(
+    d: &Daemon,
+    volume: CreateVolumeRequest,
+    progress: std::sync::Arc<dyn convoy_core::Progress>,
+) -> Result<VolumeResponse> {
+    crate::metrics::measured::create_volume(&d.manager, volume, progress)
+        .await
+        .map(wire::volume_response)
+        .map_err(map_err)
+}
+
 /// `POST /v1/volumes/expand` (convoy's addition): `{VolumeName, Size}`.
-pub(crate) async fn volume_expand<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_expand(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeExpandRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
@@ -241,90 +257,99 @@ pub(crate) async fn volume_expand<M: Manager>(State(d): Shared<M>, call: Call) -
                 format!("{route}: Size is required (the new size, e.g. \"20G\")"),
             )
         })?;
-        d.manager.expand_volume(name, size).await
+        let volume = d.manager.expand_volume(name, size).await;
+        volume.map(wire::volume_response).map_err(map_err)
     })
     .await
 }
 
 /// `POST /v1/snapshots/revert` (convoy's addition): `{SnapshotName}`.
-pub(crate) async fn snapshot_revert<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn snapshot_revert(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
-        d.manager.revert_snapshot(name).await
+        let volume = d.manager.revert_snapshot(name).await;
+        volume.map(wire::volume_response).map_err(map_err)
     })
     .await
 }
 
-pub(crate) async fn volume_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_delete(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeDeleteRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
-        d.manager.delete_volume(name, r.reference_only).await?;
-        d.docker_mounts.lock().await.forget(name)?;
-        d.policies
-            .forget_volume(name)
-            .map_err(crate::core_manager::map_err)?;
+        // Docker's mount references of the volume go with it (the manager's).
+        d.manager
+            .delete_volume(name, r.reference_only)
+            .await
+            .map_err(map_err)?;
+        d.policies.forget_volume(name).map_err(map_err)?;
         Ok(Empty {})
     })
     .await
 }
 
-pub(crate) async fn volume_mount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_mount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.reply(|r: VolumeMountRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         let mount_point = non_empty(&r.mount_point).map(PathBuf::from);
-        d.manager.mount_volume(name, mount_point).await?;
-        let volume = d.manager.inspect_volume(name).await?;
+        d.manager
+            .mount_volume(name, mount_point)
+            .await
+            .map_err(map_err)?;
+        let volume = wire::volume_response(d.manager.inspect_volume(name).await.map_err(map_err)?);
         Reply::verbose_or(r.verbose, &volume, |v| v.mount_point.clone())
     })
     .await
 }
 
-pub(crate) async fn volume_umount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn volume_umount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
-        d.manager.umount_volume(name).await?;
+        d.manager.umount_volume(name).await.map_err(map_err)?;
         Ok(Empty {})
     })
     .await
 }
 
-pub(crate) async fn snapshot_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn snapshot_create(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.reply(|r: SnapshotCreateRequest| async move {
         let volume = required(&route, "VolumeName", &r.volume_name)?;
         let snapshot = d
             .manager
             .create_snapshot(volume, non_empty(&r.name))
-            .await?;
+            .await
+            .map_err(map_err)?;
+        let snapshot = wire::snapshot_wire(&d.manager, snapshot).await;
         Reply::verbose_or(r.verbose, &snapshot, |s| s.name.clone())
     })
     .await
 }
 
-pub(crate) async fn snapshot_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn snapshot_inspect(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
-        d.manager.inspect_snapshot(name).await
+        let snapshot = d.manager.inspect_snapshot(name).await.map_err(map_err)?;
+        Ok(wire::snapshot_wire(&d.manager, snapshot).await)
     })
     .await
 }
 
-pub(crate) async fn snapshot_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn snapshot_delete(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
-        d.manager.delete_snapshot(name).await?;
+        d.manager.delete_snapshot(name).await.map_err(map_err)?;
         Ok(Empty {})
     })
     .await
 }
 
-pub(crate) async fn backup_create<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_create(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     let checked = call
         .parse::<BackupCreateRequest>(http::NullBody::NoBody)
@@ -344,16 +369,19 @@ pub(crate) async fn backup_create<M: Manager>(State(d): Shared<M>, call: Call) -
         request.snapshot_name, request.url
     );
     let work = move |p| async move {
-        let url = d
-            .manager
-            .create_backup(
-                &request.snapshot_name,
-                &request.url,
-                non_empty(&request.s3_endpoint),
-                request.limit_upload.or(limit_upload),
-                p,
-            )
-            .await?;
+        let store = StoreOptions {
+            limit_upload: request.limit_upload.or(limit_upload),
+            ..wire::store(non_empty(&request.s3_endpoint))
+        };
+        let url = crate::metrics::measured::create_backup(
+            &d.manager,
+            &request.snapshot_name,
+            &request.url,
+            &store,
+            p,
+        )
+        .await
+        .map_err(map_err)?;
         Ok(BackupUrlResponse { url })
     };
     if progress::wants_stream(&call.headers) {
@@ -367,67 +395,77 @@ pub(crate) async fn backup_create<M: Manager>(State(d): Shared<M>, call: Call) -
     .await
 }
 
-pub(crate) async fn backup_list<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_list(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupListRequest| async move {
         let dest = required(&route, "URL", &r.url)?;
         let volume = non_empty(&r.volume_name);
-        d.manager
-            .list_backups(dest, volume.as_deref(), non_empty(&r.s3_endpoint))
-            .await
+        let store = wire::store(non_empty(&r.s3_endpoint));
+        let backups = d
+            .manager
+            .list_backups(dest, volume.as_deref(), &store)
+            .await;
+        backups.map(wire::backup_list).map_err(map_err)
     })
     .await
 }
 
-pub(crate) async fn backup_inspect<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_inspect(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupUrlRequest| async move {
         let url = required(&route, "URL", &r.url)?;
-        d.manager
-            .inspect_backup(url, non_empty(&r.s3_endpoint))
-            .await
+        let store = wire::store(non_empty(&r.s3_endpoint));
+        let backup = d.manager.inspect_backup(url, &store).await;
+        backup.map(wire::backup_response).map_err(map_err)
     })
     .await
 }
 
-pub(crate) async fn backup_delete<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_delete(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupUrlRequest| async move {
         let url = required(&route, "URL", &r.url)?;
+        let store = wire::store(non_empty(&r.s3_endpoint));
         d.manager
-            .delete_backup(url, non_empty(&r.s3_endpoint))
-            .await?;
+            .delete_backup(url, &store)
+            .await
+            .map_err(map_err)?;
         Ok(Empty {})
     })
     .await
 }
 
 /// `POST /v1/backups/mount` (convoy's addition): `{URL, MountPoint}`.
-pub(crate) async fn backup_mount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_mount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupMountRequest| async move {
         let url = required(&route, "URL", &r.url)?;
         let at = required(&route, "MountPoint", &r.mount_point)?;
-        d.manager
-            .mount_backup(url, PathBuf::from(at), non_empty(&r.s3_endpoint))
-            .await
+        let store = wire::store(non_empty(&r.s3_endpoint));
+        let mount = d.manager.mount_backup(url, Path::new(at), &store).await;
+        mount.map(wire::backup_mount_response).map_err(map_err)
     })
     .await
 }
 
 /// `POST /v1/backups/umount` (convoy's addition): `{MountPoint}`.
-pub(crate) async fn backup_umount<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn backup_umount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupUmountRequest| async move {
         let at = required(&route, "MountPoint", &r.mount_point)?;
-        d.manager.umount_backup(PathBuf::from(at)).await?;
+        d.manager
+            .umount_backup(Path::new(at))
+            .await
+            .map_err(map_err)?;
         Ok(Empty {})
     })
     .await
 }
 
 /// `GET /v1/backups/mounts` (convoy's addition): mount point → mount.
-pub(crate) async fn backup_mounts<M: Manager>(State(d): Shared<M>, call: Call) -> Response {
-    call.answer(|_: serde_json::Value| async move { d.manager.list_backup_mounts().await })
-        .await
+pub(crate) async fn backup_mounts(State(d): Shared, call: Call) -> Response {
+    call.answer(|_: serde_json::Value| async move {
+        Ok(wire::backup_mount_list(d.manager.list_backup_mounts()))
+    })
+    .await
 }

@@ -12,6 +12,7 @@
 //! ([`destination_label`]): a label never carries a secret or a backup's name.
 
 mod endpoint;
+pub mod measured;
 mod state;
 #[cfg(test)]
 mod tests;

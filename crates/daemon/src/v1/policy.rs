@@ -11,9 +11,9 @@ use convoy_core::{
 };
 
 use super::{Call, Empty, Shared};
-use crate::core_manager::map_err;
 use crate::http::required;
-use crate::{Daemon, DaemonError, ErrorKind, Manager, Result};
+use crate::wire::map_err;
+use crate::{Daemon, DaemonError, ErrorKind, Result};
 
 /// A set request as (volume, policy name, policy), every field checked.
 pub(crate) fn policy_of(route: &str, r: &PolicySetRequest) -> Result<(String, String, Policy)> {
@@ -46,14 +46,9 @@ pub(crate) fn policy_of(route: &str, r: &PolicySetRequest) -> Result<(String, St
 }
 
 /// Sets a checked policy on an existing volume (or on all).
-pub(crate) async fn set_policy<M: Manager>(
-    d: &Daemon<M>,
-    volume: &str,
-    name: &str,
-    policy: Policy,
-) -> Result<()> {
+pub(crate) async fn set_policy(d: &Daemon, volume: &str, name: &str, policy: Policy) -> Result<()> {
     if volume != ALL_VOLUMES {
-        d.manager.inspect_volume(volume).await?;
+        d.manager.inspect_volume(volume).await.map_err(map_err)?;
     }
     d.policies.set(volume, name, policy).map_err(map_err)
 }
@@ -89,8 +84,15 @@ fn response(s: PolicyStatus, missing: bool) -> PolicyResponse {
 }
 
 /// Every policy with its state, as `list` shows it.
-pub(crate) async fn list<M: Manager>(d: &Daemon<M>) -> Result<PolicyListResponse> {
-    let volumes: Vec<String> = d.manager.list_volumes(None).await?.into_keys().collect();
+pub(crate) async fn list(d: &Daemon) -> Result<PolicyListResponse> {
+    let volumes: Vec<String> = d
+        .manager
+        .list_volumes(None)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
     let policies = d
         .policies
         .status(&volumes)
@@ -105,7 +107,7 @@ pub(crate) async fn list<M: Manager>(d: &Daemon<M>) -> Result<PolicyListResponse
 
 /// `POST /v1/policies/set`: `{VolumeName, Name, SnapshotEvery, BackupEvery, BackupDest,
 /// S3Endpoint, KeepSnapshots, KeepBackups}`; answers the volume's policies as they now stand.
-pub(crate) async fn set<M: Manager>(axum::extract::State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn set(axum::extract::State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: PolicySetRequest| async move {
         let (volume, name, policy) = policy_of(&route, &r)?;
@@ -119,7 +121,7 @@ pub(crate) async fn set<M: Manager>(axum::extract::State(d): Shared<M>, call: Ca
 }
 
 /// `POST /v1/policies/remove`: `{VolumeName, Name}` (no name: all of the volume's).
-pub(crate) async fn remove<M: Manager>(axum::extract::State(d): Shared<M>, call: Call) -> Response {
+pub(crate) async fn remove(axum::extract::State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: PolicyRemoveRequest| async move {
         let volume = required(&route, "VolumeName", &r.volume_name)?
@@ -137,10 +139,7 @@ pub(crate) async fn remove<M: Manager>(axum::extract::State(d): Shared<M>, call:
 }
 
 /// `GET /v1/policies/list`.
-pub(crate) async fn list_route<M: Manager>(
-    axum::extract::State(d): Shared<M>,
-    call: Call,
-) -> Response {
+pub(crate) async fn list_route(axum::extract::State(d): Shared, call: Call) -> Response {
     call.answer(|_: serde_json::Value| async move { list(&d).await })
         .await
 }
