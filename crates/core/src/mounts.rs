@@ -35,10 +35,16 @@ impl VolumeManager {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Busy`] when mounted elsewhere; mount errors.
     pub async fn mount_volume(&self, name: &str, mountpoint: Option<PathBuf>) -> Result<PathBuf> {
-        let (_guard, rec) = self.lock_volume(name).await?;
-        let place = mountpoint.map_or(Place::Default, Place::Given);
-        let me = self.clone();
-        blocking(move || me.mount_at(rec, place)).await
+        // Detached: a caller that goes away neither cuts the mount short nor releases the
+        // volume's lock while the mount still runs.
+        let (me, name) = (self.clone(), name.to_owned());
+        detached("mount volume", async move {
+            let (_guard, rec) = me.lock_volume(&name).await?;
+            let place = mountpoint.map_or(Place::Default, Place::Given);
+            let worker = me.clone();
+            blocking(move || worker.mount_at(rec, place)).await
+        })
+        .await
     }
 
     /// Unmounts a volume (idempotent).
@@ -46,9 +52,13 @@ impl VolumeManager {
     /// # Errors
     /// [`Error::NotFound`]; umount errors (e.g. busy).
     pub async fn umount_volume(&self, name: &str) -> Result<()> {
-        let (_guard, rec) = self.lock_volume(name).await?;
-        let me = self.clone();
-        blocking(move || me.umount_now(rec)).await
+        let (me, name) = (self.clone(), name.to_owned());
+        detached("unmount volume", async move {
+            let (_guard, rec) = me.lock_volume(&name).await?;
+            let worker = me.clone();
+            blocking(move || worker.umount_now(rec)).await
+        })
+        .await
     }
 
     /// Mounts volume `name` for `holder` (an id of the caller's, e.g. a Docker mount ID) and
