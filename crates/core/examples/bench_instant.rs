@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Needs root, a dm-thin kernel and the nbd driver. Makes its own loop devices over sparse
-//! files in `TMPDIR`.
+//! files in `TMPDIR`, with direct I/O (`CONVOY_BENCH_LOOP=buffered`: without).
+//! `CONVOY_BENCH_FIRST_READ_ONLY=1` times the first read alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{direct_loop_device, drop_caches, run};
+use support::{direct_loop_device, drop_caches, loop_device, run};
 
 use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
 
@@ -195,9 +196,20 @@ async fn main() {
     let largest = sizes.iter().copied().max().unwrap_or(4);
     let dir = tempfile::tempdir().unwrap();
     // Room for a source volume and one restored copy at a time.
-    // Direct I/O: a disk's flush, not a write-out of a buffered loop file (see the helper).
-    let data = direct_loop_device(&dir.path().join("data"), (2 * largest + 1) << 30);
-    let meta = direct_loop_device(&dir.path().join("meta"), 128 * MIB);
+    // Direct I/O: a disk's flush, not a write-out of a buffered loop file (see the helper);
+    // `CONVOY_BENCH_LOOP=buffered` for the loop devices of `cargo xtask dev-pool` and the tests.
+    let buffered = std::env::var("CONVOY_BENCH_LOOP").is_ok_and(|v| v == "buffered");
+    let attach = if buffered {
+        loop_device
+    } else {
+        direct_loop_device
+    };
+    println!(
+        "pool on {} loop devices",
+        if buffered { "buffered" } else { "direct-I/O" }
+    );
+    let data = attach(&dir.path().join("data"), (2 * largest + 1) << 30);
+    let meta = attach(&dir.path().join("meta"), 128 * MIB);
     let config = ManagerConfig {
         root: dir.path().join("root"),
         drivers: vec!["devicemapper".into()],
