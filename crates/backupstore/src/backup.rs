@@ -65,6 +65,116 @@ pub(crate) fn chunk_ranges(ranges: &[Range<u64>], chunk: u64, size: u64) -> Vec<
     merged
 }
 
+/// A chunk read, hashed and (unless all zero) encoded: its id (`None`: all zero) and its
+/// encoded form.
+type Prepared = (Option<BlockId>, Option<Vec<u8>>);
+
+/// A chunk being prepared.
+type Job = tokio::task::JoinHandle<Result<Result<Prepared>>>;
+
+/// The first chunks of a run, read, hashed and encoded while the run's first round trips
+/// (the lock, the parent's manifest, the store index) are under way: a small incremental's
+/// local work then costs no time of its own. Bounded by a few chunks; what the run does not
+/// take (another chunk size, an error before the pipeline) is dropped, and jobs not yet
+/// started are cancelled with it.
+pub(crate) struct Prefetch {
+    jobs: std::sync::Mutex<std::collections::HashMap<u64, (usize, Job)>>,
+}
+
+impl Prefetch {
+    /// Starts reading the first `count` chunks of `ranges`. `keys`: the store's keys, as
+    /// the run will use them (`None`: an unencrypted store).
+    pub(crate) fn start(
+        source: &Arc<dyn BlockSource>,
+        ranges: &[Range<u64>],
+        chunk: u64,
+        size: u64,
+        level: i32,
+        keys: Option<Arc<crate::crypto::Keys>>,
+        count: usize,
+    ) -> Prefetch {
+        let mut jobs = std::collections::HashMap::new();
+        let chunks = chunk_ranges(ranges, chunk, size)
+            .into_iter()
+            .flat_map(|(s, e)| s..e)
+            .take(count);
+        for index in chunks {
+            let offset = index * chunk;
+            let len = chunk.min(size - offset) as usize;
+            let (source, keys) = (source.clone(), keys.clone());
+            let job = tokio::spawn(crate::worker::run(move || {
+                let buf = read_chunk(&*source, offset, len)?;
+                if is_zero(&buf) {
+                    return Ok((None, None));
+                }
+                let id = match &keys {
+                    Some(k) => k.chunk_id(&buf),
+                    None => BlockId::of(&buf),
+                };
+                let encoded = encode(keys.as_deref(), &buf, &id, offset, level)?;
+                Ok((Some(id), Some(encoded)))
+            }));
+            jobs.insert(offset, (len, job));
+        }
+        Prefetch {
+            jobs: std::sync::Mutex::new(jobs),
+        }
+    }
+
+    /// The job for the chunk at `offset` of `len` bytes, if one was started.
+    fn take(&self, offset: u64, len: usize) -> Option<Job> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.remove(&offset) {
+            Some((l, job)) if l == len => Some(job),
+            Some((_, job)) => {
+                job.abort();
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        let jobs = self.jobs.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, (_, job)) in jobs.drain() {
+            job.abort();
+        }
+    }
+}
+
+/// Reads one chunk of the source.
+fn read_chunk(source: &dyn BlockSource, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    source
+        .read_at(offset, &mut buf)
+        .map_err(|source| BackupError::SourceRead {
+            offset,
+            len,
+            source,
+        })?;
+    Ok(buf)
+}
+
+/// Compresses a chunk, and seals it in an encrypted store.
+fn encode(
+    keys: Option<&crate::crypto::Keys>,
+    data: &[u8],
+    id: &BlockId,
+    offset: u64,
+    level: i32,
+) -> Result<Vec<u8>> {
+    let enc = encode_block(data, level).map_err(|source| BackupError::Encode {
+        offset,
+        source: Box::new(source),
+    })?;
+    match keys {
+        Some(k) => crate::sealed::seal_blob(k, id, &enc),
+        None => Ok(enc),
+    }
+}
+
 /// Produces [`Work`] in offset order from the chunk ranges and the parent manifest.
 struct WorkGen {
     ranges: Vec<(u64, u64)>,
@@ -136,6 +246,7 @@ struct Ctx {
     source: Arc<dyn BlockSource>,
     index: Arc<StoreIndex>,
     level: i32,
+    prefetch: Option<Arc<Prefetch>>,
 }
 
 /// Processes one unit of work; returns what happened and the bytes read from the source.
@@ -148,24 +259,29 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
             parent,
         } => (offset, len, parent),
     };
-    let source = ctx.source.clone();
-    let store = ctx.store.clone();
-    let (data, id) = crate::worker::run(move || {
-        let mut buf = vec![0u8; len];
-        source
-            .read_at(offset, &mut buf)
-            .map_err(|source| BackupError::SourceRead {
-                offset,
-                len,
-                source,
-            })?;
-        let id = (!is_zero(&buf)).then(|| match store.keys() {
-            Some(k) => k.chunk_id(&buf),
-            None => BlockId::of(&buf),
-        });
-        Ok::<_, BackupError>((buf, id))
-    })
-    .await??;
+    let ahead = ctx.prefetch.as_ref().and_then(|p| p.take(offset, len));
+    let (data, id, encoded) = match ahead {
+        Some(job) => {
+            let (id, encoded) = job
+                .await
+                .map_err(|e| BackupError::Task(format!("a chunk read ahead: {e}")))???;
+            (Vec::new(), id, encoded)
+        }
+        None => {
+            let source = ctx.source.clone();
+            let store = ctx.store.clone();
+            let (data, id) = crate::worker::run(move || {
+                let buf = read_chunk(&*source, offset, len)?;
+                let id = (!is_zero(&buf)).then(|| match store.keys() {
+                    Some(k) => k.chunk_id(&buf),
+                    None => BlockId::of(&buf),
+                });
+                Ok::<_, BackupError>((buf, id))
+            })
+            .await??;
+            (data, id, None)
+        }
+    };
     let Some(id) = id else {
         return Ok((Outcome::Hole, len as u64));
     };
@@ -181,19 +297,14 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
         };
         return Ok((Outcome::Known(e), len as u64));
     }
-    let level = ctx.level;
-    let store = ctx.store.clone();
-    let encoded = crate::worker::run(move || {
-        let enc = encode_block(&data, level).map_err(|source| BackupError::Encode {
-            offset,
-            source: Box::new(source),
-        })?;
-        match store.keys() {
-            Some(k) => crate::sealed::seal_blob(k, &id, &enc),
-            None => Ok(enc),
+    let encoded = match encoded {
+        Some(e) => e,
+        None => {
+            let level = ctx.level;
+            let store = ctx.store.clone();
+            crate::worker::run(move || encode(store.keys(), &data, &id, offset, level)).await??
         }
-    })
-    .await??;
+    };
     Ok((
         Outcome::New {
             offset,
@@ -219,6 +330,8 @@ pub(crate) struct BackupJob<'a> {
     /// A read-only check that must pass before the run writes anything (the store marker); it
     /// runs concurrently with the run's own first reads.
     pub precheck: futures::future::BoxFuture<'a, Result<()>>,
+    /// The first chunks, read ahead (see [`Prefetch`]).
+    pub prefetch: Option<Prefetch>,
 }
 
 /// Runs a backup under a lock the caller holds. On error nothing becomes visible.
@@ -242,7 +355,11 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
             Some(pref) => store.manifest_stream(&layout::manifest(pref), pref).await,
         }
     };
-    let ((), exists, parent_stream) = futures::try_join!(job.precheck, exists, parent_stream)?;
+    // The store index (a listing of the packs, and whatever of their indexes the local cache
+    // lacks) is read in the same round trip: it depends on nothing the others answer.
+    let index = crate::index::load(&store, job.parallelism);
+    let ((), exists, parent_stream, index) =
+        futures::try_join!(job.precheck, exists, parent_stream, index)?;
     if exists {
         return Err(BackupError::BackupExists {
             dest: store.dest.clone(),
@@ -272,34 +389,24 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
             Some(EntryCursor::new(reader))
         }
     };
-    // Then the parent records and the store index, together; the records are in place before
-    // the manifest that needs them is published.
-    let records = async {
-        if let Some(p) = &header.parent {
+    // The parent records go out while the blocks are read and packed; they are in place
+    // before the manifest that needs them is published (the pipeline waits for them then).
+    let records: futures::future::BoxFuture<'_, Result<()>> = match &header.parent {
+        Some(p) => {
             let (record, child) = (
                 layout::parent_record(&me),
                 layout::child_marker(&me.volume, p, &me.backup),
             );
-            futures::try_join!(
-                store.put(&record, Bytes::from(p.clone())),
-                store.put(&child, Bytes::new()),
-            )?;
+            let (store, p) = (store.clone(), p.clone());
+            Box::pin(async move {
+                futures::try_join!(
+                    store.put(&record, Bytes::from(p)),
+                    store.put(&child, Bytes::new()),
+                )?;
+                Ok(())
+            })
         }
-        Ok(())
-    };
-    let (index, ()) = match futures::try_join!(crate::index::load(&store, job.parallelism), records)
-    {
-        Ok(v) => v,
-        Err(e) => {
-            // One of the records may have been written.
-            if let Some(p) = job.parent {
-                let _ = store
-                    .delete(&layout::child_marker(&me.volume, p, &me.backup))
-                    .await;
-                let _ = store.delete(&layout::parent_record(&me)).await;
-            }
-            return Err(e);
-        }
+        None => Box::pin(async { Ok(()) }),
     };
     let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
     let packer = Packer::new(store.clone(), me.clone(), job.packing);
@@ -315,6 +422,8 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
         Arc::new(index),
         packer,
         upload,
+        records,
+        job.prefetch.map(Arc::new),
     )
     .await;
     if result.is_err() {
@@ -340,6 +449,8 @@ async fn pipeline(
     index: Arc<StoreIndex>,
     mut packer: Packer,
     mut upload: ManifestUpload<'_>,
+    records: futures::future::BoxFuture<'_, Result<()>>,
+    prefetch: Option<Arc<Prefetch>>,
 ) -> Result<BackupStats> {
     let chunk = u64::from(header.chunk_size);
     let size = header.volume_size;
@@ -354,6 +465,7 @@ async fn pipeline(
         source: source.clone(),
         index,
         level,
+        prefetch,
     });
     let mut encoder = ManifestEncoder::new(header)?;
     let work = futures::stream::unfold(WorkGen::new(chunks, parent, chunk, size), |mut g| async {
@@ -371,7 +483,7 @@ async fn pipeline(
         .buffered(parallelism.max(1));
     let mut results = std::pin::pin!(results);
     let mut stats = BackupStats::default();
-    let outcome: Result<()> = async {
+    let body = async {
         while let Some(r) = results.next().await {
             let (outcome, read) = r?;
             stats.bytes_read += read;
@@ -428,10 +540,15 @@ async fn pipeline(
                 upload.write(&encoder.take()).await?;
             }
         }
-        stats.packs_uploaded = packer.finish().await?;
-        Ok(())
-    }
-    .await;
+        // The last packs go out with the check that no backup of this name was published
+        // meanwhile (the store's own check, for S3 a request: one round trip for both).
+        let (packs, ()) = futures::try_join!(packer.finish(), upload.check_free())?;
+        stats.packs_uploaded = packs;
+        Ok::<(), BackupError>(())
+    };
+    // The parent records go out beside the blocks; both are done before the manifest is.
+    let (outcome, recorded) = futures::join!(body, records);
+    let outcome = outcome.and(recorded);
     if let Err(e) = outcome {
         packer.abandon().await;
         upload.abort().await;

@@ -181,6 +181,31 @@ where
     Ok(value)
 }
 
+/// Chunks a backup reads ahead while its first round trips are under way (at most
+/// `parallelism` of them).
+const PREFETCH_CHUNKS: usize = 8;
+
+/// [`locked`], with the lock already taken (`Some`) or to take (`None`).
+async fn locked_with<T, F>(
+    t: &BackupTarget,
+    guard: Option<LockGuard>,
+    kind: LockKind,
+    op: &str,
+    f: F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let Some(guard) = guard else {
+        return locked(t, kind, op, f).await;
+    };
+    let out = f.await;
+    let released = guard.release().await;
+    let value = out?;
+    released?;
+    Ok(value)
+}
+
 /// Whether `e` comes from a local filesystem that refuses writes (mounted read-only, or full).
 fn refuses_writes(e: &BackupError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -327,7 +352,47 @@ impl BackupTarget {
             key_id: None,
         };
         let mut header = header;
-        match self.unlock().await? {
+        // Without a key there is nothing to derive before writing: the store marker is read
+        // beside the lock's write (one round trip less on a distant store). A marker that
+        // says the store is encrypted then fails the backup and the lock is removed, so the
+        // store is left as it was. With a key, the key is opened first, before any write.
+        let early = self.opts.secret.is_none() && self.store.keys.get().is_none();
+        // The first chunks are read and encoded meanwhile (see `backup::Prefetch`).
+        let read_ahead = |keys: Option<Arc<crypto::Keys>>| {
+            backup::Prefetch::start(
+                &source,
+                ranges,
+                u64::from(self.opts.chunk_size),
+                header.volume_size,
+                self.opts.zstd_level,
+                keys,
+                self.opts.parallelism.min(PREFETCH_CHUNKS),
+            )
+        };
+        let mut prefetch = early.then(|| read_ahead(None));
+        let guard = if early {
+            let (keys, guard) = futures::join!(
+                self.unlock(),
+                LockGuard::acquire(
+                    self.store.clone(),
+                    LockKind::Shared,
+                    "backup",
+                    &self.opts.lock
+                )
+            );
+            match (keys, guard) {
+                (Ok(_), Ok(g)) => Some(g),
+                (Err(e), Ok(g)) => {
+                    let _ = g.release().await;
+                    return Err(e);
+                }
+                (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let keys = self.unlock().await?;
+        match &keys {
             Some(k) => {
                 header.cipher = CIPHER_NAME.into();
                 header.key_id = Some(crypto::hex(&k.store_id));
@@ -343,8 +408,11 @@ impl BackupTarget {
             }
             None => {}
         }
+        if prefetch.is_none() {
+            prefetch = Some(read_ahead(keys));
+        }
         let store = self.store.clone();
-        let (stats, written) = locked(self, LockKind::Shared, "backup", async {
+        let (stats, written) = locked_with(self, guard, LockKind::Shared, "backup", async {
             backup::run(backup::BackupJob {
                 store,
                 source,
@@ -361,6 +429,7 @@ impl BackupTarget {
                 },
                 progress,
                 precheck: Box::pin(self.ensure_marker()),
+                prefetch,
             })
             .await
         })

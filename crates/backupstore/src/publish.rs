@@ -114,7 +114,26 @@ impl<'a> ManifestUpload<'a> {
         }
     }
 
-    /// Makes the manifest visible (after making everything before it durable).
+    /// Checks that no backup of this name has been published since the run began (S3: a
+    /// `HEAD`; `vfs://` needs none, its publishing link refuses an existing name). Called
+    /// by the run beside its last uploads; [`Self::commit`] relies on it.
+    pub fn check_free(&self) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
+        let remote = matches!(self.sink, Some(Sink::Remote(_)));
+        let (store, key, backup) = (self.store, self.key.clone(), self.backup.clone());
+        async move {
+            if remote && store.exists(&key).await? {
+                return Err(BackupError::BackupExists {
+                    dest: store.dest.clone(),
+                    volume: backup.volume,
+                    backup: backup.backup,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    /// Makes the manifest visible (after making everything before it durable). The caller has
+    /// run [`Self::check_free`] after its other uploads began.
     pub async fn commit(mut self) -> Result<()> {
         if let Some(mut s) = self.sealer.take() {
             let last = s.finish()?;
@@ -162,21 +181,15 @@ impl<'a> ManifestUpload<'a> {
                 }
                 Ok(())
             }
-            Sink::Remote(mut w) => {
-                if self.store.exists(&self.key).await? {
-                    let _ = w.abort().await;
-                    return Err(self.exists_err());
-                }
-                w.shutdown().await.map_err(|e| BackupError::Store {
-                    dest: self.store.dest.clone(),
-                    op: "put",
-                    path: self.key.to_string(),
-                    source: Box::new(object_store::Error::Generic {
-                        store: "manifest upload",
-                        source: Box::new(e),
-                    }),
-                })
-            }
+            Sink::Remote(mut w) => w.shutdown().await.map_err(|e| BackupError::Store {
+                dest: self.store.dest.clone(),
+                op: "put",
+                path: self.key.to_string(),
+                source: Box::new(object_store::Error::Generic {
+                    store: "manifest upload",
+                    source: Box::new(e),
+                }),
+            }),
         }
     }
 

@@ -1,6 +1,8 @@
 //! An HTTP proxy in front of the S3 server that counts every request (by method) and delays
 //! each by a set latency before forwarding it, as S3 in another region would: both tools talk
 //! to the server through it, so their requests are counted the same way, outside either tool.
+//! With `CONVOY_BENCH_TRACE=1` it also prints each request as it ends (milliseconds since the
+//! proxy started, method, path, status, milliseconds taken): which round trips are sequential.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +68,8 @@ impl Tally {
 pub async fn start(upstream: u16, counts: Arc<Counts>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let trace = std::env::var("CONVOY_BENCH_TRACE").is_ok_and(|v| v == "1");
+    let epoch = std::time::Instant::now();
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .build_http();
@@ -80,6 +84,7 @@ pub async fn start(upstream: u16, counts: Arc<Counts>) -> u16 {
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     let (client, counts) = (client.clone(), counts.clone());
                     async move {
+                        let began = epoch.elapsed();
                         *counts
                             .by_method
                             .lock()
@@ -107,7 +112,17 @@ pub async fn start(upstream: u16, counts: Arc<Counts>) -> u16 {
                         *req.uri_mut() = format!("http://127.0.0.1:{upstream}{path}")
                             .parse::<Uri>()
                             .unwrap();
-                        client.request(req).await
+                        let method = req.method().clone();
+                        let answer = client.request(req).await;
+                        if trace {
+                            let status = answer.as_ref().map_or(0, |a| a.status().as_u16());
+                            eprintln!(
+                                "proxy {:>8.1} ms: {method} {path} -> {status} in {:.1} ms",
+                                began.as_secs_f64() * 1e3,
+                                (epoch.elapsed() - began).as_secs_f64() * 1e3
+                            );
+                        }
+                        answer
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
