@@ -26,7 +26,50 @@ pub struct Env {
     pub objects_root: PathBuf,
     pub is_s3: bool,
     pub endpoint: Option<String>,
+    /// The S3 server's round trips (S3 only; see [`Waves`]).
+    pub waves: Arc<Waves>,
     _dir: tempfile::TempDir,
+}
+
+/// What the in-process S3 server saw: it can hold every request for a set delay, and counts
+/// the **waves** of requests: a wave starts when a request arrives while none is in flight.
+/// With a delay far above the client's own work between requests, the waves of an operation
+/// are the round trips it waits for one after another (requests sent together overlap and
+/// make one wave).
+#[derive(Default)]
+pub struct Waves {
+    in_flight: std::sync::atomic::AtomicU64,
+    waves: std::sync::atomic::AtomicU64,
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Waves {
+    /// Holds every request for `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Waves seen so far.
+    pub fn count(&self) -> u64 {
+        self.waves.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn around<F: std::future::Future>(&self, f: F) -> F::Output {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.in_flight.fetch_add(1, SeqCst) == 0 {
+            self.waves.fetch_add(1, SeqCst);
+        }
+        let delay = self.delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let out = f.await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        out
+    }
 }
 
 pub fn fast_opts() -> TargetOptions {
@@ -54,6 +97,7 @@ impl Env {
             objects_root: root,
             is_s3: false,
             endpoint: None,
+            waves: Arc::default(),
             _dir: dir,
         }
     }
@@ -69,12 +113,24 @@ impl Env {
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let waves = Arc::new(Waves::default());
+        let counted = waves.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let service = service.clone();
+                let (inner, waves) = (service.clone(), counted.clone());
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (inner, waves) = (inner.clone(), waves.clone());
+                        async move {
+                            waves
+                                .around(hyper::service::Service::call(&inner, req))
+                                .await
+                        }
+                    },
+                );
                 tokio::spawn(async move {
                     let http = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -105,6 +161,7 @@ impl Env {
             objects_root: data.join("convoy-test/backups/store1"),
             is_s3: true,
             endpoint: Some(endpoint),
+            waves,
             _dir: dir,
         }
     }
