@@ -5,124 +5,17 @@
 //! kernel: they are `#[ignore]`d on the host and run inside the guest by `cargo xtask test`
 //! (see `docs/testing.md`).
 //!
-//! This library holds the small helpers those tests share: running a command and failing the
-//! test with its output, and loop devices over sparse files that detach themselves.
+//! This library holds what only these tests share: a dm-thin pool's disks for `convoy daemon`
+//! ([`DmDisks`]) and the S3 server as a process of its own ([`S3Process`]). The rest of the rig
+//! (commands, loop devices, device-mapper clean-up, server processes, test data) is
+//! `convoy-testkit`'s, re-exported here so that the suites keep one import.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs `program args...`, panics with its output if it fails, returns its stdout.
-pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A loop device over a sparse file; detached when dropped.
-#[derive(Debug)]
-pub struct LoopDevice {
-    path: PathBuf,
-}
-
-impl LoopDevice {
-    /// Creates a sparse file of `bytes` at `backing` and attaches it to a free loop device.
-    pub fn new(backing: &Path, bytes: u64) -> Self {
-        std::fs::File::create(backing)
-            .and_then(|f| f.set_len(bytes))
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", backing.display()));
-        let backing = backing.to_string_lossy();
-        let device = run("losetup", &["-f", "--show", &backing]);
-        Self {
-            path: PathBuf::from(device.trim()),
-        }
-    }
-
-    /// The loop device node, e.g. `/dev/loop0`.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The node as a string, for command lines.
-    pub fn as_str(&self) -> &str {
-        self.path.to_str().expect("loop device paths are ASCII")
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
-    }
-}
-
-/// Size of a block device in 512-byte sectors.
-pub fn device_sectors(device: &str) -> u64 {
-    run("blockdev", &["--getsz", device])
-        .trim()
-        .parse()
-        .expect("blockdev --getsz prints a number")
-}
-
-/// A binary of this workspace (`convoy`, `convoy-partition`, ...) from the same target directory
-/// and profile as the running test (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
-/// `cargo xtask test` builds every workspace binary before the VM tier.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = profile_dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (cargo build --workspace --bins)",
-        bin.display()
-    );
-    bin
-}
-
-/// Removes every device-mapper device whose name contains the tag when dropped: each is
-/// lazily unmounted first, thin devices go before pools.
-#[derive(Debug)]
-pub struct DmCleanup(pub String);
-
-impl Drop for DmCleanup {
-    fn drop(&mut self) {
-        let mut names = dm_names(&self.0);
-        names.sort_by_key(|n| n.ends_with("pool"));
-        for name in names {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(format!("/dev/mapper/{name}"))
-                .stderr(std::process::Stdio::null())
-                .status();
-            let _ = Command::new("dmsetup")
-                .args(["remove", "--force", &name])
-                .status();
-        }
-    }
-}
-
-/// The device-mapper devices whose name contains `tag` (none when `dmsetup` cannot run).
-pub fn dm_names(tag: &str) -> Vec<String> {
-    let Ok(out) = Command::new("dmsetup").arg("ls").output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.contains(tag))
-        .map(str::to_string)
-        .collect()
-}
+pub use convoy_testkit::{
+    device_sectors, dm_names, noise, run, tree_files, workspace_bin, DmCleanup, LoopDevice,
+};
 
 /// The backing of one test's dm-thin pool: a tag that every device the test makes carries (the
 /// pool is `<tag>-pool`), data and metadata loop devices over sparse files, and, when dropped,
@@ -179,10 +72,10 @@ impl DmDisks {
     }
 }
 
-/// The credentials `convoy-test-s3` accepts.
-pub const TEST_S3_ACCESS_KEY: &str = "AKIACONVOYRELTEST";
+/// The credentials `convoy-test-s3` accepts (the testkit's S3 server's).
+pub const TEST_S3_ACCESS_KEY: &str = convoy_testkit::S3_ACCESS_KEY;
 /// The secret key `convoy-test-s3` accepts.
-pub const TEST_S3_SECRET_KEY: &str = "convoy/rel/test/secret";
+pub const TEST_S3_SECRET_KEY: &str = convoy_testkit::S3_SECRET_KEY;
 /// The bucket [`S3Process::start`] creates.
 pub const TEST_S3_BUCKET: &str = "convoy-rel";
 
@@ -273,39 +166,4 @@ impl Drop for S3Process {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Every regular file under `root` (but `lost+found`) and its bytes, by path relative to it.
-pub fn tree_files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    fn go(root: &Path, rel: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(root.join(rel)).unwrap() {
-            let name = entry.unwrap().file_name();
-            if name == "lost+found" {
-                continue;
-            }
-            let rel = rel.join(name);
-            let path = root.join(&rel);
-            if path.is_dir() {
-                go(root, &rel, out);
-            } else {
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    go(root, Path::new(""), &mut out);
-    out
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -108,7 +108,8 @@ fn cli_convoyd_serves_like_convoy_daemon() {
     let convoyd = cli_support::convoy_bin().with_file_name("convoyd");
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("d.sock");
-    let mut child = std::process::Command::new(&convoyd)
+    let mut command = std::process::Command::new(&convoyd);
+    command
         .arg("-s")
         .arg(&socket)
         .arg("--root")
@@ -116,19 +117,14 @@ fn cli_convoyd_serves_like_convoy_daemon() {
         .args(["--drivers", "vfs", "--driver-opts"])
         .arg(format!("vfs.path={}", dir.path().join("vols").display()))
         .arg("--log")
-        .arg(dir.path().join("log"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", convoyd.display()));
+        .arg(dir.path().join("log"));
     // Wait until it answers; the limit only turns a hang into a failure.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "convoyd exited");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "convoyd did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let limit = std::time::Duration::from_secs(60);
+    let mut child = match convoy_testkit::ServerProcess::start(&mut command, &socket, limit) {
+        Ok(child) => child,
+        Err(convoy_testkit::StartFailure::Exited(out)) => panic!("convoyd exited ({})", out.status),
+        Err(convoy_testkit::StartFailure::TimedOut(_)) => panic!("convoyd did not start"),
+    };
     let out = std::process::Command::new(cli_support::convoy_bin())
         .arg("-s")
         .arg(&socket)
@@ -136,10 +132,6 @@ fn cli_convoyd_serves_like_convoy_daemon() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-convoyd");
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.stop().expect("convoyd runs until stopped").success());
     assert!(!socket.exists());
 }

@@ -3,22 +3,22 @@
 //! prints, and a volume is created, mounted, written and deleted on that pool.
 
 use convoy_e2e::{run, workspace_bin};
+use convoy_testkit::ServerProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Stops the daemon and removes the pool and volume devices, then blanks the disk's partition
 /// table so the spare disk is as the test found it.
 struct Cleanup {
-    daemon: Option<Child>,
+    daemon: Option<ServerProcess>,
     disk: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
-            let _ = Command::new("kill").arg(daemon.id().to_string()).status();
-            let _ = daemon.wait();
+            daemon.stop();
         }
         // Best effort and quiet: after a passing run the volume is already gone.
         let quiet = |cmd: &mut Command| {
@@ -89,18 +89,16 @@ fn dm_partition_a_virtio_disk_start_the_printed_daemon_create_a_volume() {
     let root = dir.path().join("root");
     let printed: Vec<&str> = line.split_whitespace().skip(1).collect();
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let daemon = Command::new(workspace_bin("convoy"))
+    let mut daemon = Command::new(workspace_bin("convoy"));
+    daemon
         .arg("--socket")
         .arg(&socket)
         .args(&printed)
         .arg("--root")
         .arg(&root)
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start convoy daemon");
-    cleanup.daemon = Some(daemon);
-    wait_for_socket(&socket, dir.path());
+        .stderr(log);
+    cleanup.daemon = Some(start_and_wait(&mut daemon, &socket, dir.path()));
 
     let info = convoy(&socket, &["info"]);
     assert!(
@@ -136,21 +134,25 @@ fn dm_partition_a_virtio_disk_start_the_printed_daemon_create_a_volume() {
     );
 }
 
-fn wait_for_socket(socket: &Path, dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let ok = Command::new(workspace_bin("convoy"))
+/// Starts the daemon and waits until `convoy info` answers through `socket`.
+fn start_and_wait(daemon: &mut Command, socket: &Path, dir: &Path) -> ServerProcess {
+    let answers = || {
+        Command::new(workspace_bin("convoy"))
             .arg("--socket")
             .arg(socket)
             .arg("info")
             .output()
             .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
-    panic!("convoy daemon did not answer within 120 s; its log:\n{log}");
+            .unwrap_or(false)
+    };
+    ServerProcess::start_until(
+        daemon,
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        answers,
+    )
+    .unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        panic!("convoy daemon did not answer ({e}); its log:\n{log}");
+    })
 }

@@ -9,15 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+use convoy_testkit::{LoopDevice, LoopOptions};
+
 const HELPER: &str = env!("CARGO_BIN_EXE_convoy-partition");
 
 /// Loop devices are a shared resource: attach and use them one test at a time.
 static LOOP_LOCK: Mutex<()> = Mutex::new(());
 
 fn require_environment() {
-    let uid = effective_uid();
-    assert_eq!(
-        uid, 0,
+    assert!(
+        convoy_testkit::is_root(),
         "these tests need root (loop devices, partition tables); run them as root"
     );
     for tool in ["losetup", "sfdisk"] {
@@ -32,49 +33,36 @@ fn require_environment() {
     }
 }
 
-/// The effective uid, from /proc (no libc call needed).
-fn effective_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|uid| uid.parse().ok())
-        .expect("Uid line in /proc/self/status")
-}
-
-/// A sparse file attached as a loop device; detached (and the file removed) on drop.
-struct LoopDevice {
+/// A sparse file attached as a loop device (the test rig's `LoopDevice`, in a temp dir of its
+/// own); detached (and the file removed) on drop.
+struct Disk {
     path: PathBuf,
-    _dir: tempfile::TempDir,
+    _device: LoopDevice,
 }
 
-impl LoopDevice {
-    fn new(size: &str, partscan: bool) -> LoopDevice {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("disk.img");
-        let status = Command::new("truncate")
-            .args(["-s", size])
-            .arg(&file)
-            .status()
-            .expect("truncate");
-        assert!(status.success(), "truncate -s {size} failed");
-        let mut losetup = Command::new("losetup");
-        if partscan {
-            losetup.arg("-P");
+/// Bytes in a `truncate -s` size: a number with an optional binary suffix (`48M`, `1G`, `3T`).
+fn size_bytes(size: &str) -> u64 {
+    let (digits, shift) = match size.as_bytes().last() {
+        Some(b'K') => (&size[..size.len() - 1], 10),
+        Some(b'M') => (&size[..size.len() - 1], 20),
+        Some(b'G') => (&size[..size.len() - 1], 30),
+        Some(b'T') => (&size[..size.len() - 1], 40),
+        _ => (size, 0),
+    };
+    digits.parse::<u64>().expect("a size") << shift
+}
+
+impl Disk {
+    fn new(size: &str, partscan: bool) -> Disk {
+        let options = LoopOptions {
+            partscan,
+            direct_io: false,
+        };
+        let device = LoopDevice::in_temp_dir(size_bytes(size), options);
+        Disk {
+            path: device.path().to_path_buf(),
+            _device: device,
         }
-        let out = losetup
-            .args(["-f", "--show"])
-            .arg(&file)
-            .output()
-            .expect("run losetup");
-        assert!(
-            out.status.success(),
-            "losetup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        LoopDevice { path, _dir: dir }
     }
 
     fn name(&self) -> String {
@@ -108,12 +96,6 @@ impl LoopDevice {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
 }
 
@@ -158,7 +140,7 @@ fn sfdisk_partition(dump: &str, device: &str, n: u32) -> (u64, u64, String) {
 fn dry_run_prints_the_seed_figures() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("107374182400", true);
+    let disk = Disk::new("107374182400", true);
     let out = helper(&[], &disk.path);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
@@ -190,7 +172,7 @@ fn dry_run_prints_the_seed_figures() {
     );
 }
 
-impl LoopDevice {
+impl Disk {
     fn kernel_partition_count(&self) -> usize {
         let name = self.name();
         std::fs::read_dir(format!("/sys/block/{name}"))
@@ -209,7 +191,7 @@ impl LoopDevice {
 fn write_to_disk_creates_data_then_metadata() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("1G", true);
+    let disk = Disk::new("1G", true);
     let out = helper(&["--write-to-disk"], &disk.path);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
@@ -274,7 +256,7 @@ fn write_to_disk_creates_data_then_metadata() {
 fn gpt_beyond_two_tib() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("3T", true);
+    let disk = Disk::new("3T", true);
     let out = helper(&["--write-to-disk", "--max-thins", "500"], &disk.path);
     assert!(
         out.status.success(),
@@ -307,7 +289,7 @@ fn gpt_beyond_two_tib() {
 fn refuses_a_disk_partitioned_by_another_tool() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", true);
+    let disk = Disk::new("256M", true);
     let mut sfdisk = Command::new("sfdisk")
         .arg("--quiet")
         .arg(&disk.path)
@@ -337,7 +319,7 @@ fn refuses_a_disk_partitioned_by_another_tool() {
 fn refuses_a_too_small_disk() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("48M", true);
+    let disk = Disk::new("48M", true);
     let out = helper(&["--write-to-disk"], &disk.path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -381,7 +363,7 @@ fn refuses_a_regular_file() {
 fn refuses_a_busy_disk() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", true);
+    let disk = Disk::new("256M", true);
     // An exclusive opener (what a mount or device-mapper holds) makes the disk busy.
     let claim = OpenOptions::new()
         .read(true)
@@ -400,7 +382,7 @@ fn refuses_a_busy_disk() {
 fn refuses_a_disk_holding_a_filesystem() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", true);
+    let disk = Disk::new("256M", true);
     {
         let mut dev = OpenOptions::new().write(true).open(&disk.path).unwrap();
         dev.seek(SeekFrom::Start(1080)).unwrap();
@@ -420,7 +402,7 @@ fn refuses_a_disk_holding_a_filesystem() {
 fn refuses_a_loop_device_without_partition_scanning() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", false);
+    let disk = Disk::new("256M", false);
     let out = helper(&["--write-to-disk"], &disk.path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -437,7 +419,7 @@ fn refuses_a_loop_device_without_partition_scanning() {
 fn refuses_a_partition() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", true);
+    let disk = Disk::new("256M", true);
     let out = helper(&["--write-to-disk", "-m", "10"], &disk.path);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let part = PathBuf::from(format!("/dev/{}p1", disk.name()));
@@ -454,7 +436,7 @@ fn refuses_a_partition() {
 fn refuses_a_mounted_disk() {
     let _lock = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_environment();
-    let disk = LoopDevice::new("256M", true);
+    let disk = Disk::new("256M", true);
     let mkfs = Command::new("mkfs.ext4")
         .args(["-q", "-F"])
         .arg(&disk.path)

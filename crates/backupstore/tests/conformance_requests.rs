@@ -132,8 +132,8 @@ async fn an_incremental_waits_for_six_round_trips() {
     // A new target on the same host (its index cache), as a new `convoy backup create`
     // process opens one.
     let t = BackupTarget::open(&env.dest, opts).unwrap();
-    env.waves.set_delay(std::time::Duration::from_millis(100));
-    let before = env.waves.count();
+    env.waves().set_delay(std::time::Duration::from_millis(100));
+    let before = env.waves().count();
     let mut m = meta("waves", size);
     m.backup_name = Some("inc".into());
     let inc = t
@@ -146,8 +146,8 @@ async fn an_incremental_waits_for_six_round_trips() {
         )
         .await
         .unwrap();
-    let waves = env.waves.count() - before;
-    env.waves.set_delay(std::time::Duration::ZERO);
+    let waves = env.waves().count() - before;
+    env.waves().set_delay(std::time::Duration::ZERO);
     assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
     assert!(waves <= 6, "the incremental waited for {waves} round trips");
     let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();

@@ -82,8 +82,8 @@ fn lay_down_the_original(fx: &Fixture) -> Original {
             "--table",
             &format!(
                 "0 {data_sectors} thin-pool {} {} 128 32768 1 skip_block_zeroing",
-                fx.meta.path.display(),
-                fx.data.path.display()
+                fx.meta.path().display(),
+                fx.data.path().display()
             ),
         ],
     );
@@ -132,8 +132,8 @@ fn lay_down_the_original(fx: &Fixture) -> Original {
         format!(
             r#"{{"Root":"{}","DataDevice":"{}","MetadataDevice":"{}","ThinpoolDevice":"/dev/mapper/{pool}","ThinpoolSize":{},"ThinpoolBlockSize":128,"DefaultVolumeSize":{VOLUME},"LastDevID":3}}"#,
             dm_dir.display(),
-            fx.data.path.display(),
-            fx.meta.path.display(),
+            fx.data.path().display(),
+            fx.meta.path().display(),
             512 * MIB
         ),
     )

@@ -28,7 +28,7 @@ async fn dm_volumes_mount_snapshot_and_survive_restarts() {
     assert_eq!(dm["ThinpoolBlockSize"], (2 * MIB).to_string());
     assert_eq!(dm["DefaultVolumeSize"], (64 * MIB).to_string());
     assert_eq!(dm["ThinpoolSize"], (1024 * MIB).to_string());
-    assert_eq!(dm["DataDevice"], fx.data.path.display().to_string());
+    assert_eq!(dm["DataDevice"], fx.data.path().display().to_string());
     assert_eq!(
         dm["ThinpoolDevice"],
         format!("/dev/mapper/{}", fx.pool_name)

@@ -13,8 +13,8 @@ use common::{Fixture, MIB};
 async fn dm_example_life_cycle_runs() {
     let fx = Fixture::new("example", 4096, "ext4", 1024 * MIB);
     let out = lifecycle::run(
-        fx.data.path.to_str().unwrap(),
-        fx.meta.path.to_str().unwrap(),
+        fx.data.path().to_str().unwrap(),
+        fx.meta.path().to_str().unwrap(),
         fx.root(),
         &fx.backups(),
         &fx.pool_name,

@@ -172,5 +172,5 @@ async fn dm_lifecycle_killed_mid_step_is_reconciled() {
     drop(m);
     // The pool's metadata is sound.
     fx.pool().teardown().unwrap();
-    run("thin_check", &[fx.meta.path.to_str().unwrap()]);
+    run("thin_check", &[fx.meta.path().to_str().unwrap()]);
 }

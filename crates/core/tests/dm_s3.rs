@@ -8,50 +8,28 @@ use std::sync::Arc;
 use common::{checksum, thin_checksum, write_file, Fixture, MIB};
 use convoy_core::{BackupKind, CreateVolumeRequest, NoProgress, StoreOptions};
 
-const AK: &str = "AKIACONVOYCORETEST";
-const SK: &str = "core/secret/testing";
-
-/// Starts s3s-fs on 127.0.0.1 with bucket `convoy-core`; returns its endpoint.
-async fn s3_server(dir: &std::path::Path) -> String {
-    let data = dir.join("s3data");
-    std::fs::create_dir_all(data.join("convoy-core")).unwrap();
-    let fs = s3s_fs::FileSystem::new(&data).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let service = service.clone();
-            tokio::spawn(async move {
-                let http = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                let _ = http
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
+/// Starts the test rig's S3 server (s3s-fs) on 127.0.0.1 with bucket `convoy-core`, and points
+/// this process's AWS credentials file at its credentials.
+async fn s3_server(dir: &std::path::Path) -> convoy_testkit::S3Server {
+    let server = convoy_testkit::S3Server::start(&dir.join("s3data"), &["convoy-core"]).await;
     let creds = dir.join("credentials");
     std::fs::write(
         &creds,
-        format!("[default]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"),
+        convoy_testkit::S3Server::credentials_profile("default"),
     )
     .unwrap();
     // The store reads credentials the usual AWS ways; this test process is the only user.
     std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &creds);
-    format!("http://127.0.0.1:{port}")
+    server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 async fn dm_backup_to_s3_full_incremental_restore() {
     let fx = Fixture::new("s3", 4096, "ext4", 1024 * MIB);
-    let endpoint = s3_server(fx.dir.path()).await;
+    let s3 = s3_server(fx.dir.path()).await;
     let st = StoreOptions {
-        s3_endpoint: Some(endpoint),
+        s3_endpoint: Some(s3.endpoint()),
         ..StoreOptions::default()
     };
     let dest = "s3://convoy-core@us-east-1/backups";

@@ -1,6 +1,7 @@
 //! Host tier: vfs backups and restores through a `vfs://` block store — round trip of a tree,
 //! dedup of unchanged files, refusal of hostile images and of devicemapper backups.
 
+use convoy_testkit::noise;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -35,19 +36,6 @@ fn restore_req(name: &str, url: &str) -> CreateVolumeRequest {
         backup_url: Some(url.to_owned()),
         ..named(name)
     }
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Everything comparable about a tree: kind, mode, content or target, per relative path.

@@ -3,6 +3,7 @@
 //! operation completes (or rolls back) on its own, and the objects stay usable. Also: a panic
 //! inside a backup's upload releases the snapshot.
 
+use convoy_testkit::noise;
 use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
@@ -29,19 +30,6 @@ fn named(name: &str) -> CreateVolumeRequest {
         name: Some(name.into()),
         ..Default::default()
     }
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Every file's relative path and content.

@@ -6,22 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use convoy_nbd::{AttachOptions, BlockBackend, MemoryBackend, NbdDevice};
-
-const MIB: u64 = 1 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use convoy_testkit::{run, MIB};
 
 /// Unmounts a directory on drop (also when an assertion fails).
 struct Mounted(std::path::PathBuf);

@@ -9,6 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use convoy_testkit::{run, LoopDevice};
 use convoy_thinmeta::xml::write_delta;
 use convoy_thinmeta::{DeltaKind, DeltaMode, ThinMetadata};
 
@@ -17,40 +18,6 @@ const BLOCK_SECTORS: u64 = 128;
 const BLOCK_BYTES: u64 = BLOCK_SECTORS * 512;
 /// Virtual size of the thin volume, in data blocks.
 const VOLUME_BLOCKS: u64 = 4096;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Loop(PathBuf);
-
-impl Loop {
-    fn new(file: &Path, size: u64) -> Loop {
-        File::create(file).unwrap().set_len(size).unwrap();
-        Loop(PathBuf::from(
-            run("losetup", &["-f", "--show", file.to_str().unwrap()]).trim(),
-        ))
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
 
 /// Device-mapper devices created by the test, removed (newest first) on drop.
 struct Dm {
@@ -179,8 +146,8 @@ fn dm_delta_on_snapshots_diverged_by_random_writes() {
     // the two trees at different keys; the delta must still match thin_delta.
     const BLOCKS: u64 = 12_000;
     let dir = tempfile::tempdir().unwrap();
-    let data = Loop::new(&dir.path().join("data.img"), 2 << 30);
-    let meta = Loop::new(&dir.path().join("meta.img"), 64 << 20);
+    let data = LoopDevice::new(&dir.path().join("data.img"), 2 << 30);
+    let meta = LoopDevice::new(&dir.path().join("meta.img"), 64 << 20);
     let tag = format!("ctm-{}-div", std::process::id());
     let mut dm = Dm {
         pool: format!("{tag}-pool"),
@@ -192,8 +159,8 @@ fn dm_delta_on_snapshots_diverged_by_random_writes() {
         &format!(
             "0 {} thin-pool {} {} {BLOCK_SECTORS} 0 1 skip_block_zeroing",
             (2u64 << 30) / 512,
-            meta.path(),
-            data.path()
+            meta.as_str(),
+            data.as_str()
         ),
     );
     let pool_dev = dm.major_minor(&pool);
@@ -227,9 +194,9 @@ fn dm_delta_on_snapshots_diverged_by_random_writes() {
         4,
     );
     dm.message("reserve_metadata_snap");
-    compare_pairs(meta.path(), &[1, 2, 3]);
+    compare_pairs(meta.as_str(), &[1, 2, 3]);
     let mut md =
-        ThinMetadata::open_metadata_snapshot(File::open(meta.path()).unwrap(), None).unwrap();
+        ThinMetadata::open_metadata_snapshot(File::open(meta.as_str()).unwrap(), None).unwrap();
     let nodes = md.mapping_tree_blocks(1).unwrap().len();
     eprintln!("origin tree: {nodes} nodes");
     assert!(nodes > 40, "the trees should have several levels");
@@ -239,8 +206,8 @@ fn dm_delta_on_snapshots_diverged_by_random_writes() {
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Loop::new(&dir.path().join("data.img"), 1 << 30);
-    let meta = Loop::new(&dir.path().join("meta.img"), 32 << 20);
+    let data = LoopDevice::new(&dir.path().join("data.img"), 1 << 30);
+    let meta = LoopDevice::new(&dir.path().join("meta.img"), 32 << 20);
     let tag = format!("ctm-{}", std::process::id());
     let mut dm = Dm {
         pool: format!("{tag}-pool"),
@@ -252,8 +219,8 @@ fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
         &format!(
             "0 {} thin-pool {} {} {BLOCK_SECTORS} 0 1 skip_block_zeroing",
             (1u64 << 30) / 512,
-            meta.path(),
-            data.path()
+            meta.as_str(),
+            data.as_str()
         ),
     );
     let pool_dev = dm.major_minor(&pool);
@@ -281,7 +248,7 @@ fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
     write_blocks(&origin_dev, scattered(8, 30, VOLUME_BLOCKS), 4);
     dm.message("reserve_metadata_snap");
     // Our reads go through the loop device's page cache; the pool wrote around it.
-    run("blockdev", &["--flushbufs", meta.path()]);
+    run("blockdev", &["--flushbufs", meta.as_str()]);
 
     for (l, r) in [(2, 3), (3, 2), (1, 2), (1, 3), (2, 2)] {
         for verbose in [false, true] {
@@ -295,13 +262,13 @@ fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
             if verbose {
                 args.push("--verbose".into());
             }
-            args.push(meta.path().into());
+            args.push(meta.as_str().into());
             let theirs = run(
                 "thin_delta",
                 &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             );
             assert_eq!(
-                our_delta(meta.path(), l, r, verbose),
+                our_delta(meta.as_str(), l, r, verbose),
                 theirs,
                 "delta {l}/{r} verbose={verbose}"
             );
@@ -311,7 +278,7 @@ fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
     // Between the snapshots exactly the rewritten blocks changed (newly written ones are
     // right-only), and the changes-only walk reads far fewer nodes than the trees hold.
     let mut md =
-        ThinMetadata::open_metadata_snapshot(File::open(meta.path()).unwrap(), None).unwrap();
+        ThinMetadata::open_metadata_snapshot(File::open(meta.as_str()).unwrap(), None).unwrap();
     let nodes_in_tree = md.mapping_tree_blocks(2).unwrap().len() as u64;
     let before = md.blocks_read();
     let mut delta = md.delta(2, 3, DeltaMode::ChangesOnly).unwrap();
@@ -330,8 +297,8 @@ fn dm_delta_matches_thin_delta_under_metadata_snapshot() {
     assert!(read < 2 * nodes_in_tree);
 
     dm.message("release_metadata_snap");
-    run("blockdev", &["--flushbufs", meta.path()]);
-    let mut md = ThinMetadata::open(File::open(meta.path()).unwrap()).unwrap();
+    run("blockdev", &["--flushbufs", meta.as_str()]);
+    let mut md = ThinMetadata::open(File::open(meta.as_str()).unwrap()).unwrap();
     assert_eq!(md.superblock().metadata_snap, 0);
     assert!(md.mapped_runs(1).unwrap().all(|r| r.is_ok()));
 }

@@ -147,7 +147,7 @@ fn dm_open_checks_table_and_block_size() {
 fn dm_foreign_metadata_refused_unless_forced() {
     let fx = Fixture::new("foreign", 64 * MIB, 8 * MIB);
     let junk = vec![0x5au8; 4096];
-    write_at(&fx.meta.path, 0, &junk).unwrap();
+    write_at(fx.meta.path(), 0, &junk).unwrap();
     for result in [
         ThinPool::create(fx.config()).map(|_| ()),
         ThinPool::open(fx.config()).map(|_| ()),
@@ -155,10 +155,10 @@ fn dm_foreign_metadata_refused_unless_forced() {
     ] {
         let err = result.unwrap_err();
         assert!(matches!(err, Error::ForeignMetadata { .. }), "{err}");
-        assert!(err.to_string().contains(fx.meta.path.to_str().unwrap()));
+        assert!(err.to_string().contains(fx.meta.path().to_str().unwrap()));
     }
     assert_eq!(
-        read_at(&fx.meta.path, 0, 4096),
+        read_at(fx.meta.path(), 0, 4096),
         junk,
         "nothing was overwritten"
     );
@@ -168,7 +168,7 @@ fn dm_foreign_metadata_refused_unless_forced() {
     assert_eq!(pool.status().unwrap().transaction_id, 0);
     pool.teardown().unwrap();
     assert!(matches!(
-        superblock::inspect(&fx.meta.path).unwrap(),
+        superblock::inspect(fx.meta.path()).unwrap(),
         superblock::MetadataContent::ThinPool(_)
     ));
 }
@@ -225,7 +225,7 @@ fn dm_metadata_snapshot_held_twice_is_an_error() {
     assert!(*root > 0);
     assert_eq!(pool.status().unwrap().held_metadata_root, Some(root));
     // The held root is a superblock copy on the metadata device.
-    let copy = read_at(&fx.meta.path, *root * 4096, 4096);
+    let copy = read_at(fx.meta.path(), *root * 4096, 4096);
     assert_eq!(
         u64::from_le_bytes(copy[32..40].try_into().unwrap()),
         superblock::THIN_SUPERBLOCK_MAGIC

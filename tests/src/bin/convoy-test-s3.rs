@@ -1,18 +1,14 @@
-//! `convoy-test-s3 --dir DIR --port PORT`: an S3 server (s3s-fs) serving `DIR` (each
-//! subdirectory is a bucket) on `127.0.0.1:PORT` with the fixed test credentials
-//! [`ACCESS_KEY`] / [`SECRET_KEY`], as a separate process so that the reliability suite can
-//! kill it with SIGKILL and start it again on the same port and directory.
+//! `convoy-test-s3 --dir DIR --port PORT`: the test rig's S3 server (`convoy_testkit::s3`,
+//! s3s-fs) serving `DIR` (each subdirectory is a bucket) on `127.0.0.1:PORT` with the fixed test
+//! credentials `convoy_testkit::S3_ACCESS_KEY` / `S3_SECRET_KEY`, as a separate process so that
+//! the reliability suite can kill it with SIGKILL and start it again on the same port and
+//! directory.
 //!
 //! Prints `listening on 127.0.0.1:PORT` once it accepts connections; runs until killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The access key id the server accepts.
-const ACCESS_KEY: &str = "AKIACONVOYRELTEST";
-/// The secret key the server accepts.
-const SECRET_KEY: &str = "convoy/rel/test/secret";
 
 fn usage(problem: &str) -> ExitCode {
     eprintln!("convoy-test-s3: {problem}\nusage: convoy-test-s3 --dir DIR --port PORT");
@@ -58,11 +54,7 @@ fn main() -> ExitCode {
 
 async fn serve(dir: PathBuf, port: u16) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let fs = s3s_fs::FileSystem::new(&dir)
-        .map_err(|e| format!("cannot serve {}: {e:?}", dir.display()))?;
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
+    let service = convoy_testkit::s3::service(&dir)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // A restart right after a kill may find the port in TIME_WAIT: tokio's listener sets
     // SO_REUSEADDR, so binding succeeds.
@@ -70,18 +62,7 @@ async fn serve(dir: PathBuf, port: u16) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("listening on {addr}");
-    loop {
-        let (socket, _) = listener
-            .accept()
-            .await
-            .map_err(|e| format!("accept on {addr}: {e}"))?;
-        let service = service.clone();
-        tokio::spawn(async move {
-            let http =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let _ = http
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                .await;
-        });
-    }
+    convoy_testkit::s3::serve(listener, service)
+        .await
+        .map_err(|e| format!("accept on {addr}: {e}"))
 }

@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use convoy_testkit::{ServerProcess, StartFailure};
 
 use serde_json::Value;
 
@@ -86,7 +88,7 @@ pub struct TestDaemon {
     pub root: PathBuf,
     pub vols: PathBuf,
     flags: Vec<String>,
-    child: Option<Child>,
+    child: Option<ServerProcess>,
 }
 
 impl TestDaemon {
@@ -137,36 +139,23 @@ impl TestDaemon {
     }
 
     fn spawn(&mut self, extra: &[&str]) {
-        let mut child = self
-            .daemon_command(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start convoy daemon");
+        let mut command = self.daemon_command(extra);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         // Wait until it answers (or exits). Not a timing assertion: the limit only turns a hang
         // into a failure.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait on daemon") {
-                let out = child.wait_with_output().expect("daemon output");
-                panic!(
-                    "convoy daemon exited ({status}):\n{}{}\nlog:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr),
-                    self.log()
-                );
-            }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "convoy daemon did not start:\n{}",
+        match ServerProcess::start(&mut command, &self.socket, Duration::from_secs(60)) {
+            Ok(child) => self.child = Some(child),
+            Err(StartFailure::Exited(out)) => panic!(
+                "convoy daemon exited ({}):\n{}{}\nlog:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ),
+            Err(StartFailure::TimedOut(_)) => {
+                panic!("convoy daemon did not start:\n{}", self.log())
+            }
         }
-        self.child = Some(child);
     }
 
     /// The daemon's log so far.
@@ -176,10 +165,7 @@ impl TestDaemon {
 
     /// Stops the daemon with SIGTERM and waits for it; panics if it did not exit cleanly.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let status = child.wait().expect("wait on daemon");
+        if let Some(status) = self.child.take().and_then(|mut child| child.stop()) {
             assert!(
                 status.success(),
                 "daemon exit on SIGTERM: {status}\n{}",
@@ -270,17 +256,6 @@ impl TestDaemon {
     }
 }
 
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A random 64-hex ID like the ones dockerd sends with Mount/Unmount.
 pub fn docker_id() -> String {
     (0..4)
@@ -290,12 +265,7 @@ pub fn docker_id() -> String {
 
 /// Whether this process runs as root (effective uid 0).
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    })
+    convoy_testkit::is_root()
 }
 
 impl TestDaemon {
@@ -303,8 +273,7 @@ impl TestDaemon {
     /// driver flags, as a crash and a supervisor's restart would.
     pub fn kill9_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9 the daemon");
-            let _ = child.wait();
+            child.kill9();
         }
         self.spawn(&[]);
     }

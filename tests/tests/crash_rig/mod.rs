@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use convoy_e2e::LoopDevice;
+use convoy_testkit::{ServerProcess, StartFailure};
 use serde_json::Value;
 
 use crate::cli_support::convoy_bin;
@@ -23,7 +24,7 @@ pub const VOLUME_SIZE: &str = "64M";
 
 /// A daemon on its own pool. Field order matters for drop: daemon, devices, loops, files.
 pub struct Rig {
-    child: Option<Child>,
+    child: Option<ServerProcess>,
     /// Every name (pool, volumes, snapshots) starts with it.
     pub tag: String,
     /// The pool's device-mapper name.
@@ -168,27 +169,20 @@ impl Rig {
             Some(point) => command.env("CONVOY_CORE_CRASH_AT", point),
             None => command.env_remove("CONVOY_CORE_CRASH_AT"),
         };
-        let mut child = command.spawn().expect("cannot start convoy daemon");
         // Not a timing assertion: the limit turns a hung start-up into a failure.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait on daemon") {
+        match ServerProcess::start(&mut command, &self.socket, Duration::from_secs(300)) {
+            Ok(child) => self.child = Some(child),
+            Err(StartFailure::Exited(out)) => {
                 return Err(format!(
-                    "convoy daemon exited at start ({status})\n{}",
+                    "convoy daemon exited at start ({})\n{}",
+                    out.status,
                     self.log()
-                ));
+                ))
             }
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                break;
+            Err(StartFailure::TimedOut(_)) => {
+                return Err(format!("convoy daemon did not start\n{}", self.log()))
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("convoy daemon did not start\n{}", self.log()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
         Ok(())
     }
 
@@ -204,8 +198,7 @@ impl Rig {
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let children = children_of(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill9();
             for pid in children {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
@@ -222,7 +215,7 @@ impl Rig {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if child.try_wait().expect("wait on daemon").is_some() {
+            if child.try_wait().is_some() {
                 self.child = None;
                 return true;
             }
@@ -234,10 +227,7 @@ impl Rig {
     /// SIGTERM, then waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+            child.stop();
         }
     }
 

@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use convoy_testkit::{ServerProcess, StartFailure};
 
 use crate::cli_support::TestDaemon;
 
@@ -19,9 +21,9 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A `dockerd` with its own data root, exec root and socket; stopped by PID when dropped.
+/// A `dockerd` with its own data root, exec root and socket; stopped (SIGTERM) when dropped.
 pub struct Dockerd {
-    child: Child,
+    _child: ServerProcess,
     host: String,
     docker: PathBuf,
     log: PathBuf,
@@ -31,7 +33,8 @@ impl Dockerd {
     pub fn start(dir: &Path, dockerd: &Path) -> Self {
         let socket = dir.join("docker.sock");
         let log = dir.join("dockerd.log");
-        let child = Command::new(dockerd)
+        let mut command = Command::new(dockerd);
+        command
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
@@ -45,38 +48,42 @@ impl Dockerd {
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .expect("cannot start dockerd");
+            ));
         // The distribution's client matches its daemon's API; fall back to any docker in PATH.
         let docker = [PathBuf::from("/usr/bin/docker")]
             .into_iter()
             .find(|p| p.is_file())
             .or_else(|| find_program("docker"))
             .expect("dockerd is installed but no docker client was found");
-        let mut daemon = Dockerd {
-            child,
-            host: format!("unix://{}", socket.display()),
+        let host = format!("unix://{}", socket.display());
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        // Wait until it answers. The limit only turns a hang into a failure.
+        let answers = || {
+            Command::new(&docker)
+                .arg("-H")
+                .arg(&host)
+                .arg("version")
+                .output()
+                .expect("cannot run docker")
+                .status
+                .success()
+        };
+        let child = ServerProcess::start_until(
+            &mut command,
+            Duration::from_secs(120),
+            Duration::from_millis(250),
+            answers,
+        )
+        .unwrap_or_else(|e| match e {
+            StartFailure::Exited(out) => panic!("dockerd exited ({}):\n{}", out.status, read_log()),
+            StartFailure::TimedOut(_) => panic!("dockerd did not start:\n{}", read_log()),
+        });
+        Dockerd {
+            _child: child,
+            host,
             docker,
             log,
-        };
-        // Wait until it answers. The limit only turns a hang into a failure.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!("dockerd exited ({status}):\n{}", daemon.log());
-            }
-            if daemon.run(&["version"]).status.success() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not start:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
         }
-        daemon
     }
 
     pub fn log(&self) -> String {
@@ -105,14 +112,6 @@ impl Dockerd {
             convoy.log()
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
     }
 }
 

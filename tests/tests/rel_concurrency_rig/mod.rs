@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use convoy_api::wire::*;
 use convoy_api::{ApiError, Client};
-use convoy_e2e::{run, LoopDevice};
+use convoy_e2e::run;
 
 use crate::cli_support::TestDaemon;
 use crate::rel_support::{self, rng, Figure};
@@ -118,51 +118,27 @@ pub fn assert_clear(e: &ApiError, object: &str, what: &str) {
     );
 }
 
-pub use convoy_e2e::{dm_names, DmCleanup};
+pub use convoy_e2e::dm_names;
 
-/// A devicemapper daemon on a pool over loop devices. Drop order: daemon, devices, files.
+/// A devicemapper daemon on a pool over loop devices ([`convoy_e2e::DmDisks`]). Drop order:
+/// daemon, devices, loop devices, files.
 pub struct DmDaemon {
     pub d: TestDaemon,
     pub tag: String,
     pub pool: String,
-    pub meta: LoopDevice,
-    _cleanup: DmCleanup,
-    _data: LoopDevice,
-    _disks: tempfile::TempDir,
+    disks: convoy_e2e::DmDisks,
 }
 
 impl DmDaemon {
     pub fn start(scenario: &str, data_bytes: u64, default_size: &str) -> Self {
-        let tag = format!("rc{scenario}{}", std::process::id());
-        let pool = format!("{tag}-pool");
-        let cleanup = DmCleanup(tag.clone());
-        let disks = tempfile::tempdir().unwrap();
-        let data = LoopDevice::new(&disks.path().join("data.img"), data_bytes);
-        let meta = LoopDevice::new(&disks.path().join("meta.img"), 128 << 20);
-        let d = TestDaemon::start_with(&[], |_| {
-            [
-                "--drivers",
-                "devicemapper",
-                "--driver-opts",
-                &format!("dm.datadev={}", data.as_str()),
-                "--driver-opts",
-                &format!("dm.metadatadev={}", meta.as_str()),
-                "--driver-opts",
-                &format!("dm.thinpoolname={pool}"),
-                "--driver-opts",
-                &format!("dm.defaultvolumesize={default_size}"),
-            ]
-            .map(String::from)
-            .into()
-        });
+        let disks = convoy_e2e::DmDisks::new(&format!("rc{scenario}"), data_bytes, 128 << 20);
+        let flags = disks.daemon_flags(&[&format!("dm.defaultvolumesize={default_size}")]);
+        let d = TestDaemon::start_with(&[], |_| flags);
         DmDaemon {
             d,
-            tag,
-            pool,
-            meta,
-            _cleanup: cleanup,
-            _data: data,
-            _disks: disks,
+            tag: disks.tag.clone(),
+            pool: disks.pool.clone(),
+            disks,
         }
     }
 
@@ -173,7 +149,7 @@ impl DmDaemon {
             &["message", &self.pool, "0", "reserve_metadata_snap"],
         );
         let dump = Command::new("thin_dump")
-            .args(["-m", self.meta.as_str()])
+            .args(["-m", self.disks.meta.as_str()])
             .output();
         run(
             "dmsetup",

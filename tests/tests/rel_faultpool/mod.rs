@@ -174,7 +174,7 @@ pub struct Rig {
     /// Where the backing files live.
     pub disks: tempfile::TempDir,
     /// A daemon started by [`Rig::start_again`] (the first one is `daemon`'s own).
-    child: Option<std::process::Child>,
+    child: Option<convoy_testkit::ServerProcess>,
 }
 
 impl Rig {
@@ -339,10 +339,7 @@ impl Rig {
     /// Stops the daemon (SIGTERM) and waits for it; panics if it did not exit cleanly.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let status = child.wait().expect("wait on daemon");
+            let status = child.stop().expect("the daemon runs until stopped");
             assert!(
                 status.success(),
                 "daemon exit: {status}\n{}",
@@ -357,16 +354,15 @@ impl Rig {
     /// and log tail when it exits instead.
     pub fn start_again(&mut self) -> Result<(), String> {
         let d = self.d();
-        let mut child = d
-            .daemon_command(&[])
+        let mut command = d.daemon_command(&[]);
+        command
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(d.dir.path().join("start.out")).expect("start.out"))
-            .stderr(std::fs::File::create(d.dir.path().join("start.err")).expect("start.err"))
-            .spawn()
-            .expect("cannot start convoy daemon");
-        let deadline = Instant::now() + HANG_LIMIT;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait on daemon") {
+            .stderr(std::fs::File::create(d.dir.path().join("start.err")).expect("start.err"));
+        let child = match convoy_testkit::ServerProcess::start(&mut command, &d.socket, HANG_LIMIT)
+        {
+            Ok(child) => child,
+            Err(convoy_testkit::StartFailure::Exited(out)) => {
                 let read = |f: &str| std::fs::read_to_string(d.dir.path().join(f));
                 let err = format!(
                     "{}{}",
@@ -375,14 +371,12 @@ impl Rig {
                 );
                 let log = d.log();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(format!("exit {status}: {err} {}", tail.join(" | ")));
+                return Err(format!("exit {}: {err} {}", out.status, tail.join(" | ")));
             }
-            if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
-                break;
+            Err(convoy_testkit::StartFailure::TimedOut(_)) => {
+                panic!("daemon start hung\n{}", d.log())
             }
-            assert!(Instant::now() < deadline, "daemon start hung\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        };
         self.child = Some(child);
         Ok(())
     }
@@ -478,10 +472,7 @@ impl Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+            child.stop();
         }
         if self.daemon.is_some() {
             if let Some(d) = self.daemon.as_mut() {

@@ -1,5 +1,6 @@
-//! Test environments for the conformance suite: a `vfs://` directory, an in-process s3s-fs
-//! S3 server, and (when installed) moto_server for "no such bucket".
+//! Test environments for the conformance suite: a `vfs://` directory, the test rig's
+//! in-process S3 server (`convoy_testkit::S3Server`, s3s-fs), and (when installed) moto_server
+//! for "no such bucket".
 
 #![allow(dead_code, unused_macros, clippy::single_range_in_vec_init)]
 
@@ -15,8 +16,9 @@ use convoy_backupstore::{
 };
 
 pub const CHUNK: u32 = 64 << 10;
-pub const AK: &str = "AKIATESTCONVOY";
-pub const SK: &str = "secret/testing/convoy";
+/// The credentials the test rig's S3 server accepts.
+pub const AK: &str = convoy_testkit::S3_ACCESS_KEY;
+pub const SK: &str = convoy_testkit::S3_SECRET_KEY;
 
 /// One backend under test.
 pub struct Env {
@@ -26,50 +28,9 @@ pub struct Env {
     pub objects_root: PathBuf,
     pub is_s3: bool,
     pub endpoint: Option<String>,
-    /// The S3 server's round trips (S3 only; see [`Waves`]).
-    pub waves: Arc<Waves>,
+    // Dropped before the directory it serves.
+    _server: Option<convoy_testkit::S3Server>,
     _dir: tempfile::TempDir,
-}
-
-/// What the in-process S3 server saw: it can hold every request for a set delay, and counts
-/// the **waves** of requests: a wave starts when a request arrives while none is in flight.
-/// With a delay far above the client's own work between requests, the waves of an operation
-/// are the round trips it waits for one after another (requests sent together overlap and
-/// make one wave).
-#[derive(Default)]
-pub struct Waves {
-    in_flight: std::sync::atomic::AtomicU64,
-    waves: std::sync::atomic::AtomicU64,
-    delay_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Waves {
-    /// Holds every request for `delay` from now on.
-    pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(
-            delay.as_millis() as u64,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-    }
-
-    /// Waves seen so far.
-    pub fn count(&self) -> u64 {
-        self.waves.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    async fn around<F: std::future::Future>(&self, f: F) -> F::Output {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.in_flight.fetch_add(1, SeqCst) == 0 {
-            self.waves.fetch_add(1, SeqCst);
-        }
-        let delay = self.delay_ms.load(SeqCst);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        let out = f.await;
-        self.in_flight.fetch_sub(1, SeqCst);
-        out
-    }
 }
 
 pub fn fast_opts() -> TargetOptions {
@@ -97,7 +58,7 @@ impl Env {
             objects_root: root,
             is_s3: false,
             endpoint: None,
-            waves: Arc::default(),
+            _server: None,
             _dir: dir,
         }
     }
@@ -106,48 +67,14 @@ impl Env {
     pub async fn s3() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("s3data");
-        std::fs::create_dir_all(data.join("convoy-test")).unwrap();
-        let fs = s3s_fs::FileSystem::new(&data).unwrap();
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-        let service = builder.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let waves = Arc::new(Waves::default());
-        let counted = waves.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let (inner, waves) = (service.clone(), counted.clone());
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (inner, waves) = (inner.clone(), waves.clone());
-                        async move {
-                            waves
-                                .around(hyper::service::Service::call(&inner, req))
-                                .await
-                        }
-                    },
-                );
-                tokio::spawn(async move {
-                    let http = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    );
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
+        let server = convoy_testkit::S3Server::start(&data, &["convoy-test"]).await;
         let creds = dir.path().join("credentials");
         std::fs::write(
             &creds,
             format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[convoy-test]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"),
         )
         .unwrap();
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = server.endpoint();
         let mut opts = fast_opts();
         // s3s-fs answers 500 when a file vanishes while it walks the bucket for a listing
         // (concurrent lock records); real S3 does not. Retrying covers it.
@@ -161,9 +88,14 @@ impl Env {
             objects_root: data.join("convoy-test/backups/store1"),
             is_s3: true,
             endpoint: Some(endpoint),
-            waves,
+            _server: Some(server),
             _dir: dir,
         }
+    }
+
+    /// The S3 server's waves of requests (see `convoy_testkit::s3::Waves`); S3 only.
+    pub fn waves(&self) -> &Arc<convoy_testkit::s3::Waves> {
+        self._server.as_ref().expect("an S3 environment").waves()
     }
 
     pub fn target(&self) -> BackupTarget {
@@ -223,15 +155,7 @@ pub struct Image {
 
 /// Deterministic pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    convoy_testkit::noise(seed, len)
 }
 
 impl Image {

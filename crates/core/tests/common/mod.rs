@@ -1,10 +1,10 @@
-//! Helpers for the tests: loop devices on sparse files, a manager fixture that
-//! unmounts and tears its pool down on drop, checksums of whole devices, a vfs-only manager
-//! configuration, pseudo-random data.
-#![allow(dead_code)]
+//! Helpers for the tests, on the shared rig (`convoy-testkit`: loop devices, commands, test
+//! data): a manager fixture that unmounts and tears its pool down on drop, checksums of whole
+//! devices, crash children, a vfs-only manager configuration.
+// The re-exports of the rig are not used by every test binary that includes this module.
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,43 +12,7 @@ use convoy_core::{ManagerConfig, VolumeManager};
 use convoy_thinpool::{BlockSize, PoolConfig, Sectors, ThinPool};
 use tempfile::TempDir;
 
-pub const MIB: u64 = 1 << 20;
-
-/// Runs a command; panics with its output if it fails.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A loop device over a sparse file; detached on drop.
-pub struct LoopDevice {
-    pub path: PathBuf,
-}
-
-impl LoopDevice {
-    pub fn new(file: &Path, size: u64) -> LoopDevice {
-        File::create(file).unwrap().set_len(size).unwrap();
-        let out = run("losetup", &["-f", "--show", file.to_str().unwrap()]);
-        LoopDevice {
-            path: PathBuf::from(out.trim()),
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
-    }
-}
+pub use convoy_testkit::{noise, run, LoopDevice, MIB};
 
 /// Devices, a pool name, a root dir and the options for a manager over them.
 pub struct Fixture {
@@ -88,10 +52,10 @@ impl Fixture {
             root: self.root(),
             drivers: vec!["devicemapper".into()],
             driver_opts: BTreeMap::from([
-                ("dm.datadev".into(), self.data.path.display().to_string()),
+                ("dm.datadev".into(), self.data.path().display().to_string()),
                 (
                     "dm.metadatadev".into(),
-                    self.meta.path.display().to_string(),
+                    self.meta.path().display().to_string(),
                 ),
                 ("dm.thinpoolname".into(), self.pool_name.clone()),
                 (
@@ -110,7 +74,7 @@ impl Fixture {
 
     /// The pool, opened independently of the manager (for checks and fault injection).
     pub fn pool(&self) -> ThinPool {
-        let config = PoolConfig::new(&self.data.path, &self.meta.path)
+        let config = PoolConfig::new(self.data.path(), self.meta.path())
             .with_name(&self.pool_name)
             .with_block_size(BlockSize::new(Sectors(self.block_sectors)).unwrap());
         ThinPool::open(config).unwrap().0
@@ -127,7 +91,7 @@ impl Drop for Fixture {
                 self.dir.path().display()
             ))
             .output();
-        let config = PoolConfig::new(&self.data.path, &self.meta.path)
+        let config = PoolConfig::new(self.data.path(), self.meta.path())
             .with_name(&self.pool_name)
             .with_block_size(BlockSize::new(Sectors(self.block_sectors)).unwrap());
         if let Ok((pool, _)) = ThinPool::open(config) {
@@ -150,11 +114,7 @@ pub fn checksum(path: &Path) -> (String, u64) {
 
 /// Writes `len` bytes of a pattern derived from `seed` to `path` and syncs.
 pub fn write_file(path: &Path, seed: u8, len: usize) {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect();
-    std::fs::write(path, &data).unwrap();
-    File::open(path).unwrap().sync_all().unwrap();
+    convoy_testkit::write_synced(path, &convoy_testkit::pattern(seed, len));
 }
 
 /// Blocks that differ between two thin ids, by thin_delta (thin-provisioning-tools, an
@@ -170,7 +130,7 @@ pub fn thin_delta_blocks(fx: &Fixture, left: u64, right: u64) -> u64 {
             &left.to_string(),
             "--snap2",
             &right.to_string(),
-            fx.meta.path.to_str().unwrap(),
+            fx.meta.as_str(),
         ],
     );
     out.lines()
@@ -265,19 +225,6 @@ pub async fn reopen_settled(fx: &Fixture, point: &str) -> (VolumeManager, String
         "{point}: second start-up still had work: {again:?}"
     );
     (m, report)
-}
-
-/// Pseudo-random bytes (xorshift), different for each seed.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A manager with only the vfs driver: root `<dir>/root`, volumes under `<dir>/vols`.

@@ -34,7 +34,7 @@ fn thin_delta(pool: &Pool, left: &str, right: &str) -> Vec<(i64, i64)> {
     msg("reserve_metadata_snap");
     let out = Command::new("thin_delta")
         .args(["-m", "--snap1", left, "--snap2", right])
-        .arg(&pool.meta.0)
+        .arg(pool.meta.path())
         .output()
         .unwrap();
     msg("release_metadata_snap");

@@ -210,10 +210,5 @@ pub fn create(name: &str, bytes: i64, cap: VolumeCapability) -> CreateVolumeRequ
 
 /// The tests run as root (bind mounts need it).
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+    convoy_testkit::is_root()
 }

@@ -1,6 +1,7 @@
-//! Helpers for the VM-tier tests: loop devices on sparse files in the test's temp dir, a pool
-//! fixture that tears everything down on drop, mounts, raw device I/O.
-#![allow(dead_code)]
+//! Helpers for the VM-tier tests, on the shared rig (`convoy-testkit`: loop devices, commands):
+//! a pool fixture that tears everything down on drop, mounts, raw device I/O.
+// The re-exports of the rig are not used by every test binary that includes this module.
+#![allow(dead_code, unused_imports)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,47 +11,7 @@ use std::process::Command;
 use convoy_thinpool::{PoolConfig, ThinPool};
 use tempfile::TempDir;
 
-pub const KIB: u64 = 1024;
-pub const MIB: u64 = 1024 * KIB;
-pub const GIB: u64 = 1024 * MIB;
-
-/// Run a command; panic with its output if it fails.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A loop device over a sparse file; detached on drop.
-pub struct LoopDevice {
-    pub path: PathBuf,
-    pub file: PathBuf,
-}
-
-impl LoopDevice {
-    pub fn new(file: &Path, size: u64) -> LoopDevice {
-        File::create(file).unwrap().set_len(size).unwrap();
-        let out = run("losetup", &["-f", "--show", file.to_str().unwrap()]);
-        LoopDevice {
-            path: PathBuf::from(out.trim()),
-            file: file.to_owned(),
-        }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
-    }
-}
+pub use convoy_testkit::{run, LoopDevice, GIB, KIB, MIB};
 
 /// A data and a metadata loop device and a unique pool name; the pool (if any) is torn down
 /// on drop.
@@ -75,7 +36,7 @@ impl Fixture {
     }
 
     pub fn config(&self) -> PoolConfig {
-        PoolConfig::new(&self.data.path, &self.meta.path).with_name(&self.name)
+        PoolConfig::new(self.data.path(), self.meta.path()).with_name(&self.name)
     }
 
     /// A sub-directory of the temp dir (for mount points).
@@ -170,9 +131,5 @@ pub fn is_block_node_for(path: &Path, device: convoy_thinpool::Device) -> bool {
 
 /// Names of all device-mapper devices (via dmsetup, independent of the crate).
 pub fn dm_names() -> Vec<String> {
-    let out = run("dmsetup", &["ls"]);
-    out.lines()
-        .filter(|l| !l.contains("No devices found"))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
+    convoy_testkit::dm_names("")
 }
