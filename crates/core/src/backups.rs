@@ -106,21 +106,6 @@ pub(crate) fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> T
     o
 }
 
-/// Our [`Progress`] as the store's.
-pub(crate) struct ProgressAdapter(pub(crate) Arc<dyn Progress>);
-
-impl store::Progress for ProgressAdapter {
-    fn start(&self, total_bytes: u64) {
-        self.0.start(total_bytes);
-    }
-    fn advance(&self, bytes: u64) {
-        self.0.advance(bytes);
-    }
-    fn finish(&self) {
-        self.0.finish();
-    }
-}
-
 impl VolumeManager {
     /// Checks a restore request against the backup: made by the driver of the new volume
     /// (devicemapper or vfs), of the same size when a size is given (devicemapper).
@@ -163,12 +148,7 @@ impl VolumeManager {
                 ),
             ));
         }
-        let backup_size: u64 = info.volume_size.parse().map_err(|_| {
-            Error::invalid(
-                format!("backup {backup_url}"),
-                format!("its volume size {:?} is not a number", info.volume_size),
-            )
-        })?;
+        let backup_size = info.volume_size;
         // A vfs volume has no size (its backup's size is that of the tree's image).
         if let Some(requested) = size.filter(|_| driver == crate::dm::DEVICEMAPPER) {
             // `grow` (restore --grow) takes a larger volume, whose filesystem is grown after.
@@ -216,7 +196,7 @@ impl VolumeManager {
                     Arc::new(sink),
                     options,
                     &RestoreOptions::default(),
-                    &ProgressAdapter(progress),
+                    &*progress,
                 )
                 .await
                 .map_err(store_error(context))
@@ -302,7 +282,7 @@ impl VolumeManager {
             if let Some(local) = local.filter(|s| s.name != snap.name) {
                 if let Ok(r) = BackupRef::new(&vol.name, &last.backup_name) {
                     match target.inspect(&r).await {
-                        Ok(info) if snap.size > 0 && info.volume_size != snap.size.to_string() => {
+                        Ok(info) if snap.size > 0 && info.volume_size != snap.size => {
                             tracing::info!(
                                 "backup of {}: the last backup {} is of {} bytes, the snapshot                                  of {}: a full backup",
                                 snap.name,
@@ -377,7 +357,7 @@ impl VolumeManager {
                             &source.ranges,
                             parent_name.as_deref(),
                             meta,
-                            &ProgressAdapter(progress),
+                            &*progress,
                         )
                         .await
                         .map(|done| (done, range_bytes, source.incremental)),

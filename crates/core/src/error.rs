@@ -46,7 +46,11 @@ pub enum Error {
     },
 
     /// A name that breaks the naming rule.
-    #[error("invalid name {name:?}: {reason} (names match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$, at most 64 characters)")]
+    #[error(
+        "invalid name {name:?}: {reason} (names match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$, at most {max} \
+         characters)",
+        max = convoy_names::MAX_NAME_LEN
+    )]
     InvalidName {
         /// The name given.
         name: String,
@@ -189,6 +193,26 @@ pub enum Error {
     /// An internal task failed (a panic in a blocking worker).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A name that breaks `convoy-names`' rule, as core's error (same name and reason).
+impl From<convoy_names::NameError> for Error {
+    fn from(e: convoy_names::NameError) -> Self {
+        Error::InvalidName {
+            name: e.name,
+            reason: e.reason,
+        }
+    }
+}
+
+/// A size `convoy-names` cannot read, as core's error (same text and reason).
+impl From<convoy_names::SizeError> for Error {
+    fn from(e: convoy_names::SizeError) -> Self {
+        Error::InvalidSize {
+            value: e.value,
+            reason: e.reason.to_owned(),
+        }
+    }
 }
 
 impl Error {
