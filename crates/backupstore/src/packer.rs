@@ -181,7 +181,7 @@ impl Packer {
         Ok((loc, true))
     }
 
-    /// Sends the pack being filled (its reference record first).
+    /// Sends the pack being filled and its reference record.
     async fn flush(&mut self) -> Result<()> {
         let Some((pack, builder)) = self.current.take() else {
             return Ok(());
@@ -202,13 +202,21 @@ impl Packer {
         self.push(
             held,
             Box::pin(async move {
-                store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
-                if let Some(p) = pacer {
-                    p.admit(held).await;
-                }
-                store
-                    .put_large(&layout::pack(&pack), bytes.clone(), above)
-                    .await?;
+                // The reference record and the pack go out together (one round trip, not
+                // two): under the backup's shared lock no delete or repair runs, and a crash
+                // that leaves either without the other leaves garbage `repair` removes, as a
+                // crash between the two always did.
+                let ref_key = store.pack_ref(&pack, &me);
+                let reference = store.put(&ref_key, Bytes::new());
+                let body = async {
+                    if let Some(p) = pacer {
+                        p.admit(held).await;
+                    }
+                    store
+                        .put_large(&layout::pack(&pack), bytes.clone(), above)
+                        .await
+                };
+                futures::try_join!(reference, body)?;
                 crate::index::cache_written(&store, &pack, &bytes);
                 Ok(held)
             }),

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Needs root, a dm-thin kernel and the nbd driver. Makes its own loop devices over sparse
-//! files in `TMPDIR`.
+//! files in `TMPDIR`, with direct I/O (`CONVOY_BENCH_LOOP=buffered`: without).
+//! `CONVOY_BENCH_FIRST_READ_ONLY=1` times the first read alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{direct_loop_device, drop_caches, run};
+use support::{direct_loop_device, drop_caches, loop_device, run};
 
 use convoy_core::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
 
@@ -131,6 +132,20 @@ async fn one_size(m: &VolumeManager, dir: &Path, size_gib: u64, rounds: usize) -
         row.first_read.push(read);
         row.parts.push([created, mounted - created, read - mounted]);
         assert!(got == hello, "the first read differs");
+        if std::env::var("CONVOY_BENCH_READ_ALL").is_ok_and(|v| v == "1") {
+            // Every data file read back during the fill, in order: on-demand reads.
+            let t = Instant::now();
+            let mut bytes = 0u64;
+            for i in 0..files {
+                bytes += std::fs::read(r.join(format!("data{i:03}"))).unwrap().len() as u64;
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "{name}: read every file during the fill: {} MiB in {s:.2} s, {:.0} MiB/s",
+                bytes >> 20,
+                (bytes >> 20) as f64 / s
+            );
+        }
         if first_read_only() {
             m.umount_volume(&name).await.unwrap();
             m.delete_volume(&name, false).await.unwrap();
@@ -195,9 +210,20 @@ async fn main() {
     let largest = sizes.iter().copied().max().unwrap_or(4);
     let dir = tempfile::tempdir().unwrap();
     // Room for a source volume and one restored copy at a time.
-    // Direct I/O: a disk's flush, not a write-out of a buffered loop file (see the helper).
-    let data = direct_loop_device(&dir.path().join("data"), (2 * largest + 1) << 30);
-    let meta = direct_loop_device(&dir.path().join("meta"), 128 * MIB);
+    // Direct I/O: a disk's flush, not a write-out of a buffered loop file (see the helper);
+    // `CONVOY_BENCH_LOOP=buffered` for the loop devices of `cargo xtask dev-pool` and the tests.
+    let buffered = std::env::var("CONVOY_BENCH_LOOP").is_ok_and(|v| v == "buffered");
+    let attach = if buffered {
+        loop_device
+    } else {
+        direct_loop_device
+    };
+    println!(
+        "pool on {} loop devices",
+        if buffered { "buffered" } else { "direct-I/O" }
+    );
+    let data = attach(&dir.path().join("data"), (2 * largest + 1) << 30);
+    let meta = attach(&dir.path().join("meta"), 128 * MIB);
     let config = ManagerConfig {
         root: dir.path().join("root"),
         drivers: vec!["devicemapper".into()],

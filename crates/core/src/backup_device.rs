@@ -17,6 +17,15 @@ use crate::types::StoreOptions;
 /// fails (the kernel's NBD request timeout, [`REQUEST_TIMEOUT`], is well above it).
 pub(crate) const FETCH_RETRY: Duration = Duration::from_secs(30);
 
+/// [`FETCH_RETRY`], or (tests only) `CONVOY_TEST_FETCH_RETRY_MS`: a VM test of a store outage
+/// need not wait 30 s for each read to fail.
+fn fetch_retry() -> Duration {
+    std::env::var("CONVOY_TEST_FETCH_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FETCH_RETRY, Duration::from_millis)
+}
+
 /// The kernel fails an NBD request after this long (see `convoy_nbd::AttachOptions`).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -28,7 +37,7 @@ pub(crate) async fn open_reader(
     cache_bytes: u64,
 ) -> Result<BackupReader> {
     let mut opts = target_options(store, None);
-    opts.retry.timeout = FETCH_RETRY;
+    opts.retry.timeout = fetch_retry();
     // A delete or repair elsewhere holds the exclusive lock for a short while only.
     opts.lock.wait = Duration::from_secs(60);
     BackupReader::open_url(

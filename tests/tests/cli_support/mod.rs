@@ -194,6 +194,12 @@ impl TestDaemon {
         self.spawn(&[]);
     }
 
+    /// Stops the daemon and starts it again with `extra` flags added (and no driver flags).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.stop();
+        self.spawn(extra);
+    }
+
     /// Runs `convoy -s <socket> args...`.
     pub fn convoy(&self, args: &[&str]) -> Output {
         Command::new(convoy_bin())
