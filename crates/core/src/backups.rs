@@ -89,6 +89,7 @@ pub(crate) fn store_error_of(context: String, e: BackupError) -> Error {
             context,
             message: redact_urls(&e.to_string()),
             kind,
+            source: Some(crate::error::StoreCause::of(&e)),
         }
     }
 }
@@ -526,6 +527,38 @@ mod tests {
             unescape_backup_url("vfs:///b?backup=x&volume=v"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_store_error_keeps_its_causes_redacted() {
+        use std::error::Error as _;
+        let e = super::store_error_of(
+            "backup to s3://AKIA:SeCrEt@bkt/p".into(),
+            convoy_backupstore::BackupError::LocalIo {
+                what: "write",
+                path: "/srv/b/x".into(),
+                source: std::io::Error::other("s3://AKIA:SeCrEt@bkt refused"),
+            },
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+        let mut chain = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert_eq!(
+            chain,
+            [
+                "backup store: backup to s3://<redacted>/p: write /srv/b/x: \
+                 s3://<redacted> refused",
+                "write /srv/b/x: s3://<redacted> refused",
+                "s3://<redacted> refused",
+            ]
+        );
+        // Its Debug form (logs) shows no credentials either.
+        assert!(format!("{e:?}").contains("<redacted>"));
+        assert!(!format!("{e:?}").contains("SeCrEt"));
     }
 
     #[test]

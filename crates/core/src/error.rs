@@ -138,6 +138,10 @@ pub enum Error {
         message: String,
         /// Its class.
         kind: ErrorKind,
+        /// The store's error with its causes ([`StoreCause`]: their messages, credentials in
+        /// URLs redacted), this error's `source()`.
+        #[source]
+        source: Option<StoreCause>,
     },
 
     /// An external tool (mkfs, mount, fsfreeze) failed.
@@ -193,6 +197,40 @@ pub enum Error {
     /// An internal task failed (a panic in a blocking worker).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A backup store's error as [`Error::Store`] keeps it: its message, and as its `source()` its
+/// own causes, each the same, so the chain crosses from convoy-backupstore (and object_store)
+/// into core and on to the daemon. Every message has the credentials of URLs in it redacted
+/// (`s3://<redacted>@bucket`), so the chain may be printed or logged as it is.
+#[derive(Debug)]
+pub struct StoreCause {
+    message: String,
+    source: Option<Box<StoreCause>>,
+}
+
+impl StoreCause {
+    /// `error` and its causes, redacted.
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> StoreCause {
+        StoreCause {
+            message: crate::backups::redact_urls(&error.to_string()),
+            source: error.source().map(|s| Box::new(StoreCause::of(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// A name that breaks `convoy-names`' rule, as core's error (same name and reason).

@@ -37,6 +37,7 @@ pub(crate) fn legacy_error(context: String) -> impl FnOnce(LegacyError) -> Error
                 context: redact_urls(&context),
                 message: redact_urls(&other.to_string()),
                 kind,
+                source: Some(crate::error::StoreCause::of(&other)),
             }
         }
     }
@@ -187,6 +188,7 @@ pub async fn import_legacy_backups(
                 context: redact_urls(&context),
                 message: format!("cannot create a staging file in the temporary directory: {e}"),
                 kind: ErrorKind::Unavailable,
+                source: Some(crate::error::StoreCause::of(&e)),
             })?;
             old.restore(&r, Arc::new(ScratchSink(staging.file.clone())), &NoProgress)
                 .await

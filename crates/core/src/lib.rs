@@ -100,7 +100,7 @@ pub use convoy_backupstore::legacy::format::parse_ruby_date;
 /// Where the secret of encrypted backup stores comes from.
 pub use convoy_backupstore::SecretSource as BackupSecretSource;
 pub use dm::DEVICEMAPPER;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreCause};
 pub use external::{configure_external_commands, ExternalCommands};
 pub use guard_fill::{
     percent_text, FillLevel, FillRefusal, FillThresholds, PoolFill, DEFAULT_FILL_REFUSE_PERCENT,
