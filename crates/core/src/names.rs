@@ -150,6 +150,26 @@ mod tests {
     }
 
     #[test]
+    fn core_and_the_backup_store_apply_one_name_rule() {
+        // The same rule; the store's limit is higher (names the original Convoy gave).
+        let long = "v".repeat(MAX_NAME_LEN + 1);
+        for name in [
+            "vol1", "a.b-c_d", "0x", "v-", "", "a", "-ab", ".ab", "a b", "a/b", "\u{e4}1", &long,
+        ] {
+            let store = convoy_backupstore::BackupRef::new(name, "backup-1").is_ok();
+            let core = validate_name(name).is_ok();
+            let expected = if name.len() > MAX_NAME_LEN {
+                !core && store
+            } else {
+                core == store
+            };
+            assert!(expected, "{name:?}: core {core}, store {store}");
+        }
+        let too_long = "v".repeat(convoy_names::MAX_STORED_NAME_LEN + 1);
+        assert!(convoy_backupstore::BackupRef::new(&too_long, "backup-1").is_err());
+    }
+
+    #[test]
     fn ruby_dates_match_go() {
         // 2006-01-02 15:04:05 UTC, Go's reference time (a Monday).
         assert_eq!(ruby_date(1_136_214_245), "Mon Jan 02 15:04:05 +0000 2006");

@@ -232,6 +232,42 @@ fn saved_config_error(path: &Path, e: convoy_core::Error) -> DaemonError {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_cli_side_and_core_read_sizes_alike() {
+        // convoy_api::size (CLI, Docker `-o size=`, rates) and convoy_core::parse_size (`/v1`
+        // sizes, `dm.defaultvolumesize`): one syntax; only core refuses zero, as a volume size.
+        for text in [
+            "512b",
+            "512B",
+            "4096",
+            "1k",
+            "1kb",
+            "64m",
+            "10G",
+            "10GB",
+            " 3g ",
+            "0",
+            "0b",
+            "",
+            "b",
+            "1x",
+            "1.5G",
+            "-1",
+            "512bb",
+            "10GiB",
+            "16777216t",
+        ] {
+            let api = convoy_api::size::parse_size(text).ok();
+            let core = convoy_core::parse_size(text).ok();
+            match api {
+                Some(0) => assert_eq!(core, None, "{text:?}"),
+                _ => assert_eq!(api, core, "{text:?}"),
+            }
+        }
+        assert_eq!(convoy_api::size::parse_size("512b").unwrap(), 512);
+        assert_eq!(convoy_core::parse_size("512b").unwrap(), 512);
+    }
+
     fn args(root: &Path, drivers: &[&str], opts: &[&str]) -> DaemonArgs {
         DaemonArgs {
             root: root.to_path_buf(),
