@@ -53,7 +53,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 &cli.socket,
                 convoy_daemon::launch::shutdown_signal(),
             )
-            .await?;
+            .await
+            .map_err(daemon_error)?;
         }
         Command::Info => print_json(&client.info().await?),
         Command::Create {
@@ -306,6 +307,16 @@ async fn backup(
         BackupCommand::Key { command } => store_ops::key(command, &s3_endpoint, key).await?,
     }
     Ok(())
+}
+
+/// The daemon's error as `convoy daemon` prints it: a volume manager's error by its message
+/// alone, which already says what its causes say (printing its source chain too would repeat
+/// them); any other error with its causes.
+fn daemon_error(e: convoy_daemon::DaemonError) -> anyhow::Error {
+    match e {
+        convoy_daemon::DaemonError::Volume(core) => anyhow::anyhow!("{core}"),
+        other => other.into(),
+    }
 }
 
 /// `dir` as an absolute path for the daemon, whose working directory is not ours.

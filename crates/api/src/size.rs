@@ -1,39 +1,17 @@
 //! Sizes as users write them: an integer with an optional `k`, `m`, `g` or `t` suffix (powers of
-//! 1024, case-insensitive), as the original Convoy accepted. A trailing `b`/`B` (`10GB`, `512b`)
-//! is tolerated.
+//! 1024, case-insensitive), as the original Convoy accepted, and an optional trailing `b`/`B`
+//! (`10GB`, `512b`). The syntax is `convoy_names::parse_size`, the one every convoy crate uses;
+//! here its errors are the API's.
 
 use crate::ApiError;
 
-/// Parses `"10G"`, `"512m"`, `"1048576"` into bytes.
+/// Parses `"10G"`, `"512m"`, `"512b"`, `"1048576"` into bytes (`"0"` is 0: callers that need a
+/// size refuse it themselves, each with its own advice).
 pub fn parse_size(input: &str) -> Result<u64, ApiError> {
-    let invalid = |why| ApiError::InvalidSize {
-        input: input.to_string(),
-        why,
-    };
-    let text = input.trim();
-    if text.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    let lower = text.to_ascii_lowercase();
-    let lower = match lower.strip_suffix('b') {
-        Some(rest) if !rest.is_empty() => rest.to_string(),
-        _ => lower,
-    };
-    let (digits, shift) = match lower.as_bytes()[lower.len() - 1] {
-        b'k' => (&lower[..lower.len() - 1], 10),
-        b'm' => (&lower[..lower.len() - 1], 20),
-        b'g' => (&lower[..lower.len() - 1], 30),
-        b't' => (&lower[..lower.len() - 1], 40),
-        b'0'..=b'9' => (&lower[..], 0),
-        _ => return Err(invalid("unknown unit suffix")),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("not a whole number"));
-    }
-    let number: u64 = digits.parse().map_err(|_| invalid("number too large"))?;
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| invalid("number too large"))
+    convoy_names::parse_size(input).map_err(|e| ApiError::InvalidSize {
+        input: e.value,
+        why: e.reason,
+    })
 }
 
 /// Parses a bandwidth limit in bytes per second: a size as [`parse_size`] reads it, with an
@@ -80,6 +58,16 @@ mod tests {
         assert_eq!(parse_size("2t").unwrap(), 2 << 40);
         assert_eq!(parse_size("1GB").unwrap(), 1 << 30);
         assert_eq!(parse_size(" 3g ").unwrap(), 3 << 30);
+    }
+
+    #[test]
+    fn a_b_for_bytes_follows_a_number_or_a_unit() {
+        assert_eq!(parse_size("512b").unwrap(), 512);
+        assert_eq!(parse_size("512B").unwrap(), 512);
+        assert_eq!(parse_size("10GB").unwrap(), 10 << 30);
+        assert_eq!(parse_rate("512b/s").unwrap(), 512);
+        let err = parse_size("512bb").unwrap_err().to_string();
+        assert!(err.contains("invalid size \"512bb\""), "{err}");
     }
 
     #[test]

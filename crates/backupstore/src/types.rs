@@ -30,7 +30,9 @@ pub struct BackupMeta {
     pub snapshot_created_at: String,
 }
 
-/// `backup inspect` output, field for field as the original Convoy printed it (all strings).
+/// `backup inspect` output: the original Convoy's fields, typed (`volume_size` is a number of
+/// bytes). Its JSON is the original's, field for field and every value a string
+/// (`"VolumeSize": "1073741824"`), as the daemon's wire type writes it too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct BackupInfo {
@@ -47,8 +49,9 @@ pub struct BackupInfo {
     pub volume_uuid: String,
     /// Volume name.
     pub volume_name: String,
-    /// Volume size in bytes, as a decimal string.
-    pub volume_size: String,
+    /// Volume size in bytes (a decimal string in the JSON).
+    #[serde(with = "decimal_string")]
+    pub volume_size: u64,
     /// When the volume was created.
     pub volume_created_at: String,
     /// Snapshot UUID.
@@ -67,6 +70,21 @@ pub struct BackupInfo {
     pub encrypted: String,
 }
 
+/// A `u64` written as a decimal string, the original's form of numbers in `backup inspect`.
+mod decimal_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl BackupInfo {
     pub(crate) fn from_header(backup_url: String, h: &ManifestHeader) -> Self {
         BackupInfo {
@@ -75,7 +93,7 @@ impl BackupInfo {
             driver_name: h.driver_name.clone(),
             volume_uuid: h.volume_uuid.clone(),
             volume_name: h.volume_name.clone(),
-            volume_size: h.volume_size.to_string(),
+            volume_size: h.volume_size,
             encrypted: if h.cipher == "none" {
                 String::new()
             } else {
@@ -283,3 +301,33 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_info_is_typed_and_its_json_is_the_originals() {
+        let info = BackupInfo {
+            backup_url: "vfs:///b?backup=backup-1&volume=v1".into(),
+            backup_uuid: "u1".into(),
+            driver_name: "devicemapper".into(),
+            volume_uuid: "vu".into(),
+            volume_name: "v1".into(),
+            volume_size: 1 << 30,
+            volume_created_at: "t0".into(),
+            snapshot_uuid: "su".into(),
+            snapshot_name: "s1".into(),
+            snapshot_created_at: "t1".into(),
+            created_time: "t2".into(),
+            encrypted: String::new(),
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["VolumeSize"], "1073741824");
+        assert!(json.get("Encrypted").is_none());
+        assert_eq!(serde_json::from_value::<BackupInfo>(json).unwrap(), info);
+        let mut bad = serde_json::to_value(&info).unwrap();
+        bad["VolumeSize"] = "1G".into();
+        assert!(serde_json::from_value::<BackupInfo>(bad).is_err());
+    }
+}

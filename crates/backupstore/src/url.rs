@@ -61,23 +61,14 @@ fn invalid(url: &str, reason: impl Into<String>) -> BackupError {
     }
 }
 
-/// Checks a volume or backup name against `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`.
+/// Checks a volume or backup name: `convoy-names`' rule (`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`) with
+/// the limit of names read from a store, [`convoy_names::MAX_STORED_NAME_LEN`] (the original
+/// Convoy's names may be longer than those convoy gives).
 pub fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let bytes = name.as_bytes();
-    let ok = bytes.len() >= 2
-        && bytes.len() <= 255
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BackupError::InvalidName {
-            what,
-            name: name.to_string(),
-        })
-    }
+    convoy_names::validate_stored_name(name).map_err(|_| BackupError::InvalidName {
+        what,
+        name: name.to_string(),
+    })
 }
 
 /// Parses a destination URL (no query part).
@@ -265,6 +256,22 @@ mod tests {
             "vfs:///x?backup=b1&volume=-v",
         ] {
             assert!(parse_backup_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_names_follow_the_one_rule_with_the_stores_limit() {
+        // The original Convoy's volume names may be longer than the 64 characters convoy gives.
+        let long = "v".repeat(convoy_names::MAX_NAME_LEN + 1);
+        assert_eq!(BackupRef::new(&long, "b1").unwrap().volume, long);
+        let too_long = "v".repeat(convoy_names::MAX_STORED_NAME_LEN + 1);
+        let err = BackupRef::new(&too_long, "b1").unwrap_err();
+        assert!(
+            matches!(&err, BackupError::InvalidName { what: "volume", .. }),
+            "{err}"
+        );
+        for bad in ["", "v", "-v", "a b", "ä1"] {
+            assert!(check_name("backup", bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -110,7 +110,7 @@ async fn lists_and_restores_the_originals_backups(s3: bool) {
         format!("{}?backup={FULL}&volume=appdata", env.dest)
     );
     assert_eq!(full.driver_name, "devicemapper");
-    assert_eq!(full.volume_size, VOLUME_SIZE.to_string());
+    assert_eq!(full.volume_size, VOLUME_SIZE);
     assert_eq!(full.snapshot_name, "appdata-s1");
     assert_eq!(full.created_time, "Tue Dec 01 22:08:28 +0000 2026");
     assert_eq!(full.volume_created_at, "Tue Dec 01 22:07:47 +0000 2026");

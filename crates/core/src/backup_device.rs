@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_backupstore::{BackupReader, ReaderOptions};
+use convoy_thinpool::{SectorBytes, Sectors, SECTOR_SIZE};
 
 use crate::backups::{store_error_of, target_options};
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub(crate) async fn open_reader(
 /// mounts on it), the request timeout above the reader's retries.
 pub(crate) fn attach_options() -> convoy_nbd::AttachOptions {
     convoy_nbd::AttachOptions {
-        block_size: 512,
+        block_size: SECTOR_SIZE as u32,
         request_timeout: REQUEST_TIMEOUT,
         dead_connection_timeout: Duration::from_secs(120),
         serve: convoy_nbd::ServeOptions { max_in_flight: 64 },
@@ -113,7 +114,7 @@ pub(crate) async fn attach_read_only(
     reader: BackupReader,
     what: &str,
 ) -> Result<convoy_nbd::NbdDevice> {
-    if !reader.size().is_multiple_of(512) {
+    if Sectors::from_bytes(reader.size()).is_none() {
         return Err(Error::Unsupported {
             what: what.to_owned(),
             why: format!(

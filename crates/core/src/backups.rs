@@ -89,6 +89,7 @@ pub(crate) fn store_error_of(context: String, e: BackupError) -> Error {
             context,
             message: redact_urls(&e.to_string()),
             kind,
+            source: Some(crate::error::StoreCause::of(&e)),
         }
     }
 }
@@ -104,21 +105,6 @@ pub(crate) fn target_options(store: &StoreOptions, chunk_size: Option<u32>) -> T
         o.chunk_size = c.clamp(store::MIN_CHUNK_SIZE, store::MAX_CHUNK_SIZE);
     }
     o
-}
-
-/// Our [`Progress`] as the store's.
-pub(crate) struct ProgressAdapter(pub(crate) Arc<dyn Progress>);
-
-impl store::Progress for ProgressAdapter {
-    fn start(&self, total_bytes: u64) {
-        self.0.start(total_bytes);
-    }
-    fn advance(&self, bytes: u64) {
-        self.0.advance(bytes);
-    }
-    fn finish(&self) {
-        self.0.finish();
-    }
 }
 
 impl VolumeManager {
@@ -163,12 +149,7 @@ impl VolumeManager {
                 ),
             ));
         }
-        let backup_size: u64 = info.volume_size.parse().map_err(|_| {
-            Error::invalid(
-                format!("backup {backup_url}"),
-                format!("its volume size {:?} is not a number", info.volume_size),
-            )
-        })?;
+        let backup_size = info.volume_size;
         // A vfs volume has no size (its backup's size is that of the tree's image).
         if let Some(requested) = size.filter(|_| driver == crate::dm::DEVICEMAPPER) {
             // `grow` (restore --grow) takes a larger volume, whose filesystem is grown after.
@@ -216,7 +197,7 @@ impl VolumeManager {
                     Arc::new(sink),
                     options,
                     &RestoreOptions::default(),
-                    &ProgressAdapter(progress),
+                    &*progress,
                 )
                 .await
                 .map_err(store_error(context))
@@ -302,7 +283,7 @@ impl VolumeManager {
             if let Some(local) = local.filter(|s| s.name != snap.name) {
                 if let Ok(r) = BackupRef::new(&vol.name, &last.backup_name) {
                     match target.inspect(&r).await {
-                        Ok(info) if snap.size > 0 && info.volume_size != snap.size.to_string() => {
+                        Ok(info) if snap.size > 0 && info.volume_size != snap.size => {
                             tracing::info!(
                                 "backup of {}: the last backup {} is of {} bytes, the snapshot                                  of {}: a full backup",
                                 snap.name,
@@ -377,7 +358,7 @@ impl VolumeManager {
                             &source.ranges,
                             parent_name.as_deref(),
                             meta,
-                            &ProgressAdapter(progress),
+                            &*progress,
                         )
                         .await
                         .map(|done| (done, range_bytes, source.incremental)),
@@ -546,6 +527,38 @@ mod tests {
             unescape_backup_url("vfs:///b?backup=x&volume=v"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_store_error_keeps_its_causes_redacted() {
+        use std::error::Error as _;
+        let e = super::store_error_of(
+            "backup to s3://AKIA:SeCrEt@bkt/p".into(),
+            convoy_backupstore::BackupError::LocalIo {
+                what: "write",
+                path: "/srv/b/x".into(),
+                source: std::io::Error::other("s3://AKIA:SeCrEt@bkt refused"),
+            },
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
+        let mut chain = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert_eq!(
+            chain,
+            [
+                "backup store: backup to s3://<redacted>/p: write /srv/b/x: \
+                 s3://<redacted> refused",
+                "write /srv/b/x: s3://<redacted> refused",
+                "s3://<redacted> refused",
+            ]
+        );
+        // Its Debug form (logs) shows no credentials either.
+        assert!(format!("{e:?}").contains("<redacted>"));
+        assert!(!format!("{e:?}").contains("SeCrEt"));
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub enum Error {
     },
 
     /// A name that breaks the naming rule.
-    #[error("invalid name {name:?}: {reason} (names match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$, at most 64 characters)")]
+    #[error(
+        "invalid name {name:?}: {reason} (names match ^[a-zA-Z0-9][a-zA-Z0-9_.-]+$, at most {max} \
+         characters)",
+        max = convoy_names::MAX_NAME_LEN
+    )]
     InvalidName {
         /// The name given.
         name: String,
@@ -134,6 +138,10 @@ pub enum Error {
         message: String,
         /// Its class.
         kind: ErrorKind,
+        /// The store's error with its causes ([`StoreCause`]: their messages, credentials in
+        /// URLs redacted), this error's `source()`.
+        #[source]
+        source: Option<StoreCause>,
     },
 
     /// An external tool (mkfs, mount, fsfreeze) failed.
@@ -189,6 +197,60 @@ pub enum Error {
     /// An internal task failed (a panic in a blocking worker).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A backup store's error as [`Error::Store`] keeps it: its message, and as its `source()` its
+/// own causes, each the same, so the chain crosses from convoy-backupstore (and object_store)
+/// into core and on to the daemon. Every message has the credentials of URLs in it redacted
+/// (`s3://<redacted>@bucket`), so the chain may be printed or logged as it is.
+#[derive(Debug)]
+pub struct StoreCause {
+    message: String,
+    source: Option<Box<StoreCause>>,
+}
+
+impl StoreCause {
+    /// `error` and its causes, redacted.
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> StoreCause {
+        StoreCause {
+            message: crate::backups::redact_urls(&error.to_string()),
+            source: error.source().map(|s| Box::new(StoreCause::of(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A name that breaks `convoy-names`' rule, as core's error (same name and reason).
+impl From<convoy_names::NameError> for Error {
+    fn from(e: convoy_names::NameError) -> Self {
+        Error::InvalidName {
+            name: e.name,
+            reason: e.reason,
+        }
+    }
+}
+
+/// A size `convoy-names` cannot read, as core's error (same text and reason).
+impl From<convoy_names::SizeError> for Error {
+    fn from(e: convoy_names::SizeError) -> Self {
+        Error::InvalidSize {
+            value: e.value,
+            reason: e.reason.to_owned(),
+        }
+    }
 }
 
 impl Error {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use convoy_backupstore::legacy::{self, format, LegacyError, LegacyStore};
 use convoy_backupstore::{BackupMeta, BackupRef, BackupTarget, BlockSink, NoProgress};
 
-use crate::backups::{redact_urls, store_error_of, target_options, ProgressAdapter};
+use crate::backups::{redact_urls, store_error_of, target_options};
 use crate::error::{Error, ErrorKind, Result};
 use crate::types::{BackupInfo, Progress, StoreOptions};
 
@@ -37,6 +37,7 @@ pub(crate) fn legacy_error(context: String) -> impl FnOnce(LegacyError) -> Error
                 context: redact_urls(&context),
                 message: redact_urls(&other.to_string()),
                 kind,
+                source: Some(crate::error::StoreCause::of(&other)),
             }
         }
     }
@@ -76,7 +77,7 @@ pub(crate) async fn restore(
     let context = format!("restore {backup_url}");
     let (old, r) = legacy::open_backup(backup_url, &target_options(store, None))
         .map_err(legacy_error(context.clone()))?;
-    old.restore(&r, sink, &ProgressAdapter(progress))
+    old.restore(&r, sink, &*progress)
         .await
         .map_err(legacy_error(context))?;
     Ok(())
@@ -187,6 +188,7 @@ pub async fn import_legacy_backups(
                 context: redact_urls(&context),
                 message: format!("cannot create a staging file in the temporary directory: {e}"),
                 kind: ErrorKind::Unavailable,
+                source: Some(crate::error::StoreCause::of(&e)),
             })?;
             old.restore(&r, Arc::new(ScratchSink(staging.file.clone())), &NoProgress)
                 .await
@@ -204,13 +206,7 @@ pub async fn import_legacy_backups(
             };
             let ranges = block_ranges(&backup.config.blocks);
             let done = target
-                .backup(
-                    staging.file.clone(),
-                    &ranges,
-                    None,
-                    meta,
-                    &ProgressAdapter(progress.clone()),
-                )
+                .backup(staging.file.clone(), &ranges, None, meta, &*progress)
                 .await
                 .map_err(store_error_of_fn(context.clone()))?;
             drop(staging);

@@ -20,7 +20,8 @@
 //! * Backups: [`VolumeManager::create_backup`] (incremental when the last backed-up snapshot
 //!   still exists, full otherwise), `delete_backup`, `list_backups`, `inspect_backup`;
 //!   restore with [`CreateVolumeRequest::backup_url`].
-//! * [`Error`] with [`Error::kind`] for status codes; [`parse_size`], [`validate_name`].
+//! * [`Error`] with [`Error::kind`] for status codes; [`parse_size`], [`validate_name`] (the
+//!   rule and syntax of `convoy-names`); [`write_atomic`], the one atomic file writer.
 //!
 //! ## Usage
 //!
@@ -57,6 +58,8 @@ mod backup_secret;
 mod crashpoint;
 mod dm;
 mod driver;
+mod durable;
+pub use durable::{remove_durably, write_atomic};
 mod error;
 mod external;
 mod guard_fill;
@@ -70,7 +73,6 @@ mod mounts;
 mod names;
 mod open;
 mod original;
-pub use original::original_saved_config;
 mod policy;
 pub use policy::{
     format_interval, format_keep, parse_interval, parse_keep, policy_snapshot_name, rfc3339,
@@ -83,6 +85,8 @@ pub mod policy_state {
 }
 mod records;
 mod retention;
+mod saved_config;
+pub use saved_config::{original_saved_config, saved_config, SavedConfig, CONFIG_FILE};
 mod snapshots;
 mod state;
 mod types;
@@ -96,7 +100,7 @@ pub use convoy_backupstore::legacy::format::parse_ruby_date;
 /// Where the secret of encrypted backup stores comes from.
 pub use convoy_backupstore::SecretSource as BackupSecretSource;
 pub use dm::DEVICEMAPPER;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreCause};
 pub use external::{configure_external_commands, ExternalCommands};
 pub use guard_fill::{
     percent_text, FillLevel, FillRefusal, FillThresholds, PoolFill, DEFAULT_FILL_REFUSE_PERCENT,

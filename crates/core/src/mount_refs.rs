@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::durable::write_atomic;
 use crate::error::{Error, Result};
-use crate::records::write_atomic;
 
 /// File name of the mount references under the root (`{"volume": ["id1", "id2"]}`). The name
 /// is the one the daemon used before the table moved into the manager, so a root keeps its

@@ -1,12 +1,12 @@
-//! Names and sizes: the naming rule, generated names, `k/m/g/t` sizes, and the creation-time
-//! format of the original (Go's `time.RubyDate`).
+//! Names and sizes as core applies them — the rule and the syntax are `convoy-names`', shared
+//! with the CLI side and the backup store — generated names, and the creation-time format of
+//! the original (Go's `time.RubyDate`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
-/// Longest volume or snapshot name accepted.
-pub const MAX_NAME_LEN: usize = 64;
+pub use convoy_names::MAX_NAME_LEN;
 
 /// Check a volume or snapshot name: `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`, at most
 /// [`MAX_NAME_LEN`] characters (so it is always a valid device-mapper and file name).
@@ -14,32 +14,7 @@ pub const MAX_NAME_LEN: usize = 64;
 /// # Errors
 /// [`Error::InvalidName`] saying which part of the rule is broken.
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    let mut chars = name.chars();
-    match chars.next() {
-        None => return bad("it is empty"),
-        Some(c) if !c.is_ascii_alphanumeric() => {
-            return bad("it must start with a letter or digit")
-        }
-        Some(_) => {}
-    }
-    if name.len() < 2 {
-        return bad("it must be at least 2 characters long");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad("it is longer than 64 characters");
-    }
-    if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return bad(&format!(
-            "character {c:?} is not allowed (only letters, digits, '_', '.', '-')"
-        ));
-    }
-    Ok(())
+    convoy_names::validate_name(name).map_err(Error::from)
 }
 
 /// A generated name: `<prefix>-<16 hex digits>` (prefix `volume`, `snapshot`).
@@ -50,50 +25,19 @@ pub fn generate_name(prefix: &str) -> String {
     )
 }
 
-/// Parse a size: an integer with an optional `k`, `m`, `g` or `t` suffix (powers of 1024,
-/// case-insensitive; a trailing `b`/`B` after the letter is accepted, e.g. `10GB`).
+/// Parse a volume size: the syntax of [`convoy_names::parse_size`] (an integer with an
+/// optional `k`, `m`, `g` or `t` suffix, powers of 1024, case-insensitive, and an optional
+/// trailing `b`/`B`: `512b`, `10GB`), more than zero.
 ///
 /// # Errors
 /// [`Error::InvalidSize`] for an empty, non-numeric, zero or overflowing value.
 pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidSize {
+    match convoy_names::parse_size(text)? {
+        0 => Err(Error::InvalidSize {
             value: text.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    let t = text.trim();
-    let t = t
-        .strip_suffix(['b', 'B'])
-        .filter(|s| s.ends_with(|c: char| c.is_ascii_alphabetic()))
-        .unwrap_or(t);
-    let (digits, shift) = match t.chars().last() {
-        None => return bad("it is empty"),
-        Some(c) if c.is_ascii_digit() => (t, 0),
-        Some(c) => {
-            let shift = match c.to_ascii_lowercase() {
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                't' => 40,
-                _ => return bad("the unit must be k, m, g or t (powers of 1024)"),
-            };
-            (&t[..t.len() - 1], shift)
-        }
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return bad("expected a whole number with an optional k/m/g/t suffix");
-    }
-    let n: u64 = match digits.parse() {
-        Ok(n) => n,
-        Err(_) => return bad("the number is too large"),
-    };
-    if n == 0 {
-        return bad("a size must be greater than zero");
-    }
-    match n.checked_mul(1u64 << shift) {
-        Some(v) => Ok(v),
-        None => bad("the size overflows 64 bits"),
+            reason: "a size must be greater than zero".to_owned(),
+        }),
+        n => Ok(n),
     }
 }
 
@@ -191,6 +135,38 @@ mod tests {
             let e = parse_size(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidSize { .. }), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn sizes_are_convoy_names_syntax_and_more_than_zero() {
+        assert_eq!(parse_size("512b").unwrap(), 512);
+        assert_eq!(parse_size("1kb").unwrap(), 1024);
+        let e = parse_size("0b").unwrap_err();
+        assert!(e.to_string().contains("greater than zero"), "{e}");
+        let e = parse_size("1.5G").unwrap_err();
+        assert!(e.to_string().contains("invalid size \"1.5G\""), "{e}");
+        let e = validate_name(&"a".repeat(MAX_NAME_LEN + 1)).unwrap_err();
+        assert!(e.to_string().contains("at most 64 characters"), "{e}");
+    }
+
+    #[test]
+    fn core_and_the_backup_store_apply_one_name_rule() {
+        // The same rule; the store's limit is higher (names the original Convoy gave).
+        let long = "v".repeat(MAX_NAME_LEN + 1);
+        for name in [
+            "vol1", "a.b-c_d", "0x", "v-", "", "a", "-ab", ".ab", "a b", "a/b", "\u{e4}1", &long,
+        ] {
+            let store = convoy_backupstore::BackupRef::new(name, "backup-1").is_ok();
+            let core = validate_name(name).is_ok();
+            let expected = if name.len() > MAX_NAME_LEN {
+                !core && store
+            } else {
+                core == store
+            };
+            assert!(expected, "{name:?}: core {core}, store {store}");
+        }
+        let too_long = "v".repeat(convoy_names::MAX_STORED_NAME_LEN + 1);
+        assert!(convoy_backupstore::BackupRef::new(&too_long, "backup-1").is_err());
     }
 
     #[test]

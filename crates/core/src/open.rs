@@ -13,12 +13,14 @@ use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::manager::{Inner, VolumeManager};
 use crate::mount_refs::MountRefs;
-use crate::records::{write_atomic, ObjectState, RecordStore, VolumeRecord};
+use crate::records::{ObjectState, RecordStore, VolumeRecord};
+use crate::saved_config::{
+    original_saved_config, replace_original_config, save_config, saved_config, SavedConfig,
+    CONFIG_FILE,
+};
 use crate::state::State;
 use crate::types::ManagerConfig;
 use crate::vfs::{VfsDriver, VFS};
-
-const CONFIG_FILE: &str = "convoy.cfg";
 
 fn lock_root(root: &Path) -> Result<Flock<File>> {
     fs::create_dir_all(root).map_err(|e| Error::io("create root directory", root, e))?;
@@ -53,65 +55,37 @@ enum Settled {
     /// start is never saved, so the next start is not held to it).
     Given,
     /// Read from the original Convoy's `convoy.cfg` (another format), read, not written:
-    /// [`finish_original_config`] replaces it once the drivers have adopted its volumes.
+    /// [`replace_original_config`] replaces it once the drivers have adopted its volumes.
     Original,
 }
 
-/// Reads `convoy.cfg` when the config names no drivers; otherwise the given setup is to be
-/// saved once it has started.
+/// Reads `convoy.cfg` ([`crate::saved_config`]) when the config names no drivers; otherwise
+/// the given setup is to be saved once it has started (the original's file is looked for all
+/// the same: its volumes are adopted either way).
 fn settle_config(config: ManagerConfig) -> Result<(ManagerConfig, Settled)> {
-    let path = config.root.join(CONFIG_FILE);
-    if let Some(original) = crate::original::original_saved_config(&config.root)? {
-        let config = if config.drivers.is_empty() {
+    if !config.drivers.is_empty() {
+        return Ok(match original_saved_config(&config.root)? {
+            Some(_) => (config, Settled::Original),
+            None => (config, Settled::Given),
+        });
+    }
+    match saved_config(&config.root)? {
+        Some(SavedConfig::Original(original)) => Ok((
             ManagerConfig {
                 root: config.root,
                 ..original
-            }
-        } else {
-            config
-        };
-        return Ok((config, Settled::Original));
-    }
-    if config.drivers.is_empty() {
-        let bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(
-                    "manager config",
-                    format!(
-                        "no drivers given and no {} from an earlier run",
-                        path.display()
-                    ),
-                )
-            } else {
-                Error::io("read", &path, e)
-            }
-        })?;
-        let saved: ManagerConfig =
-            serde_json::from_slice(&bytes).map_err(|e| Error::CorruptRecord {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        return Ok((
-            ManagerConfig {
-                root: config.root,
-                ..saved
             },
-            Settled::Saved,
-        ));
+            Settled::Original,
+        )),
+        Some(SavedConfig::Convoy(saved)) => Ok((saved, Settled::Saved)),
+        None => Err(Error::invalid(
+            "manager config",
+            format!(
+                "no drivers given and no {} from an earlier run",
+                config.root.join(CONFIG_FILE).display()
+            ),
+        )),
     }
-    Ok((config, Settled::Given))
-}
-
-/// Writes `<root>/convoy.cfg`, atomically.
-fn save_config(config: &ManagerConfig) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
-    write_atomic(&config.root.join(CONFIG_FILE), &bytes)
-}
-
-/// Keeps the original's `convoy.cfg` in the adopted directory and writes convoy's in its place.
-fn finish_original_config(config: &ManagerConfig) -> Result<()> {
-    crate::original::preserve(&config.root, Path::new(CONFIG_FILE))?;
-    save_config(config)
 }
 
 fn make_driver(name: &str, config: &ManagerConfig) -> Result<Arc<dyn Driver>> {
@@ -306,7 +280,7 @@ pub(crate) fn open_blocking(config: ManagerConfig) -> Result<VolumeManager> {
         ));
     }
     match settled {
-        Settled::Original if degraded.is_empty() => finish_original_config(&config)?,
+        Settled::Original if degraded.is_empty() => replace_original_config(&config)?,
         Settled::Given => save_config(&config)?,
         _ => {}
     }

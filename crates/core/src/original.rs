@@ -6,6 +6,8 @@
 //!
 //! * `<root>/convoy.cfg`: the daemon's saved flags, `{Root, DriverList, DefaultDriver, ...}`.
 //!   convoy's own `convoy.cfg` has other keys; a file with `DriverList` is the original's.
+//!   `crate::saved_config` reads the file (and writes convoy's); this module parses the
+//!   original's.
 //! * `<root>/devicemapper/devicemapper.cfg`: the pool, `{DataDevice, MetadataDevice,
 //!   ThinpoolDevice: "/dev/mapper/<pool>", ThinpoolBlockSize (sectors), DefaultVolumeSize,
 //!   LastDevID, ...}`.
@@ -25,8 +27,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::durable::{remove_durably, write_atomic};
 use crate::error::{Error, Result};
-use crate::records::{remove_durably, write_atomic, ObjectState, SnapshotRecord, VolumeRecord};
+use crate::records::{ObjectState, SnapshotRecord, VolumeRecord};
 use crate::types::ManagerConfig;
 
 /// Where the original's files go once adopted (kept for the user to roll back or compare).
@@ -124,32 +127,23 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 }
 
 /// Whether `bytes` (a `convoy.cfg`) is the original daemon's.
-fn is_original_config(bytes: &[u8]) -> bool {
+pub(crate) fn is_original_config(bytes: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| v.as_object().map(|o| o.contains_key("DriverList")))
         .unwrap_or(false)
 }
 
-/// The setup the original daemon saved under `root` (`convoy.cfg`, and for devicemapper its
-/// `devicemapper.cfg`), as convoy's [`ManagerConfig`]: its drivers (the default first) and the
-/// `dm.*` options of its pool. `None` when `<root>/convoy.cfg` is missing or is convoy's own.
+/// The original daemon's saved setup (`bytes`, read from `path`, `<root>/convoy.cfg`, by
+/// [`crate::saved_config`]), and for devicemapper its `devicemapper.cfg`, as convoy's
+/// [`ManagerConfig`]: its drivers (the default first) and the `dm.*` options of its pool.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a driver convoy does not have, an unreadable or missing
 /// `devicemapper.cfg`; [`Error::Io`].
-pub fn original_saved_config(root: &Path) -> Result<Option<ManagerConfig>> {
-    let path = root.join("convoy.cfg");
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", &path, e)),
-    };
-    if !is_original_config(&bytes) {
-        return Ok(None);
-    }
-    let saved: DaemonConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| refuse(&path, format!("it cannot be parsed: {e}")))?;
+pub(crate) fn config_of_original(root: &Path, path: &Path, bytes: &[u8]) -> Result<ManagerConfig> {
+    let saved: DaemonConfig = serde_json::from_slice(bytes)
+        .map_err(|e| refuse(path, format!("it cannot be parsed: {e}")))?;
     let mut drivers = Vec::new();
     if !saved.default_driver.is_empty() {
         drivers.push(saved.default_driver.clone());
@@ -171,7 +165,7 @@ pub fn original_saved_config(root: &Path) -> Result<Option<ManagerConfig>> {
                 }
                 if !cfg_path.exists() {
                     return Err(refuse(
-                        &path,
+                        path,
                         format!(
                             "it names the devicemapper driver, but {} is missing",
                             root.join(&rel).display()
@@ -183,7 +177,7 @@ pub fn original_saved_config(root: &Path) -> Result<Option<ManagerConfig>> {
             }
             other => {
                 return Err(refuse(
-                    &path,
+                    path,
                     format!(
                         "it names the {other} driver; convoy adopts the original's \
                          devicemapper volumes only (move others through backups)"
@@ -193,13 +187,13 @@ pub fn original_saved_config(root: &Path) -> Result<Option<ManagerConfig>> {
         }
     }
     if drivers.is_empty() {
-        return Err(refuse(&path, "it names no driver"));
+        return Err(refuse(path, "it names no driver"));
     }
-    Ok(Some(ManagerConfig {
+    Ok(ManagerConfig {
         root: root.to_path_buf(),
         drivers,
         driver_opts,
-    }))
+    })
 }
 
 /// The `dm.*` options that name the original's pool.

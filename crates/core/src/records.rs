@@ -1,16 +1,16 @@
 //! Records under the root directory: one JSON file per volume (its snapshots inside), written
-//! atomically — temp file, fsync, rename over the old one, fsync of the directory — so a crash
-//! leaves either the old or the new record, never a torn one.
+//! atomically ([`write_atomic`]: temp file, fsync, rename over the old one, fsync of the
+//! directory) so a crash leaves either the old or the new record, never a torn one.
 //!
 //! Layout: `<root>/convoy.cfg`, `<root>/lock`, `<root>/<driver>/volumes/<name>.json`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{remove_durably, write_atomic};
 use crate::error::{Error, Result};
 
 /// Where an object is in its life: an intent is recorded before anything is made, so start-up
@@ -144,51 +144,6 @@ pub enum Pending {
         /// The new thin id (a snapshot of the snapshot's).
         new_dev_id: u32,
     },
-}
-
-/// Writes `bytes` to `path` atomically and durably.
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    let file_name = path
-        .file_name()
-        .map_or_else(|| "record".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| Error::io("write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
-    sync_dir(dir)
-}
-
-/// Removes `path` (absent is fine) and syncs its directory.
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn remove_durably(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("remove", path, e)),
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// fsync of a directory, making renames and unlinks in it durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("sync directory", dir, e))
 }
 
 /// The volume records of one driver.

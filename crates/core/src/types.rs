@@ -114,21 +114,14 @@ pub struct Info {
     pub drivers: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// Progress of a long operation (backup, restore). Every method has a silent default.
-pub trait Progress: Send + Sync {
-    /// The operation will cover `total_bytes`.
-    fn start(&self, _total_bytes: u64) {}
-    /// `bytes` more were processed.
-    fn advance(&self, _bytes: u64) {}
-    /// Done.
-    fn finish(&self) {}
-}
+/// Progress of a long operation (backup, restore, import): convoy-backupstore's trait, the one
+/// progress trait of convoy — `start(total_bytes)`, `advance(bytes)` of volume data,
+/// `uploaded(stored_bytes)` for each new block a backup uploads, `finish()` — every method
+/// with a silent default.
+pub use convoy_backupstore::Progress;
 
 /// The silent [`Progress`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
+pub use convoy_backupstore::NoProgress;
 
 /// Whether a backup read everything or only what changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

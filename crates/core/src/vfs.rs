@@ -255,7 +255,7 @@ impl Driver for VfsDriver {
             ));
         }
         fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        crate::records::sync_dir(&self.path)
+        crate::durable::sync_dir(&self.path)
     }
 
     fn remove_volume(&self, rec: &VolumeRecord, reference_only: bool) -> Result<()> {
@@ -329,7 +329,7 @@ impl Driver for VfsDriver {
         let made = copy_tree(&self.volume_dir(vol), &tmp)
             .and_then(|()| sync_tree(&tmp))
             .and_then(|()| fs::rename(&tmp, &dest).map_err(|e| Error::io("rename", &tmp, e)))
-            .and_then(|()| crate::records::sync_dir(&self.path.join(SNAPSHOT_DIR)));
+            .and_then(|()| crate::durable::sync_dir(&self.path.join(SNAPSHOT_DIR)));
         if made.is_err() {
             let _ = remove_tree(&tmp);
         }
@@ -340,7 +340,7 @@ impl Driver for VfsDriver {
         let dir = self.snapshot_dir(snap);
         remove_tree(&partial(&dir))?;
         remove_tree(&dir)?;
-        crate::records::remove_durably(&self.layout_file(snap))
+        crate::durable::remove_durably(&self.layout_file(snap))
     }
 
     fn create_clone(
@@ -363,7 +363,7 @@ impl Driver for VfsDriver {
         let made = copy_tree(&from, &tmp)
             .and_then(|()| sync_tree(&tmp))
             .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| Error::io("rename", &tmp, e)))
-            .and_then(|()| crate::records::sync_dir(&self.path));
+            .and_then(|()| crate::durable::sync_dir(&self.path));
         if made.is_err() {
             let _ = remove_tree(&tmp);
         }
@@ -394,7 +394,7 @@ impl Driver for VfsDriver {
                 // one must find the offsets it used.
                 let json = serde_json::to_vec(&layout)
                     .map_err(|e| Error::Internal(format!("vfs layout: {e}")))?;
-                crate::records::write_atomic(&self.layout_file(snap), &json)?;
+                crate::durable::write_atomic(&self.layout_file(snap), &json)?;
             }
             (image, layout, parent_layout)
         };
@@ -444,7 +444,7 @@ impl Driver for VfsDriver {
                 fs::remove_dir(&dir).map_err(|e| Error::io("remove", &dir, e))
             })
             .and_then(|()| fs::rename(&tmp, &dir).map_err(|e| Error::io("rename", &tmp, e)))
-            .and_then(|()| crate::records::sync_dir(&self.path));
+            .and_then(|()| crate::durable::sync_dir(&self.path));
         if built.is_err() {
             let _ = remove_tree(&tmp);
         }

@@ -100,7 +100,7 @@ async fn life_cycle(tag: &str, fs: &str, block_sectors: u64, size: u64) {
     assert_eq!(list.len(), 3);
     let info = m.inspect_backup(&b2.backup_url, &st).await.unwrap();
     assert_eq!(info.snapshot_name, "s2");
-    assert_eq!(info.volume_size, vol_size.to_string());
+    assert_eq!(info.volume_size, vol_size);
     assert_eq!(info.driver_name, "devicemapper");
 
     // Delete the volume, restore each backup into a new volume, compare whole devices.

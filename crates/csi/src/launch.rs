@@ -63,7 +63,7 @@ pub async fn serve(
     let daemon_run = convoy_daemon::run(listener, daemon, shutdown.clone());
     let csi_run = serve_csi(csi_listener, services, shutdown);
     let csi_failed = |e: tonic::transport::Error| {
-        DaemonError::volume(ErrorKind::Internal, format!("CSI server failed: {e}"))
+        DaemonError::failed(ErrorKind::Internal, format!("CSI server failed: {e}"))
     };
     tokio::pin!(daemon_run, csi_run);
     // Both stop on `shutdown`; when one fails the other is stopped with it.

@@ -1,11 +1,10 @@
 //! The driver's own records: for each volume it created, the CSI request that made it, so a
 //! repeated `CreateVolume` is answered with the same volume and a conflicting one with
 //! ALREADY_EXISTS. One small JSON file per volume under `<state_dir>/volumes/`, written before
-//! the volume is created (write to a temporary file, fsync, rename) and removed after it is
+//! the volume is created (atomically, with core's writer) and removed after it is
 //! deleted; a record whose volume does not exist (a crash between the two) is simply redone.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,22 +50,13 @@ pub fn load(dir: &Path, id: &str) -> Result<Option<VolumeRequest>, Status> {
     }
 }
 
-/// Saves the record of volume `id` durably.
+/// Saves the record of volume `id` durably ([`convoy_core::write_atomic`]).
 pub fn save(dir: &Path, id: &str, request: &VolumeRequest) -> Result<(), Status> {
     let file = path(dir, id)
         .ok_or_else(|| Status::invalid_argument(format!("{id:?} is not a convoy volume name")))?;
-    let parent = file.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent).map_err(|e| io_error("cannot create", parent, e))?;
-    let tmp = file.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(request).map_err(|e| io_error("encode", &file, e))?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &file)?;
-        std::fs::File::open(parent)?.sync_all()
-    };
-    write().map_err(|e| io_error("cannot write CSI record", &file, e))
+    convoy_core::write_atomic(&file, &bytes)
+        .map_err(|e| io_error("cannot write CSI record", &file, e))
 }
 
 /// Removes the record of volume `id` (no record, or an id no volume can have, is fine).
@@ -74,11 +64,7 @@ pub fn remove(dir: &Path, id: &str) -> Result<(), Status> {
     let Some(file) = path(dir, id) else {
         return Ok(());
     };
-    match std::fs::remove_file(&file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("cannot remove CSI record", &file, e)),
-    }
+    convoy_core::remove_durably(&file).map_err(|e| io_error("cannot remove CSI record", &file, e))
 }
 
 #[cfg(test)]

@@ -8,14 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use convoy_core::ManagerConfig;
+use convoy_core::{ManagerConfig, SavedConfig};
 
 use crate::{DaemonError, Result};
 
 /// Default root directory.
 pub const DEFAULT_ROOT: &str = "/var/lib/rancher/convoy";
-/// Name of the saved configuration under the root.
-pub const CONFIG_FILE: &str = "convoy.cfg";
+/// Name of the saved configuration under the root (read and written by convoy-core's
+/// `saved_config` module, the one home of the file).
+pub use convoy_core::CONFIG_FILE;
 
 /// `convoy daemon` / `convoyd` flags (those of the original Convoy).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -115,7 +116,7 @@ pub fn configure_external_commands(args: &DaemonArgs) -> Result<()> {
         mount_namespace: args.mnt_ns.clone(),
         timeout,
     })
-    .map_err(crate::wire::map_err)
+    .map_err(DaemonError::from)
 }
 
 /// Parses `KEY=VALUE` driver options.
@@ -153,15 +154,12 @@ pub fn manager_config(args: &DaemonArgs) -> Result<ManagerConfig> {
     // convoy's; the manager adopts its volumes (docs/migrating.md).
     let (saved, from_original) = if args.ignore_config_file {
         (None, false)
-    } else if let Some(original) =
-        convoy_core::original_saved_config(&args.root).map_err(|e| DaemonError::Config {
-            path: path.clone(),
-            message: e.to_string(),
-        })?
-    {
-        (Some(original), true)
     } else {
-        (load_config(&path)?, false)
+        match convoy_core::saved_config(&args.root).map_err(|e| saved_config_error(&path, e))? {
+            None => (None, false),
+            Some(SavedConfig::Original(original)) => (Some(original), true),
+            Some(SavedConfig::Convoy(saved)) => (Some(saved), false),
+        }
     };
     match saved {
         None if config.drivers.is_empty() => Err(DaemonError::Config {
@@ -215,28 +213,60 @@ fn same_option(key: &str, given: &str, saved: Option<&String>) -> bool {
         )
 }
 
-fn load_config(path: &Path) -> Result<Option<ManagerConfig>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| DaemonError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "cannot parse it ({e}); fix or remove it, or pass --ignore-config-file"
-                ),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DaemonError::File {
-            what: "cannot read",
-            path: path.to_path_buf(),
-            source,
-        }),
+/// An error reading the saved setup, as the daemon reports it: a file of convoy's that does
+/// not parse says how to go on; the rest (the original's refusals, I/O) by their message.
+fn saved_config_error(path: &Path, e: convoy_core::Error) -> DaemonError {
+    let message = match e {
+        convoy_core::Error::CorruptRecord { reason, .. } => {
+            format!("cannot parse it ({reason}); fix or remove it, or pass --ignore-config-file")
+        }
+        other => other.to_string(),
+    };
+    DaemonError::Config {
+        path: path.to_path_buf(),
+        message,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_side_and_core_read_sizes_alike() {
+        // convoy_api::size (CLI, Docker `-o size=`, rates) and convoy_core::parse_size (`/v1`
+        // sizes, `dm.defaultvolumesize`): one syntax; only core refuses zero, as a volume size.
+        for text in [
+            "512b",
+            "512B",
+            "4096",
+            "1k",
+            "1kb",
+            "64m",
+            "10G",
+            "10GB",
+            " 3g ",
+            "0",
+            "0b",
+            "",
+            "b",
+            "1x",
+            "1.5G",
+            "-1",
+            "512bb",
+            "10GiB",
+            "16777216t",
+        ] {
+            let api = convoy_api::size::parse_size(text).ok();
+            let core = convoy_core::parse_size(text).ok();
+            match api {
+                Some(0) => assert_eq!(core, None, "{text:?}"),
+                _ => assert_eq!(api, core, "{text:?}"),
+            }
+        }
+        assert_eq!(convoy_api::size::parse_size("512b").unwrap(), 512);
+        assert_eq!(convoy_core::parse_size("512b").unwrap(), 512);
+    }
 
     fn args(root: &Path, drivers: &[&str], opts: &[&str]) -> DaemonArgs {
         DaemonArgs {

@@ -31,8 +31,7 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon serving `manager`, keeping its own state under `root`.
     pub fn new(manager: VolumeManager, root: &Path, settings: DaemonSettings) -> Result<Self> {
-        let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())
-            .map_err(crate::wire::map_err)?;
+        let policies = convoy_core::PolicyEngine::open(root, crate::policy_runner::unix_now())?;
         Ok(Self {
             manager,
             settings,

@@ -2,33 +2,18 @@
 
 use std::path::PathBuf;
 
-/// What kind of failure an error is; chooses the HTTP status of a `/v1` answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The named volume, snapshot or backup does not exist (404).
-    NotFound,
-    /// Something by that name already exists (409).
-    AlreadyExists,
-    /// The request is malformed or a value is invalid (400).
-    InvalidArgument,
-    /// The object is in use (409).
-    Busy,
-    /// A needed service (driver, store) is unavailable (503).
-    Unavailable,
-    /// Anything else (500).
-    Internal,
-}
+/// What kind of failure an error is: convoy-core's kinds, the one classification of errors;
+/// the daemon answers each with the HTTP status of [`http_status`].
+pub use convoy_core::ErrorKind;
 
-impl ErrorKind {
-    /// The HTTP status code for this kind.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorKind::NotFound => 404,
-            ErrorKind::AlreadyExists | ErrorKind::Busy => 409,
-            ErrorKind::InvalidArgument => 400,
-            ErrorKind::Unavailable => 503,
-            ErrorKind::Internal => 500,
-        }
+/// The HTTP status of a `/v1` answer failing with an error of `kind`.
+pub fn http_status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::NotFound => 404,
+        ErrorKind::AlreadyExists | ErrorKind::Busy => 409,
+        ErrorKind::InvalidArgument => 400,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::Internal => 500,
     }
 }
 
@@ -36,12 +21,18 @@ impl ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The volume manager refused or failed an operation; `message` is its user message.
+    /// The volume manager refused or failed an operation. Its error is kept whole: clients see
+    /// its message (what failed, on what, what to do), its kind picks the status, and it is
+    /// this error's `source()`, its own causes after it.
+    #[error("{0}")]
+    Volume(#[from] convoy_core::Error),
+    /// The daemon refused or failed a request itself (a route it lacks, a task that panicked,
+    /// an answer it cannot encode); `message` says what, on what.
     #[error("{message}")]
-    Volume {
+    Failed {
         /// What kind of failure.
         kind: ErrorKind,
-        /// The manager's message (what failed, on what, what to do).
+        /// What failed, on what, what to do.
         message: String,
     },
     /// A request could not be understood.
@@ -98,15 +89,16 @@ impl DaemonError {
     /// The kind of this error, for the HTTP status.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DaemonError::Volume { kind, .. } => *kind,
+            DaemonError::Volume(e) => e.kind(),
+            DaemonError::Failed { kind, .. } => *kind,
             DaemonError::BadRequest { .. } => ErrorKind::InvalidArgument,
             _ => ErrorKind::Internal,
         }
     }
 
-    /// A [`DaemonError::Volume`] of `kind`.
-    pub fn volume(kind: ErrorKind, message: impl Into<String>) -> Self {
-        DaemonError::Volume {
+    /// A [`DaemonError::Failed`] of `kind`.
+    pub fn failed(kind: ErrorKind, message: impl Into<String>) -> Self {
+        DaemonError::Failed {
             kind,
             message: message.into(),
         }

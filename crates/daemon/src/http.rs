@@ -138,7 +138,7 @@ impl Reply {
     /// `value` as JSON.
     pub(crate) fn json<T: Serialize>(value: &T) -> Result<Reply> {
         serde_json::to_vec(value).map(Reply::Json).map_err(|e| {
-            DaemonError::volume(
+            DaemonError::failed(
                 crate::ErrorKind::Internal,
                 format!("cannot encode the answer: {e}"),
             )
@@ -182,7 +182,7 @@ pub(crate) fn error_for(caller: Caller, err: &DaemonError) -> Response {
     match caller {
         Caller::Json => error(err),
         Caller::Original => {
-            let status = StatusCode::from_u16(err.kind().http_status())
+            let status = StatusCode::from_u16(crate::error::http_status(err.kind()))
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             plain(status, format!("{err}\n"))
         }
@@ -208,7 +208,7 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Response {
 pub(crate) fn json_with_status<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => error(&DaemonError::volume(
+        Err(e) => error(&DaemonError::failed(
             crate::ErrorKind::Internal,
             format!("cannot encode the answer: {e}"),
         )),
@@ -217,8 +217,8 @@ pub(crate) fn json_with_status<T: Serialize>(status: StatusCode, value: &T) -> R
 
 /// `{"Error": "..."}` with the status of the error's kind.
 pub(crate) fn error(err: &DaemonError) -> Response {
-    let status =
-        StatusCode::from_u16(err.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(crate::error::http_status(err.kind()))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = ErrorResponse {
         error: err.to_string(),
     };

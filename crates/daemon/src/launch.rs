@@ -85,9 +85,7 @@ pub async fn open(args: &DaemonArgs) -> Result<Opened> {
     crate::config::configure_external_commands(args)?;
     crate::config::configure_backup_secret(args);
     let config = manager_config(args)?;
-    let manager = VolumeManager::open(config)
-        .await
-        .map_err(crate::wire::map_err)?;
+    let manager = VolumeManager::open(config).await?;
     for line in manager.reconcile_report() {
         tracing::info!("start-up reconciliation: {line}");
     }

@@ -41,5 +41,5 @@ mod wire;
 
 pub use config::DaemonArgs;
 pub use daemon::{Daemon, DaemonSettings};
-pub use error::{DaemonError, ErrorKind, Result};
+pub use error::{http_status, DaemonError, ErrorKind, Result};
 pub use server::{bind_socket, router, run};

@@ -19,7 +19,7 @@ use convoy_core::CreateVolumeRequest;
 use crate::http::{self, required};
 use crate::progress;
 use crate::v1::Shared;
-use crate::wire::{self, map_err};
+use crate::wire;
 use crate::{Daemon, DaemonError, ErrorKind, Result};
 
 /// `-o` options Docker users may pass to `docker volume create -d convoy`.
@@ -123,7 +123,7 @@ fn new_volume(
     CreateVolumeRequest,
     Option<convoy_api::wire::PolicySetRequest>,
 )> {
-    let bad = |message: String| DaemonError::volume(ErrorKind::InvalidArgument, message);
+    let bad = |message: String| DaemonError::failed(ErrorKind::InvalidArgument, message);
     let mut volume = CreateVolumeRequest {
         name: Some(name.to_string()),
         ..CreateVolumeRequest::default()
@@ -199,7 +199,12 @@ pub(crate) async fn create(State(d): Shared, uri: Uri, body: Bytes) -> Response 
             .map(|p| crate::v1::policy::policy_of(&route, &p))
             .transpose()?;
         // Idempotent: dockerd may create a volume it already knows (and does after restarts).
-        match d.manager.inspect_volume(name).await.map_err(map_err) {
+        match d
+            .manager
+            .inspect_volume(name)
+            .await
+            .map_err(DaemonError::from)
+        {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {
                 let what = format!("Docker create of {name}");
@@ -225,7 +230,7 @@ async fn create_volume(d: &Daemon, volume: CreateVolumeRequest, what: String) ->
     crate::metrics::measured::create_volume(&d.manager, volume, progress)
         .await
         .map(drop)
-        .map_err(map_err)
+        .map_err(DaemonError::from)
 }
 
 pub(crate) async fn remove(State(d): Shared, uri: Uri, body: Bytes) -> Response {
@@ -234,7 +239,7 @@ pub(crate) async fn remove(State(d): Shared, uri: Uri, body: Bytes) -> Response 
         let name = required(&route, "Name", &r.name)?;
         // A volume that is gone is removed already (dockerd retries); a name that can never be
         // a volume is a bad request, not a success.
-        convoy_core::validate_name(name).map_err(map_err)?;
+        convoy_core::validate_name(name)?;
         if d.settings.ignore_docker_delete {
             tracing::info!(
                 volume = name,
@@ -243,12 +248,17 @@ pub(crate) async fn remove(State(d): Shared, uri: Uri, body: Bytes) -> Response 
             return Ok(err_only(String::new()));
         }
         // Refused while Docker mounts remain, checked under the volume's lock.
-        match d.manager.delete_unheld_volume(name).await.map_err(map_err) {
+        match d
+            .manager
+            .delete_unheld_volume(name)
+            .await
+            .map_err(DaemonError::from)
+        {
             Ok(()) => tracing::info!(volume = name, "deleted for Docker"),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
-        d.policies.forget_volume(name).map_err(map_err)?;
+        d.policies.forget_volume(name)?;
         Ok(err_only(String::new()))
     })
     .await
@@ -259,7 +269,12 @@ pub(crate) async fn mount(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     answer(&uri, body, err_mountpoint, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
         if d.settings.create_on_docker_mount {
-            match d.manager.inspect_volume(name).await.map_err(map_err) {
+            match d
+                .manager
+                .inspect_volume(name)
+                .await
+                .map_err(DaemonError::from)
+            {
                 Err(e) if is_not_found(&e) => {
                     tracing::info!(
                         volume = name,
@@ -277,7 +292,7 @@ pub(crate) async fn mount(State(d): Shared, uri: Uri, body: Bytes) -> Response {
         }
         // Mounted where it really is, or mounted now: never the record's word alone (a volume
         // unmounted behind convoy's back is mounted again). Under the volume's lock only.
-        let mountpoint = d.manager.mount_for(name, &r.id).await.map_err(map_err)?;
+        let mountpoint = d.manager.mount_for(name, &r.id).await?;
         let holders = d.manager.mount_holders(name);
         tracing::info!(volume = name, id = %r.id, holders, "Docker mount");
         Ok(http::json(&MountpointResponse {
@@ -292,9 +307,9 @@ pub(crate) async fn unmount(State(d): Shared, uri: Uri, body: Bytes) -> Response
     let route = uri.path().to_string();
     answer(&uri, body, err_only, |r: MountRequest| async move {
         let name = required(&route, "Name", &r.name)?;
-        convoy_core::validate_name(name).map_err(map_err)?;
+        convoy_core::validate_name(name)?;
         // The last holder leaving unmounts the volume (the manager's, under the volume's lock).
-        if !d.manager.unmount_for(name, &r.id).await.map_err(map_err)? {
+        if !d.manager.unmount_for(name, &r.id).await? {
             // Not ours to undo: the ID never mounted (or was already unmounted).
             tracing::warn!(volume = name, id = %r.id, "Docker unmount of an unknown mount ID; nothing to do");
             return Ok(err_only(String::new()));
@@ -321,7 +336,7 @@ pub(crate) async fn path(State(d): Shared, uri: Uri, body: Bytes) -> Response {
 
 /// One volume in wire form.
 async fn volume(d: &Daemon, name: &str) -> Result<convoy_api::wire::VolumeResponse> {
-    let volume = d.manager.inspect_volume(name).await.map_err(map_err)?;
+    let volume = d.manager.inspect_volume(name).await?;
     Ok(wire::volume_response(volume))
 }
 
@@ -354,7 +369,7 @@ pub(crate) async fn get(State(d): Shared, uri: Uri, body: Bytes) -> Response {
 
 pub(crate) async fn list(State(d): Shared, uri: Uri, body: Bytes) -> Response {
     answer(&uri, body, err_list, |_: serde_json::Value| async move {
-        let volumes = d.manager.list_volumes(None).await.map_err(map_err)?;
+        let volumes = d.manager.list_volumes(None).await?;
         Ok(http::json(&ListResponse {
             volumes: volumes
                 .into_iter()

@@ -27,10 +27,15 @@ pub(crate) fn wants_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Logs start and end of an operation; optionally forwards updates to a stream.
+///
+/// The bytes a backup uploads (`uploaded`, the stored size of its new blocks) are summed and
+/// logged at the end; the stream's lines (`ProgressUpdate`) carry the volume bytes processed
+/// only, so the figure goes no further than the log.
 pub(crate) struct OperationProgress {
     what: String,
     total: AtomicU64,
     done: AtomicU64,
+    uploaded: AtomicU64,
     last_sent: Mutex<Option<Instant>>,
     stream: Option<mpsc::UnboundedSender<Bytes>>,
 }
@@ -42,6 +47,7 @@ impl OperationProgress {
             what,
             total: AtomicU64::new(0),
             done: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
             last_sent: Mutex::new(None),
             stream,
         })
@@ -77,8 +83,17 @@ impl Progress for OperationProgress {
         self.done.fetch_add(bytes, Ordering::Relaxed);
         self.send(false);
     }
+    fn uploaded(&self, stored_bytes: u64) {
+        self.uploaded.fetch_add(stored_bytes, Ordering::Relaxed);
+    }
     fn finish(&self) {
-        tracing::info!(what = %self.what, bytes = self.done.load(Ordering::Relaxed), "finished");
+        let uploaded = self.uploaded.load(Ordering::Relaxed);
+        if uploaded > 0 {
+            tracing::info!(what = %self.what, bytes = self.done.load(Ordering::Relaxed),
+                uploaded_bytes = uploaded, "finished");
+        } else {
+            tracing::info!(what = %self.what, bytes = self.done.load(Ordering::Relaxed), "finished");
+        }
         self.send(true);
     }
 }
@@ -125,4 +140,29 @@ where
         .header(header::CONTENT_TYPE, NDJSON)
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploaded_bytes_are_summed_but_not_streamed() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let progress = OperationProgress::new("backup s1".into(), Some(sender));
+        let counted = crate::metrics::CountingProgress::new(progress.clone());
+        counted.start(10);
+        counted.advance(4);
+        counted.uploaded(100);
+        counted.uploaded(23);
+        counted.finish();
+        assert_eq!(progress.uploaded.load(Ordering::Relaxed), 123);
+        assert_eq!(counted.bytes(), 4);
+        let mut last = None;
+        while let Ok(line) = receiver.try_recv() {
+            last = Some(line);
+        }
+        let line: StreamLine = serde_json::from_slice(&last.unwrap()).unwrap();
+        assert_eq!(line.progress, Some(ProgressUpdate { total: 10, done: 4 }));
+    }
 }

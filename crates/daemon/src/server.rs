@@ -80,7 +80,7 @@ async fn unknown_route(method: Method, uri: Uri, headers: HeaderMap) -> Response
             format!("Handler not found: {method} {uri}"),
         );
     }
-    http::error(&DaemonError::volume(
+    http::error(&DaemonError::failed(
         crate::ErrorKind::NotFound,
         format!("unknown route {method} {}", uri.path()),
     ))

@@ -15,7 +15,7 @@ where
     Fut: Future<Output = Result<R>> + Send + 'static,
 {
     tokio::spawn(work).await.unwrap_or_else(|e| {
-        Err(DaemonError::volume(
+        Err(DaemonError::failed(
             ErrorKind::Internal,
             format!("{route}: the request's task failed: {e}"),
         ))

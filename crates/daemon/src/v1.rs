@@ -18,8 +18,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::http::{self, non_empty, required, Caller, Reply};
 use crate::progress;
-use crate::wire::{self, map_err};
-use crate::{Daemon, Result};
+use crate::wire;
+use crate::{Daemon, DaemonError, Result};
 
 pub(crate) mod policy;
 
@@ -141,7 +141,7 @@ struct Empty {}
 
 pub(crate) async fn info(State(d): Shared, call: Call) -> Response {
     call.answer(|_: serde_json::Value| async move {
-        let mut info = wire::info_response(d.manager.info().await.map_err(map_err)?);
+        let mut info = wire::info_response(d.manager.info().await?);
         complete_general(&mut info, d.settings);
         Ok(info)
     })
@@ -179,7 +179,7 @@ pub(crate) async fn volume_list(State(d): Shared, call: Call) -> Response {
     call.answer(|r: VolumeListRequest| async move {
         let driver = non_empty(&r.driver_name);
         let volumes = d.manager.list_volumes(driver.as_deref()).await;
-        volumes.map(wire::volume_list).map_err(map_err)
+        volumes.map(wire::volume_list).map_err(DaemonError::from)
     })
     .await
 }
@@ -189,7 +189,7 @@ pub(crate) async fn volume_inspect(State(d): Shared, call: Call) -> Response {
     call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         let volume = d.manager.inspect_volume(name).await;
-        volume.map(wire::volume_response).map_err(map_err)
+        volume.map(wire::volume_response).map_err(DaemonError::from)
     })
     .await
 }
@@ -243,7 +243,7 @@ async fn create_volume(
     crate::metrics::measured::create_volume(&d.manager, volume, progress)
         .await
         .map(wire::volume_response)
-        .map_err(map_err)
+        .map_err(DaemonError::from)
 }
 
 /// `POST /v1/volumes/expand` (convoy's addition): `{VolumeName, Size}`.
@@ -252,13 +252,13 @@ pub(crate) async fn volume_expand(State(d): Shared, call: Call) -> Response {
     call.answer(|r: VolumeExpandRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         let size = r.size.ok_or_else(|| {
-            crate::DaemonError::volume(
+            crate::DaemonError::failed(
                 crate::ErrorKind::InvalidArgument,
                 format!("{route}: Size is required (the new size, e.g. \"20G\")"),
             )
         })?;
         let volume = d.manager.expand_volume(name, size).await;
-        volume.map(wire::volume_response).map_err(map_err)
+        volume.map(wire::volume_response).map_err(DaemonError::from)
     })
     .await
 }
@@ -269,7 +269,7 @@ pub(crate) async fn snapshot_revert(State(d): Shared, call: Call) -> Response {
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
         let volume = d.manager.revert_snapshot(name).await;
-        volume.map(wire::volume_response).map_err(map_err)
+        volume.map(wire::volume_response).map_err(DaemonError::from)
     })
     .await
 }
@@ -279,11 +279,8 @@ pub(crate) async fn volume_delete(State(d): Shared, call: Call) -> Response {
     call.answer(|r: VolumeDeleteRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         // Docker's mount references of the volume go with it (the manager's).
-        d.manager
-            .delete_volume(name, r.reference_only)
-            .await
-            .map_err(map_err)?;
-        d.policies.forget_volume(name).map_err(map_err)?;
+        d.manager.delete_volume(name, r.reference_only).await?;
+        d.policies.forget_volume(name)?;
         Ok(Empty {})
     })
     .await
@@ -294,11 +291,8 @@ pub(crate) async fn volume_mount(State(d): Shared, call: Call) -> Response {
     call.reply(|r: VolumeMountRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
         let mount_point = non_empty(&r.mount_point).map(PathBuf::from);
-        d.manager
-            .mount_volume(name, mount_point)
-            .await
-            .map_err(map_err)?;
-        let volume = wire::volume_response(d.manager.inspect_volume(name).await.map_err(map_err)?);
+        d.manager.mount_volume(name, mount_point).await?;
+        let volume = wire::volume_response(d.manager.inspect_volume(name).await?);
         Reply::verbose_or(r.verbose, &volume, |v| v.mount_point.clone())
     })
     .await
@@ -308,7 +302,7 @@ pub(crate) async fn volume_umount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: VolumeNameRequest| async move {
         let name = required(&route, "VolumeName", &r.volume_name)?;
-        d.manager.umount_volume(name).await.map_err(map_err)?;
+        d.manager.umount_volume(name).await?;
         Ok(Empty {})
     })
     .await
@@ -321,8 +315,7 @@ pub(crate) async fn snapshot_create(State(d): Shared, call: Call) -> Response {
         let snapshot = d
             .manager
             .create_snapshot(volume, non_empty(&r.name))
-            .await
-            .map_err(map_err)?;
+            .await?;
         let snapshot = wire::snapshot_wire(&d.manager, snapshot).await;
         Reply::verbose_or(r.verbose, &snapshot, |s| s.name.clone())
     })
@@ -333,7 +326,7 @@ pub(crate) async fn snapshot_inspect(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
-        let snapshot = d.manager.inspect_snapshot(name).await.map_err(map_err)?;
+        let snapshot = d.manager.inspect_snapshot(name).await?;
         Ok(wire::snapshot_wire(&d.manager, snapshot).await)
     })
     .await
@@ -343,7 +336,7 @@ pub(crate) async fn snapshot_delete(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: SnapshotNameRequest| async move {
         let name = required(&route, "SnapshotName", &r.snapshot_name)?;
-        d.manager.delete_snapshot(name).await.map_err(map_err)?;
+        d.manager.delete_snapshot(name).await?;
         Ok(Empty {})
     })
     .await
@@ -380,8 +373,7 @@ pub(crate) async fn backup_create(State(d): Shared, call: Call) -> Response {
             &store,
             p,
         )
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(BackupUrlResponse { url })
     };
     if progress::wants_stream(&call.headers) {
@@ -405,7 +397,7 @@ pub(crate) async fn backup_list(State(d): Shared, call: Call) -> Response {
             .manager
             .list_backups(dest, volume.as_deref(), &store)
             .await;
-        backups.map(wire::backup_list).map_err(map_err)
+        backups.map(wire::backup_list).map_err(DaemonError::from)
     })
     .await
 }
@@ -416,7 +408,7 @@ pub(crate) async fn backup_inspect(State(d): Shared, call: Call) -> Response {
         let url = required(&route, "URL", &r.url)?;
         let store = wire::store(non_empty(&r.s3_endpoint));
         let backup = d.manager.inspect_backup(url, &store).await;
-        backup.map(wire::backup_response).map_err(map_err)
+        backup.map(wire::backup_response).map_err(DaemonError::from)
     })
     .await
 }
@@ -426,10 +418,7 @@ pub(crate) async fn backup_delete(State(d): Shared, call: Call) -> Response {
     call.answer(|r: BackupUrlRequest| async move {
         let url = required(&route, "URL", &r.url)?;
         let store = wire::store(non_empty(&r.s3_endpoint));
-        d.manager
-            .delete_backup(url, &store)
-            .await
-            .map_err(map_err)?;
+        d.manager.delete_backup(url, &store).await?;
         Ok(Empty {})
     })
     .await
@@ -443,7 +432,9 @@ pub(crate) async fn backup_mount(State(d): Shared, call: Call) -> Response {
         let at = required(&route, "MountPoint", &r.mount_point)?;
         let store = wire::store(non_empty(&r.s3_endpoint));
         let mount = d.manager.mount_backup(url, Path::new(at), &store).await;
-        mount.map(wire::backup_mount_response).map_err(map_err)
+        mount
+            .map(wire::backup_mount_response)
+            .map_err(DaemonError::from)
     })
     .await
 }
@@ -453,10 +444,7 @@ pub(crate) async fn backup_umount(State(d): Shared, call: Call) -> Response {
     let route = call.route();
     call.answer(|r: BackupUmountRequest| async move {
         let at = required(&route, "MountPoint", &r.mount_point)?;
-        d.manager
-            .umount_backup(Path::new(at))
-            .await
-            .map_err(map_err)?;
+        d.manager.umount_backup(Path::new(at)).await?;
         Ok(Empty {})
     })
     .await

@@ -1,24 +1,10 @@
 //! convoy-core's answers in wire form (`convoy_api::wire`): what the `/v1` handlers and the
 //! Docker plugin send. The handlers call `convoy_core::VolumeManager` themselves and map its
-//! results with these functions; errors map with [`map_err`].
+//! results with these functions (a core error becomes a [`crate::DaemonError::Volume`] by `From`,
+//! kept whole).
 
 use convoy_api::wire::*;
 use convoy_core::{BackupInfo, Info, Snapshot, StoreOptions, Volume, VolumeManager};
-
-use crate::{DaemonError, ErrorKind};
-
-/// A core error as the daemon's: same message, the kind chooses the HTTP status.
-pub(crate) fn map_err(e: convoy_core::Error) -> DaemonError {
-    let kind = match e.kind() {
-        convoy_core::ErrorKind::NotFound => ErrorKind::NotFound,
-        convoy_core::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-        convoy_core::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
-        convoy_core::ErrorKind::Busy => ErrorKind::Busy,
-        convoy_core::ErrorKind::Unavailable => ErrorKind::Unavailable,
-        convoy_core::ErrorKind::Internal => ErrorKind::Internal,
-    };
-    DaemonError::volume(kind, e.to_string())
-}
 
 /// Store options naming only an S3 endpoint.
 pub(crate) fn store(s3_endpoint: Option<String>) -> StoreOptions {
@@ -108,7 +94,8 @@ fn ruby_time(text: &str) -> String {
     }
 }
 
-/// A core backup in wire form (`BackupName` from the URL's `backup=`).
+/// A core backup in wire form (`BackupName` from the URL's `backup=`): the original's JSON,
+/// every field a string (`VolumeSize` the decimal number of bytes).
 pub(crate) fn backup_response(b: BackupInfo) -> BackupResponse {
     let name = convoy_backupstore_name(&b.backup_url).unwrap_or_else(|| b.backup_uuid.clone());
     BackupResponse {
@@ -123,7 +110,7 @@ pub(crate) fn backup_response(b: BackupInfo) -> BackupResponse {
         SnapshotUUID: b.snapshot_uuid,
         VolumeCreatedAt: b.volume_created_at,
         VolumeName: b.volume_name,
-        VolumeSize: b.volume_size,
+        VolumeSize: b.volume_size.to_string(),
         VolumeUUID: b.volume_uuid,
     }
 }
@@ -204,8 +191,6 @@ pub(crate) fn backup_mount_response(m: convoy_core::BackupMount) -> BackupMountR
 
 #[cfg(test)]
 mod fill_tests {
-    use super::*;
-
     #[test]
     fn a_fill_refusal_reaches_clients_as_503_with_its_message() {
         let e = convoy_core::Error::PoolFill(Box::new(convoy_core::FillRefusal {
@@ -217,9 +202,9 @@ mod fill_tests {
             percent: convoy_core::percent_text(983, 1024),
             setting: "dm.fillrefuse=95".into(),
         }));
-        let d = map_err(e);
-        assert_eq!(d.kind(), ErrorKind::Unavailable);
-        assert_eq!(d.kind().http_status(), 503);
+        let d = crate::DaemonError::from(e);
+        assert_eq!(d.kind(), crate::ErrorKind::Unavailable);
+        assert_eq!(crate::error::http_status(d.kind()), 503);
         let msg = d.to_string();
         for part in [
             "create volume v2 refused",

@@ -22,7 +22,8 @@
 //! * [`ThinPool::reserve_metadata_snap`] — a [`MetadataSnapshot`] guard, released on drop;
 //!   [`Error::MetadataSnapshotHeld`] when one is already held.
 //! * Units: [`Sectors`], [`Bytes`], [`DataBlocks`] (pool blocks), [`MetaBlocks`],
-//!   [`BlockSize`] (validated: 128..=2097152 sectors, multiple of 128).
+//!   [`BlockSize`] (validated: 128..=2097152 sectors, multiple of 128); [`SectorBytes`] for
+//!   byte counts held in a `u64` (exact, rounded up, and back).
 //! * [`Error`] — one enum, variants by meaning ([`Error::NotFound`], [`Error::AlreadyExists`],
 //!   [`Error::Busy`], [`Error::PoolFull`], [`Error::InvalidBlockSize`], ...), each naming the
 //!   pool, device, path or id involved.
@@ -94,4 +95,4 @@ pub use status::{
 };
 pub use thin::ThinDevice;
 pub use thin_id::{IdAllocator, ThinId};
-pub use units::{BlockSize, Bytes, DataBlocks, MetaBlocks, Sectors, SECTOR_SIZE};
+pub use units::{BlockSize, Bytes, DataBlocks, MetaBlocks, SectorBytes, Sectors, SECTOR_SIZE};

@@ -12,6 +12,44 @@ pub use devicemapper::{Bytes, DataBlocks, MetaBlocks, Sectors, SECTOR_SIZE};
 
 use crate::error::{Error, Result};
 
+/// Byte counts held in a `u64` (record sizes, sizes users give) to and from [`Sectors`], so
+/// that no caller multiplies or divides by 512 itself. Bring it into scope to call
+/// `Sectors::from_bytes(..)`, `Sectors::covering(..)` and `sectors.to_bytes()`.
+pub trait SectorBytes: Sized {
+    /// `bytes` in sectors; `None` when it is not a whole number of sectors.
+    fn from_bytes(bytes: u64) -> Option<Self>;
+    /// The fewest sectors holding `bytes` (rounded up).
+    fn covering(bytes: u64) -> Self;
+    /// These sectors in bytes; `None` when that is more than a `u64` holds.
+    fn checked_bytes(self) -> Option<u64>;
+    /// These sectors in bytes, `u64::MAX` when that is more than a `u64` holds (16 EiB: no
+    /// device comes near; use [`SectorBytes::checked_bytes`] where a caller's number may).
+    fn to_bytes(self) -> u64;
+}
+
+impl SectorBytes for Sectors {
+    fn from_bytes(bytes: u64) -> Option<Sectors> {
+        bytes
+            .is_multiple_of(SECTOR_BYTES)
+            .then_some(Sectors(bytes / SECTOR_BYTES))
+    }
+
+    fn covering(bytes: u64) -> Sectors {
+        Sectors(bytes.div_ceil(SECTOR_BYTES))
+    }
+
+    fn checked_bytes(self) -> Option<u64> {
+        self.0.checked_mul(SECTOR_BYTES)
+    }
+
+    fn to_bytes(self) -> u64 {
+        self.0.saturating_mul(SECTOR_BYTES)
+    }
+}
+
+/// [`SECTOR_SIZE`] as a `u64`.
+const SECTOR_BYTES: u64 = SECTOR_SIZE as u64;
+
 /// A thin-pool data block size: a multiple of 128 sectors (64 KiB) between 128 sectors and
 /// 2097152 sectors (1 GiB), the kernel's rule. Only [`BlockSize::new`] makes one, so a value of
 /// this type is always valid.
@@ -134,6 +172,24 @@ mod tests {
     fn default_is_two_mebibytes() {
         assert_eq!(BlockSize::default().bytes(), Bytes(2 * 1024 * 1024));
         assert_eq!(BlockSize::default().to_string(), "4096 sectors (2048 KiB)");
+    }
+
+    #[test]
+    fn byte_counts_convert_to_and_from_sectors() {
+        assert_eq!(Sectors::from_bytes(0), Some(Sectors(0)));
+        assert_eq!(Sectors::from_bytes(1 << 30), Some(Sectors(1 << 21)));
+        assert_eq!(Sectors::from_bytes(513), None);
+        assert_eq!(Sectors::from_bytes(511), None);
+        assert_eq!(Sectors::covering(0), Sectors(0));
+        assert_eq!(Sectors::covering(1), Sectors(1));
+        assert_eq!(Sectors::covering(512), Sectors(1));
+        assert_eq!(Sectors::covering(513), Sectors(2));
+        assert_eq!(Sectors::covering(u64::MAX), Sectors(1 << 55));
+        assert_eq!(Sectors(3).to_bytes(), 1536);
+        assert_eq!(Sectors(3).checked_bytes(), Some(1536));
+        assert_eq!(Sectors(1 << 55).checked_bytes(), None);
+        assert_eq!(Sectors(1 << 55).to_bytes(), u64::MAX);
+        assert_eq!(Sectors((1 << 55) - 1).checked_bytes(), Some(u64::MAX - 511));
     }
 
     #[test]

@@ -224,7 +224,8 @@ impl LegacyStore {
             driver_name: volume.driver.clone(),
             volume_uuid: volume.name.clone(),
             volume_name: volume.name.clone(),
-            volume_size: volume.size.to_string(),
+            // `check` has refused a size that is not positive.
+            volume_size: u64::try_from(volume.size).unwrap_or(0),
             volume_created_at: volume.created_time.clone(),
             snapshot_uuid: config.snapshot_name.clone(),
             snapshot_name: config.snapshot_name.clone(),

@@ -33,10 +33,10 @@ pub(crate) use restart::clean_at_start;
 use crate::backup_device::{attach_read_only, nbd_error, open_reader};
 use crate::backups::{redact_urls, store_error_of, target_options, unescape_backup_url};
 use crate::dm::mounts;
+use crate::durable::{remove_durably, write_atomic};
 use crate::error::{Error, Result};
 use crate::guards::detached;
 use crate::manager::{blocking, VolumeManager};
-use crate::records::{remove_durably, write_atomic};
 use crate::types::StoreOptions;
 
 /// Directory under the root holding browse records and work directories.

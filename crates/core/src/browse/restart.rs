@@ -6,8 +6,8 @@ use std::path::Path;
 use super::{boot_id, BrowseRecord, BROWSE_DIR};
 use crate::backups::redact_urls;
 use crate::dm::mounts;
+use crate::durable::remove_durably;
 use crate::error::{Error, Result};
-use crate::records::remove_durably;
 
 use crate::backup_device::nbd_device_number;
 

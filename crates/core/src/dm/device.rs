@@ -55,7 +55,7 @@ impl DmDriver {
     }
 
     pub(super) fn block_bytes(&self) -> u64 {
-        *self.opts.block_size.sectors() * 512
+        self.opts.block_size.sectors().to_bytes()
     }
 
     pub(super) fn allocate(&self) -> Result<u32> {
@@ -84,7 +84,7 @@ impl DmDriver {
         }
         let id = thin_id(rec.dev_id, &rec.name)?;
         let name = self.device_name(id);
-        let size = Sectors(Self::wanted_size(rec) / 512);
+        let size = record_sectors(Self::wanted_size(rec), &rec.name)?;
         match self.pool.activate(id, &name, size) {
             // An expand a crash interrupted may have grown the device already (or not yet):
             // the expand's size is what it gets.

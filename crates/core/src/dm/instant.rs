@@ -6,7 +6,7 @@
 //! the daemon serves; when the fill is complete the volume's device is handed over to the
 //! thin device in place (one table swap) and the hidden device removed.
 
-use convoy_thinpool::{mapper_path, Device, FrontState, Sectors, ThinDevice};
+use convoy_thinpool::{mapper_path, Device, FrontState, ThinDevice};
 
 use super::*;
 
@@ -44,7 +44,7 @@ impl DmDriver {
                 path: mapper_path(&name),
                 name,
                 id,
-                size: Sectors(rec.size / 512),
+                size: record_sectors(rec.size, &rec.name)?,
                 device,
                 suspended: false,
             }),
@@ -68,7 +68,10 @@ impl DmDriver {
             )))?;
         }
         let hidden = self.fill_name(id);
-        match self.pool.activate(id, &hidden, Sectors(rec.size / 512)) {
+        match self
+            .pool
+            .activate(id, &hidden, record_sectors(rec.size, &rec.name)?)
+        {
             Ok(dev) => Ok(dev.path),
             Err(convoy_thinpool::Error::AlreadyExists { .. }) if !create => {
                 Ok(mapper_path(&hidden))
@@ -98,7 +101,11 @@ impl DmDriver {
     pub(super) fn instant_map_dm(&self, rec: &VolumeRecord, backing: Device) -> Result<()> {
         let id = thin_id(rec.dev_id, &rec.name)?;
         self.pool
-            .activate_over(&self.device_name(id), backing, Sectors(rec.size / 512))
+            .activate_over(
+                &self.device_name(id),
+                backing,
+                record_sectors(rec.size, &rec.name)?,
+            )
             .map(drop)
             .map_err(Error::dm(format!(
                 "map volume {} over {}:{}",
@@ -116,7 +123,7 @@ impl DmDriver {
         let handed = self.pool.hand_over_to_thin_with(
             &self.device_name(id),
             id,
-            Sectors(rec.size / 512),
+            record_sectors(rec.size, &rec.name)?,
             || {
                 sync().map_err(|e| {
                     let text = e.to_string();

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use convoy_thinpool::{Sectors, ThinDevice};
+use convoy_thinpool::{SectorBytes, ThinDevice};
 
 use crate::error::{Error, Result};
 use crate::records::{Pending, SnapshotRecord, VolumeRecord};
 
-use super::{mounts, thin_id, DmDriver};
+use super::{mounts, record_sectors, thin_id, DmDriver};
 
 /// The filesystem on a volume's device: the recorded one (made by convoy, or a clone's), or
 /// what `blkid` finds (a restored volume records none). Saves a process start per call.
@@ -64,7 +64,7 @@ impl DmDriver {
     }
 
     pub(super) fn plan_expand_dm(&self, rec: &VolumeRecord, size: u64) -> Result<u64> {
-        let new = *self.opts.round_to_blocks(size)? * 512;
+        let new = self.opts.round_to_blocks(size)?.to_bytes();
         if new < rec.size {
             return Err(Error::InvalidSize {
                 value: size.to_string(),
@@ -92,7 +92,7 @@ impl DmDriver {
     fn grow_device(&self, rec: &VolumeRecord, size: u64) -> Result<ThinDevice> {
         let id = thin_id(rec.dev_id, &rec.name)?;
         let name = self.device_name(id);
-        let sectors = Sectors(size / 512);
+        let sectors = record_sectors(size, &rec.name)?;
         match self.pool.activate(id, &name, sectors) {
             Err(convoy_thinpool::Error::AlreadyExists { .. }) => self.pool.resize(&name, sectors),
             other => other,
@@ -209,7 +209,11 @@ impl DmDriver {
             .and_then(|()| {
                 crate::crashpoint::hit("revert-after-snap");
                 self.pool
-                    .activate(new, &self.device_name(new), Sectors(snap.size / 512))
+                    .activate(
+                        new,
+                        &self.device_name(new),
+                        record_sectors(snap.size, &snap.name)?,
+                    )
                     .map_err(Error::dm(format!("activate reverted volume {}", vol.name)))
             });
         if let Err(e) = made {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use convoy_thinpool::{
-    mapper_path, IdAllocator, PoolConfig, Sectors, ThinDevice, ThinId, ThinPool,
+    mapper_path, IdAllocator, PoolConfig, SectorBytes, Sectors, ThinDevice, ThinId, ThinPool,
 };
 
 use crate::driver::{BackupSource, Driver};
@@ -53,6 +53,16 @@ fn thin_id(id: Option<u32>, what: &str) -> Result<ThinId> {
     ThinId::new(u64::from(id)).map_err(Error::dm(format!("thin id of {what}")))
 }
 
+/// The device size of a recorded size in bytes (whole pool blocks, so whole sectors; a record
+/// saying otherwise is refused rather than its device cut short).
+fn record_sectors(bytes: u64, what: &str) -> Result<Sectors> {
+    Sectors::from_bytes(bytes).ok_or_else(|| {
+        Error::Internal(format!(
+            "the recorded size of {what}, {bytes} bytes, is not whole sectors"
+        ))
+    })
+}
+
 impl Driver for DmDriver {
     fn name(&self) -> &'static str {
         DEVICEMAPPER
@@ -74,7 +84,7 @@ impl Driver for DmDriver {
         );
         m.insert(
             "ThinpoolSize".into(),
-            (*self.pool.data_size() * 512).to_string(),
+            self.pool.data_size().to_bytes().to_string(),
         );
         m.insert("ThinpoolBlockSize".into(), self.block_bytes().to_string());
         m.insert(
@@ -113,7 +123,7 @@ impl Driver for DmDriver {
                 let id = thin_id(rec.dev_id, &rec.name).ok()?;
                 let dev = active.iter().find(|d| d.id == id)?;
                 let usage = self.pool.thin_usage(&dev.name).ok()?;
-                Some((rec.name.clone(), *usage.mapped * 512))
+                Some((rec.name.clone(), usage.mapped.to_bytes()))
             })
             .collect()
     }
@@ -150,7 +160,7 @@ impl Driver for DmDriver {
         let sectors = self
             .opts
             .round_to_blocks(size.unwrap_or(self.opts.default_volume_size))?;
-        rec.size = *sectors * 512;
+        rec.size = sectors.to_bytes();
         rec.filesystem = Some(self.opts.filesystem.clone());
         rec.dev_id = Some(self.allocate()?);
         Ok(())
@@ -399,7 +409,11 @@ impl Driver for DmDriver {
         let (_, ranges) = self.block_ranges(snap, parent)?;
         let dev = self
             .pool
-            .activate(id, &self.device_name(id), Sectors(snap.size / 512))
+            .activate(
+                id,
+                &self.device_name(id),
+                record_sectors(snap.size, &snap.name)?,
+            )
             .map_err(Error::dm(format!(
                 "activate snapshot {} of {}",
                 snap.name, vol.name

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use convoy_thinpool::{BlockSize, Sectors, DEFAULT_POOL_NAME};
+use convoy_thinpool::{BlockSize, SectorBytes, Sectors, DEFAULT_POOL_NAME};
 
 use crate::error::{Error, Result};
 use crate::guard_fill::FillThresholds;
@@ -126,15 +126,17 @@ impl DmOptions {
         if bytes == 0 {
             return Err(bad("a size must be greater than zero"));
         }
-        let sectors = bytes.div_ceil(512);
-        let rounded = sectors
-            .div_ceil(block)
-            .checked_mul(block)
-            .ok_or_else(|| bad("too large"))?;
-        if rounded.checked_mul(512).is_none() {
+        let sectors = *Sectors::covering(bytes);
+        let rounded = Sectors(
+            sectors
+                .div_ceil(block)
+                .checked_mul(block)
+                .ok_or_else(|| bad("too large"))?,
+        );
+        if rounded.checked_bytes().is_none() {
             return Err(bad("too large"));
         }
-        Ok(Sectors(rounded))
+        Ok(rounded)
     }
 }
 

@@ -23,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use convoy_thinpool::SECTOR_SIZE;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
@@ -163,7 +164,7 @@ const DIRECT_ALIGN: usize = 4096;
 /// Writes `data` at `offset` through `direct` (opened with `O_DIRECT`), from a copy in an
 /// aligned buffer. `EINVAL`: the device or the range does not allow direct I/O.
 fn write_direct(direct: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    if !(offset as usize).is_multiple_of(DIRECT_ALIGN) || !data.len().is_multiple_of(512) {
+    if !(offset as usize).is_multiple_of(DIRECT_ALIGN) || !data.len().is_multiple_of(SECTOR_SIZE) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut buf = vec![0u8; data.len() + DIRECT_ALIGN];

@@ -22,9 +22,10 @@ use super::overlay::Overlay;
 use crate::backup_device::{attach_options, nbd_device_number, nbd_error, open_reader};
 use crate::backups::{redact_urls, RestorePlan};
 use crate::browse::backup_key;
+use crate::durable::remove_durably;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::{blocking, VolumeManager};
-use crate::records::{remove_durably, InstantFill, VolumeRecord};
+use crate::records::{InstantFill, VolumeRecord};
 use crate::types::StoreOptions;
 
 /// Fill runs fetched at once.

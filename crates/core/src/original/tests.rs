@@ -3,6 +3,7 @@ use std::fs;
 use std::path::Path;
 
 use super::*;
+use crate::saved_config::original_saved_config;
 
 const DM_CFG: &str = r#"{"Root":"/var/lib/rancher/convoy/devicemapper","DataDevice":"/dev/vdb","MetadataDevice":"/dev/vdc","ThinpoolDevice":"/dev/mapper/convoy-pool","ThinpoolSize":6442450944,"ThinpoolBlockSize":4096,"DefaultVolumeSize":2147483648,"LastDevID":3}"#;
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::{jitter, validate_policy_name, Action, Policy, ALL_VOLUMES, MISSED_SPREAD_SECS};
+use crate::durable::write_atomic;
 use crate::error::{Error, Result};
-use crate::records::write_atomic;
 
 /// The file's name under the root.
 pub(super) const FILE: &str = "policies.json";

@@ -404,6 +404,9 @@ impl Progress for CountingProgress {
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         self.inner.advance(bytes);
     }
+    fn uploaded(&self, stored_bytes: u64) {
+        self.inner.uploaded(stored_bytes);
+    }
     fn finish(&self) {
         self.inner.finish();
     }

@@ -12,7 +12,6 @@ use convoy_core::{
 
 use super::{Call, Empty, Shared};
 use crate::http::required;
-use crate::wire::map_err;
 use crate::{Daemon, DaemonError, ErrorKind, Result};
 
 /// A set request as (volume, policy name, policy), every field checked.
@@ -27,10 +26,10 @@ pub(crate) fn policy_of(route: &str, r: &PolicySetRequest) -> Result<(String, St
     let every = |what: &str, text: &str| -> Result<Option<u64>> {
         match text.trim() {
             "" => Ok(None),
-            t => parse_interval(what, t).map(Some).map_err(map_err),
+            t => parse_interval(what, t).map(Some).map_err(DaemonError::from),
         }
     };
-    let keep = |what: &str, text: &str| parse_keep(what, text).map_err(map_err);
+    let keep = |what: &str, text: &str| parse_keep(what, text).map_err(DaemonError::from);
     let text = |t: &str| Some(t.trim().to_owned()).filter(|t| !t.is_empty());
     let policy = Policy {
         snapshot_every: every("snapshot interval (SnapshotEvery)", &r.snapshot_every)?,
@@ -40,17 +39,19 @@ pub(crate) fn policy_of(route: &str, r: &PolicySetRequest) -> Result<(String, St
         keep_snapshots: keep("snapshot retention (KeepSnapshots)", &r.keep_snapshots)?,
         keep_backups: keep("backup retention (KeepBackups)", &r.keep_backups)?,
     };
-    policy.validate().map_err(map_err)?;
-    convoy_core::validate_policy_name(&name).map_err(map_err)?;
+    policy.validate()?;
+    convoy_core::validate_policy_name(&name)?;
     Ok((volume, name, policy))
 }
 
 /// Sets a checked policy on an existing volume (or on all).
 pub(crate) async fn set_policy(d: &Daemon, volume: &str, name: &str, policy: Policy) -> Result<()> {
     if volume != ALL_VOLUMES {
-        d.manager.inspect_volume(volume).await.map_err(map_err)?;
+        d.manager.inspect_volume(volume).await?;
     }
-    d.policies.set(volume, name, policy).map_err(map_err)
+    d.policies
+        .set(volume, name, policy)
+        .map_err(DaemonError::from)
 }
 
 fn time(t: Option<i64>) -> String {
@@ -88,8 +89,7 @@ pub(crate) async fn list(d: &Daemon) -> Result<PolicyListResponse> {
     let volumes: Vec<String> = d
         .manager
         .list_volumes(None)
-        .await
-        .map_err(map_err)?
+        .await?
         .into_iter()
         .map(|v| v.name)
         .collect();
@@ -131,7 +131,7 @@ pub(crate) async fn remove(axum::extract::State(d): Shared, call: Call) -> Respo
         let removed = d
             .policies
             .remove(&volume, name)
-            .map_err(|e| DaemonError::volume(ErrorKind::NotFound, format!("{route}: {e}")))?;
+            .map_err(|e| DaemonError::failed(ErrorKind::NotFound, format!("{route}: {e}")))?;
         tracing::info!(volume = %volume, removed, "policies removed");
         Ok(Empty {})
     })
