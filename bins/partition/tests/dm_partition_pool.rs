@@ -5,34 +5,22 @@
 //! the whole data partition and the whole metadata partition in use by the kernel.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use convoy_testkit::{run, LoopDevice, LoopOptions};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_convoy-partition");
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// What a command printed, trimmed; the command must succeed.
+fn stdout(program: &str, args: &[&str]) -> String {
+    run(program, args).trim().to_string()
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A loop device over a sparse file, plus the dm devices built on it; all removed on drop
-/// (dm devices first, newest first).
+/// The dm devices built on the test's disk, removed on drop (newest first) before the disk
+/// (the rig's loop device, a field) is detached.
 struct Rig {
-    loop_device: PathBuf,
     dm_names: Vec<String>,
-    _dir: tempfile::TempDir,
+    _disk: LoopDevice,
 }
 
 impl Drop for Rig {
@@ -40,10 +28,6 @@ impl Drop for Rig {
         for name in self.dm_names.iter().rev() {
             let _ = Command::new("dmsetup").args(["remove", name]).status();
         }
-        let _ = Command::new("losetup")
-            .arg("-d")
-            .arg(&self.loop_device)
-            .status();
     }
 }
 
@@ -63,24 +47,21 @@ fn sysfs_sectors(partition: &Path) -> u64 {
 #[test]
 #[ignore = "needs a dm-thin kernel: run by cargo xtask test"]
 fn dm_partitions_carry_a_thin_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(2 << 30)
-        .unwrap();
-    let loop_device = PathBuf::from(stdout(&run(
-        "losetup",
-        &["-P", "-f", "--show", image.to_str().unwrap()],
-    )));
+    let disk = LoopDevice::in_temp_dir(
+        2 << 30,
+        LoopOptions {
+            partscan: true,
+            ..LoopOptions::default()
+        },
+    );
+    let loop_device = disk.path().to_path_buf();
     let mut rig = Rig {
-        loop_device: loop_device.clone(),
         dm_names: Vec::new(),
-        _dir: dir,
+        _disk: disk,
     };
 
     let max_thins = 32;
-    let report = stdout(&run(
+    let report = stdout(
         HELPER,
         &[
             "--write-to-disk",
@@ -88,7 +69,7 @@ fn dm_partitions_carry_a_thin_pool() {
             &max_thins.to_string(),
             loop_device.to_str().unwrap(),
         ],
-    ));
+    );
     let command = report.lines().last().unwrap();
     let option = |key: &str| -> PathBuf {
         command
@@ -155,7 +136,7 @@ fn dm_partitions_carry_a_thin_pool() {
     }
 
     // thin-pool status: <transaction id> <used meta>/<total meta> <used data>/<total data> ...
-    let status = stdout(&run("dmsetup", &["status", &pool]));
+    let status = stdout("dmsetup", &["status", &pool]);
     let fields: Vec<&str> = status.split_whitespace().collect();
     let pair = |field: &str| -> (u64, u64) {
         let (used, total) = field.split_once('/').unwrap();
