@@ -32,6 +32,15 @@ enum Sink {
     Remote(Box<BufWriter>),
 }
 
+/// A backup of that name is already published.
+fn exists_err(store: &Store, backup: &BackupRef) -> BackupError {
+    BackupError::BackupExists {
+        dest: store.dest.clone(),
+        volume: backup.volume.clone(),
+        backup: backup.backup.clone(),
+    }
+}
+
 /// A manifest being written.
 pub(crate) struct ManifestUpload<'a> {
     store: &'a Store,
@@ -94,23 +103,24 @@ impl<'a> ManifestUpload<'a> {
                 .write_all(bytes)
                 .await
                 .map_err(|e| local_err("writing", tmp, e)),
-            Sink::Remote(w) => w.write_all(bytes).await.map_err(|e| BackupError::Store {
-                dest: self.store.dest.clone(),
-                op: "put",
-                path: self.key.to_string(),
-                source: Box::new(object_store::Error::Generic {
-                    store: "manifest upload",
-                    source: Box::new(e),
-                }),
-            }),
+            Sink::Remote(w) => w.write_all(bytes).await.map_err(|e| self.upload_err(e)),
         }
     }
 
     fn exists_err(&self) -> BackupError {
-        BackupError::BackupExists {
+        exists_err(self.store, &self.backup)
+    }
+
+    /// The manifest upload's stream failed.
+    fn upload_err(&self, e: std::io::Error) -> BackupError {
+        BackupError::Store {
             dest: self.store.dest.clone(),
-            volume: self.backup.volume.clone(),
-            backup: self.backup.backup.clone(),
+            op: "put",
+            path: self.key.to_string(),
+            source: Box::new(object_store::Error::Generic {
+                store: "manifest upload",
+                source: Box::new(e),
+            }),
         }
     }
 
@@ -122,11 +132,7 @@ impl<'a> ManifestUpload<'a> {
         let (store, key, backup) = (self.store, self.key.clone(), self.backup.clone());
         async move {
             if remote && store.exists(&key).await? {
-                return Err(BackupError::BackupExists {
-                    dest: store.dest.clone(),
-                    volume: backup.volume,
-                    backup: backup.backup,
-                });
+                return Err(exists_err(store, &backup));
             }
             Ok(())
         }
@@ -181,15 +187,7 @@ impl<'a> ManifestUpload<'a> {
                 }
                 Ok(())
             }
-            Sink::Remote(mut w) => w.shutdown().await.map_err(|e| BackupError::Store {
-                dest: self.store.dest.clone(),
-                op: "put",
-                path: self.key.to_string(),
-                source: Box::new(object_store::Error::Generic {
-                    store: "manifest upload",
-                    source: Box::new(e),
-                }),
-            }),
+            Sink::Remote(mut w) => w.shutdown().await.map_err(|e| self.upload_err(e)),
         }
     }
 
