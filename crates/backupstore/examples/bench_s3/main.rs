@@ -15,8 +15,10 @@
 //! For each latency, each tool: a full backup of the image; a backup after 1% of its 2 MiB
 //! blocks changed (convoy is given the changed ranges and its first backup as parent, as
 //! convoy-core does with a thin-pool delta; restic re-reads the image, as it must); a restore
-//! of that second backup, checked byte-identical. Per phase: wall time of the tool's process,
-//! requests seen by the proxy (by method), peak RSS (GNU time); after phase 2 the objects and
+//! of that second backup, checked byte-identical; then convoy's backup after the change and
+//! restore again with the store opened before, as the daemon runs them (`warm.rs`). Per
+//! phase: wall time of the tool's process, requests seen by the proxy (by method), peak RSS
+//! (GNU time); after phase 2 the objects and
 //! bytes the tool's prefix holds (listed from the server directly, not counted). Then, at the
 //! last latency, the delete phase: a small image backed up again and again with a small change
 //! each time, and when the store holds 10 (then 100) backups one in the middle is deleted
@@ -30,6 +32,7 @@ mod bench_support;
 mod delete;
 mod proxy;
 mod sweep;
+mod warm;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -300,6 +303,7 @@ fn main() {
     for &latency in &latencies {
         counts.set_latency(Duration::from_millis(latency));
         let mut rows: Vec<(Tool, [Run; 3], (u64, u64))> = Vec::new();
+        let mut warm = Vec::new();
         for tool in tools {
             let prefix = format!("{}-{latency}ms", tool.name());
             eprintln!("latency {latency} ms: {prefix}");
@@ -342,9 +346,13 @@ fn main() {
             };
             let _ = std::fs::remove_dir_all(&out);
             let _ = std::fs::remove_file(&out);
+            if tool != Tool::Restic {
+                warm.push(warm::measure(&b, tool, &prefix, &second, &ranges, &out));
+            }
             rows.push((tool, [full, inc, restore], stored));
         }
         print_table(latency, size, &rows);
+        warm::print(size, &rows[0].1, &warm[0], &warm[1]);
     }
 
     if !delete_at.is_empty() {
