@@ -478,10 +478,22 @@ impl BackupTarget {
         if let Some(k) = self.store.keys.get() {
             return Ok(k.clone());
         }
-        let keys = match keys::read_marker(&self.store).await? {
+        // With a key given, its secret and the store's key slots are read beside the marker
+        // (the slots are wasted on an unencrypted store, which a key does not open anyway).
+        let (marker, prepared) = match &self.opts.secret {
+            Some(src) => {
+                let (marker, prepared) = futures::join!(
+                    keys::read_marker(&self.store),
+                    keys::prepare(&self.store, src)
+                );
+                (marker?, Some(prepared))
+            }
+            None => (keys::read_marker(&self.store).await?, None),
+        };
+        let keys = match marker {
             None | Some(MarkerCipher::None) => None,
             Some(MarkerCipher::Sealed(id)) => {
-                let Some(src) = &self.opts.secret else {
+                let (Some(src), Some(prepared)) = (&self.opts.secret, prepared) else {
                     return Err(BackupError::Key {
                         dest: self.store.dest.clone(),
                         reason: format!(
@@ -491,7 +503,10 @@ impl BackupTarget {
                         ),
                     });
                 };
-                Some(Arc::new(keys::unlock(&self.store, id, src).await?))
+                let (secret, slots) = prepared?;
+                Some(Arc::new(
+                    keys::open_slots(&self.store, id, src, secret, slots).await?,
+                ))
             }
         };
         let _ = self.store.keys.set(keys);
