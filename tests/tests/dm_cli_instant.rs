@@ -40,12 +40,15 @@ fn fill(at: &Path, seed: u64, big_mib: usize) {
 
 static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
-/// Where the test's time went (printed when it fails).
+/// Where the test's time went: written to the process's standard error directly, which
+/// libtest does not capture, so that the VM tier's log shows it whether the test passes or not.
 fn mark(what: &str) {
-    eprintln!(
-        "TIMING {:>7.1?} {what}",
+    use std::io::Write;
+    let line = format!(
+        "TIMING {:>7.1?} {what}\n",
         T0.get_or_init(Instant::now).elapsed()
     );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 fn driver_info(d: &TestDaemon, vol: &str) -> serde_json::Value {
@@ -338,6 +341,7 @@ fn dm_cli_instant_restore_from_vfs_and_s3() {
     std::env::set_var("CONVOY_TEST_FILL_PAUSE_MS", "2000");
     d.restart_with(&["--backup-passphrase-file", &pass]);
     let enc_url = d.ok(&["backup", "create", &small_snap, "--dest", &enc_dest]);
+    mark("encrypted backup made");
     let look = d.dir.path().join("look");
     std::fs::create_dir(&look).unwrap();
     d.ok(&["backup", "mount", &enc_url, look.to_str().unwrap()]);
@@ -347,6 +351,7 @@ fn dm_cli_instant_restore_from_vfs_and_s3() {
         "browsed files of the encrypted backup differ"
     );
     d.ok(&["backup", "umount", look.to_str().unwrap()]);
+    mark("encrypted backup browsed");
     instant_case(
         &mut d,
         &tag,
