@@ -64,16 +64,20 @@ impl Group {
 }
 
 /// Downloads one group with a ranged GET and verifies every block in it; returns the data of
-/// each entry. A group whose pack was compacted (the pack is gone, or its forwarding object was
-/// already read) is read from where the forwarding object says its blocks went.
+/// each entry, or, given a `sink`, writes each block there as soon as it is verified and returns
+/// the entries with empty data (the block is written while it is still in the CPU's cache, and
+/// one block's buffer is reused for the next instead of a group's worth of them held). A group
+/// whose pack was compacted (the pack is gone, or its forwarding object was already read) is
+/// read from where the forwarding object says its blocks went.
 pub(crate) async fn fetch(
     store: &Arc<Store>,
     fwd: &Arc<Forwards>,
     r: &BackupRef,
     g: Group,
+    sink: Option<Arc<dyn BlockSink>>,
 ) -> Result<Vec<(Entry, Vec<u8>)>> {
     let items = g.entries.into_iter().map(|e| (e, e.loc)).collect();
-    fetch_at(store.clone(), fwd.clone(), r.clone(), items, 0).await
+    fetch_at(store.clone(), fwd.clone(), r.clone(), items, 0, sink).await
 }
 
 /// Reads entries stored (now) at the given places, consecutive in one pack.
@@ -86,6 +90,7 @@ fn fetch_at(
     r: BackupRef,
     items: Vec<(Entry, Loc)>,
     hops: usize,
+    sink: Option<Arc<dyn BlockSink>>,
 ) -> futures::future::BoxFuture<'static, Result<Fetched>> {
     Box::pin(async move {
         let (first, at) = items[0];
@@ -106,7 +111,7 @@ fn fetch_at(
             }
         };
         if let Some(bytes) = bytes {
-            return check(store, r, items, range.start, bytes).await;
+            return check(store, r, items, range.start, bytes, sink).await;
         }
         if hops >= MAX_HOPS {
             return Err(forward::corrupt(
@@ -145,19 +150,31 @@ fn fetch_at(
         }
         let mut out = Vec::new();
         for g in groups {
-            out.extend(fetch_at(store.clone(), fwd.clone(), r.clone(), g, hops + 1).await?);
+            out.extend(
+                fetch_at(
+                    store.clone(),
+                    fwd.clone(),
+                    r.clone(),
+                    g,
+                    hops + 1,
+                    sink.clone(),
+                )
+                .await?,
+            );
         }
         Ok(out)
     })
 }
 
-/// Decodes and verifies the blocks of `items` from `bytes`, read from their pack at `start`.
+/// Decodes and verifies the blocks of `items` from `bytes`, read from their pack at `start`;
+/// with a `sink`, writes each one there once verified (see [`fetch`]).
 async fn check(
     store: Arc<Store>,
     r: BackupRef,
     items: Vec<(Entry, Loc)>,
     start: u64,
     bytes: bytes::Bytes,
+    sink: Option<Arc<dyn BlockSink>>,
 ) -> Result<Vec<(Entry, Vec<u8>)>> {
     let backup = r.backup;
     crate::worker::run(move || {
@@ -192,7 +209,17 @@ async fn check(
                     reason: format!("{} bytes, the manifest says {}", data.len(), e.len),
                 }));
             }
-            out.push((e, data));
+            match &sink {
+                Some(sink) => {
+                    sink.write_at(e.offset, &data)
+                        .map_err(|source| BackupError::SinkWrite {
+                            offset: e.offset,
+                            source,
+                        })?;
+                    out.push((e, Vec::new()));
+                }
+                None => out.push((e, data)),
+            }
         }
         Ok(out)
     })
@@ -306,23 +333,10 @@ async fn run(
                         Ok((0u64, 0u64))
                     }
                     Item::Blocks(g) => {
-                        let blocks = fetch(&store, &fwd, r, g).await?;
+                        // Written by the worker that verified them, block by block.
+                        let blocks = fetch(&store, &fwd, r, g, sink).await?;
                         let n = blocks.len() as u64;
                         let bytes: u64 = blocks.iter().map(|(e, _)| u64::from(e.len)).sum();
-                        if let Some(sink) = sink {
-                            crate::worker::run(move || {
-                                for (e, data) in blocks {
-                                    sink.write_at(e.offset, &data).map_err(|source| {
-                                        BackupError::SinkWrite {
-                                            offset: e.offset,
-                                            source,
-                                        }
-                                    })?;
-                                }
-                                Ok::<_, BackupError>(())
-                            })
-                            .await??;
-                        }
                         Ok((n, bytes))
                     }
                 }
