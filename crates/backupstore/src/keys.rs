@@ -312,8 +312,9 @@ async fn make_slot(
     Ok(slot)
 }
 
-/// Reads every key slot (name order).
-async fn read_slots(store: &Store) -> Result<Slots> {
+/// Reads every key slot (name order). `BackupTarget::unlock` reads them beside the store
+/// marker, before it knows the store is encrypted: an encrypted store opens in two round trips.
+pub(crate) async fn read_slots(store: &Store) -> Result<Slots> {
     let keys: Vec<Path> = store.list(&keys_prefix()).try_collect().await?;
     // The slots are read together: a store with several slots opens in one round trip more
     // than its listing, not one per slot.
@@ -349,34 +350,27 @@ async fn read_slots(store: &Store) -> Result<Slots> {
 /// The key slots of a store, by name: each parsed, or why it could not be.
 pub(crate) type Slots = Vec<(String, std::result::Result<Slot, String>)>;
 
-/// What opening an encrypted store needs from outside the store and from its `keys/`: the
-/// secret (read from its source) and the key slots. Read before the marker is known, beside
-/// its read, so that an encrypted store opens in two round trips instead of three.
-pub(crate) async fn prepare(store: &Store, source: &SecretSource) -> Result<(Secret, Slots)> {
-    futures::try_join!(read_secret(store, source), read_slots(store))
-}
-
 /// Opens the master key of store `store_id` with the secret from `source` (the tests' shortcut;
-/// `BackupTarget::unlock` reads the secret and the slots beside the marker instead).
+/// `BackupTarget::unlock` reads the slots beside the marker instead).
 #[cfg(test)]
 pub(crate) async fn unlock(
     store: &Store,
     store_id: [u8; 16],
     source: &SecretSource,
 ) -> Result<Keys> {
-    let (secret, slots) = prepare(store, source).await?;
-    open_slots(store, store_id, source, secret, slots).await
+    open_slots(store, store_id, source, read_slots(store).await?).await
 }
 
-/// Opens the master key of store `store_id` with `secret` (read from `source`) and the store's
-/// key slots, as [`prepare`] read them.
+/// Opens the master key of store `store_id` with the secret from `source` and the store's key
+/// slots, as [`read_slots`] read them. The secret is read only now, once the store is known to be
+/// encrypted (a command given for it is not run for an unencrypted store).
 pub(crate) async fn open_slots(
     store: &Store,
     store_id: [u8; 16],
     source: &SecretSource,
-    secret: Secret,
     slots: Slots,
 ) -> Result<Keys> {
+    let secret = read_secret(store, source).await?;
     if slots.is_empty() {
         return Err(key_err(
             store,

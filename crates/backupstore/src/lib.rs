@@ -478,22 +478,22 @@ impl BackupTarget {
         if let Some(k) = self.store.keys.get() {
             return Ok(k.clone());
         }
-        // With a key given, its secret and the store's key slots are read beside the marker
-        // (the slots are wasted on an unencrypted store, which a key does not open anyway).
-        let (marker, prepared) = match &self.opts.secret {
-            Some(src) => {
-                let (marker, prepared) = futures::join!(
+        // With a key given, the store's key slots are read beside the marker (wasted on an
+        // unencrypted store, which a key does not open anyway).
+        let (marker, slots) = match &self.opts.secret {
+            Some(_) => {
+                let (marker, slots) = futures::join!(
                     keys::read_marker(&self.store),
-                    keys::prepare(&self.store, src)
+                    keys::read_slots(&self.store)
                 );
-                (marker?, Some(prepared))
+                (marker?, Some(slots))
             }
             None => (keys::read_marker(&self.store).await?, None),
         };
         let keys = match marker {
             None | Some(MarkerCipher::None) => None,
             Some(MarkerCipher::Sealed(id)) => {
-                let (Some(src), Some(prepared)) = (&self.opts.secret, prepared) else {
+                let (Some(src), Some(slots)) = (&self.opts.secret, slots) else {
                     return Err(BackupError::Key {
                         dest: self.store.dest.clone(),
                         reason: format!(
@@ -503,9 +503,8 @@ impl BackupTarget {
                         ),
                     });
                 };
-                let (secret, slots) = prepared?;
                 Some(Arc::new(
-                    keys::open_slots(&self.store, id, src, secret, slots).await?,
+                    keys::open_slots(&self.store, id, src, slots?).await?,
                 ))
             }
         };
