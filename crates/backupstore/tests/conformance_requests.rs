@@ -7,7 +7,9 @@
 #[macro_use]
 mod support;
 
-use convoy_backupstore::{BackupRef, BackupTarget, KdfParams, NoProgress, SecretSource};
+use convoy_backupstore::{
+    BackupRef, BackupTarget, KdfParams, NoProgress, SecretSource, TargetOptions,
+};
 use support::*;
 use zeroize::Zeroizing;
 
@@ -113,25 +115,16 @@ async fn own_packs_are_cached(env: Env) {
 
 conformance!(delete_cost_is_flat, own_packs_are_cached);
 
-/// An incremental backup after a small change waits for six round trips on S3, one after
-/// another: the lock's write (with the store marker's read), the listing of locks, the first
-/// reads (marker, name, parent manifest, store index), the writes (pack, its reference, the
-/// parent records, the name's second check), the manifest, the lock's removal. Counted as
-/// waves at a server that holds every request for 100 ms, far above the client's own work
-/// between them (tiny chunks). Before the requests were sent together it waited for nine.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incremental_waits_for_six_round_trips() {
-    let env = Env::s3().await;
-    let caches = tempfile::tempdir().unwrap();
-    let mut opts = env.opts.clone();
-    opts.cache_dir = Some(caches.path().join("cache"));
-    let seed = BackupTarget::open(&env.dest, opts.clone()).unwrap();
+/// Waves of requests (round trips) an incremental backup of one changed chunk waits for on
+/// S3, counted at a server that holds every request for 100 ms, far above the client's own work
+/// between them (tiny chunks). `opts` opens the store (`seed` has made it, with the same cache
+/// directory); a new target makes the incremental, as a new `convoy backup create` process (or
+/// the daemon, per command) opens one. The incremental is checked to restore.
+async fn incremental_waves(env: &Env, seed: &BackupTarget, opts: TargetOptions) -> u64 {
     let size = 16 * C;
     let img = Image::new(size, 5);
-    let full = full_backup(&seed, &img, "waves").await;
+    let full = full_backup(seed, &img, "waves").await;
     img.write(3 * C, &noise(C as usize, 99));
-    // A new target on the same host (its index cache), as a new `convoy backup create`
-    // process opens one.
     let t = BackupTarget::open(&env.dest, opts).unwrap();
     env.waves().set_delay(std::time::Duration::from_millis(100));
     let before = env.waves().count();
@@ -150,9 +143,25 @@ async fn an_incremental_waits_for_six_round_trips() {
     let waves = env.waves().count() - before;
     env.waves().set_delay(std::time::Duration::ZERO);
     assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
-    assert!(waves <= 6, "the incremental waited for {waves} round trips");
     let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
     assert!(got == img.bytes(), "the incremental restores");
+    waves
+}
+
+/// An incremental backup after a small change waits for six round trips on S3, one after
+/// another: the lock's write (with the store marker's read), the listing of locks, the first
+/// reads (marker, name, parent manifest, store index), the writes (pack, its reference, the
+/// parent records, the name's second check), the manifest, the lock's removal. Before the
+/// requests were sent together it waited for nine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_waits_for_six_round_trips() {
+    let env = Env::s3().await;
+    let caches = tempfile::tempdir().unwrap();
+    let mut opts = env.opts.clone();
+    opts.cache_dir = Some(caches.path().join("cache"));
+    let seed = BackupTarget::open(&env.dest, opts.clone()).unwrap();
+    let waves = incremental_waves(&env, &seed, opts).await;
+    assert!(waves <= 6, "the incremental waited for {waves} round trips");
 }
 
 /// The same incremental on an encrypted store waits for two round trips more: the key is
@@ -171,33 +180,10 @@ async fn an_encrypted_incremental_waits_for_eight_round_trips() {
     let seed = BackupTarget::open(&env.dest, opts.clone()).unwrap();
     seed.init(true).await.unwrap();
     seed.key_add(&pass("second")).await.unwrap();
-    let size = 16 * C;
-    let img = Image::new(size, 6);
-    let full = full_backup(&seed, &img, "sealed").await;
-    img.write(5 * C, &noise(C as usize, 98));
-    // A new target, as the daemon opens one per command (the derived key is kept by the process).
-    let t = BackupTarget::open(&env.dest, opts).unwrap();
-    env.waves().set_delay(std::time::Duration::from_millis(100));
-    let before = env.waves().count();
-    let mut m = meta("sealed", size);
-    m.backup_name = Some("inc".into());
-    let inc = t
-        .backup(
-            img.file.clone(),
-            &[5 * C..6 * C],
-            Some(&full.backup.backup),
-            m,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
-    let waves = env.waves().count() - before;
-    env.waves().set_delay(std::time::Duration::ZERO);
-    assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
+    // The derived key is kept by the process, as the daemon keeps it.
+    let waves = incremental_waves(&env, &seed, opts).await;
     assert!(
         waves <= 8,
         "the encrypted incremental waited for {waves} round trips"
     );
-    let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
-    assert!(got == img.bytes(), "the encrypted incremental restores");
 }
