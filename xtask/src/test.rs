@@ -152,12 +152,12 @@ impl Counts {
     }
 }
 
-/// What the test tiers build and run: every target with tests (libraries, binaries,
+/// What the test tiers build and run of the packages they select: every target with tests (libraries, binaries,
 /// integration tests), not the examples. `cargo test`'s default also links every example,
 /// which no test runs (`dm_example` includes the one it runs as a module): 173 s of compile
 /// time, about 1.5 minutes of a clean 2-core build. The examples are still checked by CI's
 /// `cargo clippy --all-targets`, and `cargo xtask bench` builds the ones it runs.
-const TEST_TARGETS: [&str; 4] = ["--workspace", "--lib", "--bins", "--tests"];
+const TEST_TARGETS: [&str; 3] = ["--lib", "--bins", "--tests"];
 
 /// The host tier: the test targets, then the doc tests; their output passed through and their
 /// results counted.
@@ -165,9 +165,9 @@ fn host_tier() -> Result<(bool, Counts)> {
     let mut counts = Counts::default();
     let mut ok = true;
     // The doc tests have their own run: target flags leave them out of the first.
-    for what in [&TEST_TARGETS[..], &["--workspace", "--doc"][..]] {
+    for what in [&TEST_TARGETS[..], &["--doc"][..]] {
         let mut child = Command::new(cargo())
-            .arg("test")
+            .args(["test", "--workspace"])
             .args(what)
             .current_dir(vm::repo_root())
             .stdout(Stdio::piped())
@@ -181,7 +181,7 @@ fn host_tier() -> Result<(bool, Counts)> {
         let status = child.wait()?;
         if !status.success() {
             println!(
-                "== host tier FAILED ({status}): cargo test {}",
+                "== host tier FAILED ({status}): cargo test --workspace {}",
                 what.join(" ")
             );
             ok = false;
@@ -338,10 +338,15 @@ pub fn build_test_binaries(package: Option<&str>) -> Result<Vec<(PathBuf, PathBu
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .args(match package {
-            Some(p) => vec!["--package", p, "--lib", "--bins", "--tests"],
-            None => TEST_TARGETS.to_vec(),
-        })
+        .args(
+            match package {
+                Some(p) => ["--package", p],
+                None => ["--workspace", ""],
+            }
+            .iter()
+            .filter(|a| !a.is_empty()),
+        )
+        .args(TEST_TARGETS)
         .current_dir(vm::repo_root())
         .stdout(Stdio::piped())
         .spawn()
