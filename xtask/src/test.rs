@@ -152,8 +152,8 @@ impl Counts {
     }
 }
 
-/// What the test tiers build and run of the packages they select: every target with tests (libraries, binaries,
-/// integration tests), not the examples. `cargo test`'s default also links every example,
+/// What the test tiers build and run of the packages they select: every target with tests
+/// (libraries, binaries, integration tests), not the examples. `cargo test`'s default also links every example,
 /// which no test runs (`dm_example` includes the one it runs as a module): 173 s of compile
 /// time, about 1.5 minutes of a clean 2-core build. The examples are still checked by CI's
 /// `cargo clippy --all-targets`, and `cargo xtask bench` builds the ones it runs.
