@@ -5,7 +5,8 @@
 //! and the Docker volume plugin protocol over HTTP on one unix socket, until `shutdown`
 //! completes.
 //!
-//! * [`server`]: the router, [`run`] and [`bind_socket`] (stale socket removal, mode 0600).
+//! * [`server`]: the router, [`run`] and [`bind_socket`] (stale socket removal, mode 0600, the
+//!   file appears only once it listens).
 //! * [`Daemon`]: the `convoy_core::VolumeManager` the handlers call directly, plus the
 //!   daemon's own state (settings, policies). Docker's mount references are the manager's
 //!   (`VolumeManager::mount_for`), kept under each volume's lock.

@@ -120,25 +120,91 @@ pub async fn run(
 /// Binds the daemon's socket at `path`: creates its directory, removes a stale socket file (one
 /// no server answers on — dockerd hangs on those), refuses a live one, and restricts the socket
 /// to its owner (mode 0600).
+///
+/// The socket file appears at `path` only once it listens: it is bound under a temporary name
+/// beside `path` and then linked into place. A client that waits for the file (dockerd's plugin
+/// discovery, a CSI sidecar, a script) never finds it refusing connections, as it would between
+/// `bind` and `listen`. The link fails if another server took `path` meanwhile.
 pub fn bind_socket(path: &Path) -> Result<UnixListener> {
     let fail = |source| DaemonError::Socket {
         socket: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
     if std::fs::symlink_metadata(path).is_ok() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(fail(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another server is answering on this socket",
-            )));
+            return Err(fail(another_server()));
         }
         tracing::info!(socket = %path.display(), "removing stale socket");
         std::fs::remove_file(path).map_err(fail)?;
     }
-    let listener = UnixListener::bind(path).map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    Ok(listener)
+    static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = dir
+        .unwrap_or(Path::new("."))
+        .join(format!(".convoy-{}-{n}.sock", std::process::id()));
+    // A socket path holds at most 107 bytes; where the temporary name would not fit, the
+    // socket is bound in place.
+    if temp.as_os_str().len() > 107 {
+        let listener = UnixListener::bind(path).map_err(fail)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        return Ok(listener);
+    }
+    let _ = std::fs::remove_file(&temp);
+    let listener = UnixListener::bind(&temp).map_err(fail)?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match placed {
+        Ok(()) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(fail(another_server())),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn another_server() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "another server is answering on this socket",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::bind_socket;
+
+    #[tokio::test]
+    async fn the_socket_file_appears_listening_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("convoy.sock");
+        let _listener = bind_socket(&path).unwrap();
+        // Connectable at once, owner-only, and no temporary name left beside it.
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("convoy.sock")]);
+        // A live socket is refused, and left as it was.
+        let err = bind_socket(&path).unwrap_err().to_string();
+        assert!(err.contains("another server is answering"), "{err}");
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("convoy.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+        let _listener = bind_socket(&path).unwrap();
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+    }
 }
