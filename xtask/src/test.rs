@@ -4,7 +4,8 @@
 //!    (named `dm_...`, `#[ignore]`d with a reason) are listed there as ignored, never counted as
 //!    passing.
 //! 2. VM tier: the workspace's test binaries are built on the host; those that hold `dm_` tests
-//!    run inside **one** guest boot with `--ignored dm_`, on a real dm-thin kernel. The guest's
+//!    run inside **one** guest boot with `--ignored dm_`, on a real dm-thin kernel, in two lanes
+//!    at once (see [`SHARED_DEVICE_LANE`]). The guest's
 //!    `TMPDIR` is a fresh ext4 filesystem on a large sparse scratch disk (`/dev/vda`), so tests can
 //!    back loop devices with sparse files; a blank 4 GiB virtio disk (`/dev/vdb`, named in
 //!    `CONVOY_VM_SPARE_DISK`) serves the tests that need a real disk (partitioning).
@@ -243,7 +244,7 @@ fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Count
         bail!("the VM tier found no `{DEVICE_TEST_PREFIX}` test to run");
     }
     println!(
-        "== VM tier: {total} device tests in {} binaries, one guest boot",
+        "== VM tier: {total} device tests in {} binaries, one guest boot, two lanes",
         binaries.len()
     );
     let mut script = String::new();
@@ -251,30 +252,18 @@ fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Count
         .push_str("echo \"guest kernel: $(uname -r)\"\necho 'dmsetup targets:'\ndmsetup targets\n");
     script.push_str(vm::SCRATCH_TMP_SCRIPT);
     script.push_str(&format!("export CONVOY_VM_SPARE_DISK={SPARE_DISK}\n"));
-    script.push_str("rc=0\n");
     let filter = match &args.filter {
         Some(f) => shell_quote(f),
         None => DEVICE_TEST_PREFIX.to_string(),
     };
-    for binary in &binaries {
-        script.push_str(&format!(
-            "echo '== {name}'\n(cd {dir} && {bin} --ignored {filter} --test-threads=1 --color never) || rc=1\n",
-            name = binary
-                .path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy(),
-            dir = shell_quote(&binary.package_dir.to_string_lossy()),
-            bin = shell_quote(&binary.path.to_string_lossy()),
-        ));
-    }
-    script.push_str("exit $rc\n");
+    script.push_str(&lanes_script(&binaries, &filter));
     let run = GuestRun {
         script_body: script,
         disk_sizes: vec![vm::SCRATCH_DISK_BYTES, SPARE_DISK_BYTES],
         disk_files: Vec::new(),
         timeout: Duration::from_secs(args.timeout),
-        memory_mib: 2048,
+        // Two lanes of tests at once: more room than one needed (2 GiB).
+        memory_mib: 3072,
         mode: Mode::Batch,
         verbose: false,
     };
@@ -282,7 +271,7 @@ fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Count
     let mut counts = Counts::default();
     let outcome = vm::boot(&run, &mut |line| {
         println!("{line}");
-        counts.observe(line);
+        counts.observe(strip_lane(line));
     })?;
     println!(
         "== VM tier finished in {:.1} s (guest exit status {})",
@@ -295,6 +284,69 @@ fn vm_tier(args: &TestArgs, built: &[(PathBuf, PathBuf)]) -> Result<(bool, Count
     );
     let ok = outcome.exit_status == 0 && counts.failed == 0 && counts.passed > 0;
     Ok((ok, counts))
+}
+
+/// Test binaries that use what the guest has only one of — NBD devices, the spare disk, the
+/// default pool and socket names of the CLI — so they never run beside one another. They form
+/// one lane; every other device test binary makes its devices under names of its own, and runs
+/// in the other lane, at the same time. The guest has 2 vCPUs (multi-threaded TCG) and a test
+/// binary under TCG keeps about one of them busy, so two lanes take about half the time of one.
+const SHARED_DEVICE_LANE: &[&str] = &[
+    "dm_cli_",
+    "dm_nbd",
+    "dm_cancel",
+    "dm_partition_",
+    "cli_",
+    // Not sharing anything: here to even out the lanes' times (about 11 min each in CI).
+    "dm_csi",
+];
+
+/// The guest script that runs `binaries` in two lanes at once: each lane runs its binaries one
+/// after the other (`--test-threads=1`), its output lines prefixed with `[a] ` or `[b] `; the
+/// script exits non-zero if any binary failed.
+fn lanes_script(binaries: &[TestBinary], filter: &str) -> String {
+    let shared = |b: &TestBinary| {
+        let name = b.name();
+        SHARED_DEVICE_LANE.iter().any(|p| name.starts_with(p))
+    };
+    let lanes: [(&str, Vec<&TestBinary>); 2] = [
+        ("a", binaries.iter().filter(|b| shared(b)).collect()),
+        ("b", binaries.iter().filter(|b| !shared(b)).collect()),
+    ];
+    let mut script = String::new();
+    for (lane, members) in &lanes {
+        script.push_str(&format!("lane_{lane}() {{\n    lrc=0\n"));
+        for binary in members {
+            script.push_str(&format!(
+                "    echo '== {name}'\n    (cd {dir} && {bin} --ignored {filter} --test-threads=1 --color never) || lrc=1\n",
+                name = binary.name(),
+                dir = shell_quote(&binary.package_dir.to_string_lossy()),
+                bin = shell_quote(&binary.path.to_string_lossy()),
+            ));
+        }
+        script.push_str(&format!("    echo $lrc > \"$TMPDIR/lane-{lane}.rc\"\n}}\n"));
+    }
+    for (lane, _) in &lanes {
+        script.push_str(&format!(
+            "{{ lane_{lane} 2>&1; }} | sed -u 's/^/[{lane}] /' &\n"
+        ));
+    }
+    script.push_str("wait\nrc=0\n");
+    for (lane, _) in &lanes {
+        script.push_str(&format!(
+            "[ \"$(cat \"$TMPDIR/lane-{lane}.rc\" 2>/dev/null)\" = 0 ] || rc=1\n"
+        ));
+    }
+    script.push_str("exit $rc\n");
+    script
+}
+
+/// A guest output line without its lane prefix (`[a] `).
+fn strip_lane(line: &str) -> &str {
+    match (line.get(..1), line.get(2..4), line.get(4..)) {
+        (Some("["), Some("] "), Some(rest)) => rest,
+        _ => line,
+    }
 }
 
 /// Whether `dockerd` is installed.
@@ -438,6 +490,32 @@ mod tests {
             Some((1, 2))
         );
         assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn the_vm_lanes_split_the_binaries_and_their_prefix_is_stripped() {
+        let bin = |name: &str| TestBinary {
+            path: PathBuf::from(format!("/t/deps/{name}-0123")),
+            package_dir: PathBuf::from("/t"),
+            tests: 1,
+        };
+        let script = lanes_script(&[bin("dm_nbd"), bin("dm_thin"), bin("cli_adopt")], "dm_");
+        let (a, rest) = script.split_once("lane_b() {").unwrap();
+        let b = rest.split_once('}').unwrap().0;
+        assert!(
+            a.contains("dm_nbd-0123") && a.contains("cli_adopt-0123"),
+            "{script}"
+        );
+        assert!(!a.contains("dm_thin"), "{script}");
+        assert!(
+            b.contains("dm_thin-0123") && !b.contains("dm_nbd"),
+            "{script}"
+        );
+        assert!(script.contains("| sed -u 's/^/[a] /' &"), "{script}");
+        assert!(script.ends_with("exit $rc\n"), "{script}");
+        assert_eq!(strip_lane("[b] test result: ok."), "test result: ok.");
+        assert_eq!(strip_lane("test result: ok."), "test result: ok.");
+        assert_eq!(strip_lane("[é] x"), "[é] x");
     }
 
     #[test]
