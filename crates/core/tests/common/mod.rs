@@ -150,15 +150,17 @@ pub fn thin_delta_blocks(fx: &Fixture, left: u64, right: u64) -> u64 {
 /// SHA-256 of thin id `id` activated temporarily (size in bytes).
 pub fn thin_checksum(fx: &Fixture, id: u64, size: u64) -> String {
     let pool = fx.pool();
+    // Named after the fixture's pool: tests of other binaries may run at the same time.
+    let name = format!("{}-checksum", fx.pool_name);
     let dev = pool
         .activate(
             convoy_thinpool::ThinId::new(id).unwrap(),
-            "cc-checksum",
+            &name,
             Sectors(size / 512),
         )
         .unwrap();
     let sum = checksum(&dev.path).0;
-    pool.deactivate("cc-checksum").unwrap();
+    pool.deactivate(&name).unwrap();
     sum
 }
 
