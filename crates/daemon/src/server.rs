@@ -155,8 +155,18 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     let _ = std::fs::remove_file(&temp);
     let listener = UnixListener::bind(&temp).map_err(fail)?;
-    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::hard_link(&temp, path));
+    let placed =
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)).and_then(|()| {
+            match std::fs::hard_link(&temp, path) {
+                // A filesystem without hard links: moved into place instead (the stale file is
+                // gone, so this replaces nothing but a server started in this very instant).
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    tracing::debug!(error = %e, "cannot link the socket into place; renaming it");
+                    std::fs::rename(&temp, path)
+                }
+                linked => linked,
+            }
+        });
     let _ = std::fs::remove_file(&temp);
     match placed {
         Ok(()) => Ok(listener),
