@@ -4,8 +4,7 @@
 // The API takes a list of byte ranges; a single whole-volume range is the common full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

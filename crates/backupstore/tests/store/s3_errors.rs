@@ -4,7 +4,7 @@
 // The API takes a list of byte ranges; a single whole-volume range is the common full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-mod support;
+use crate::support;
 
 use convoy_backupstore::{BackupError, BackupTarget, NoProgress, TargetOptions};
 use support::*;

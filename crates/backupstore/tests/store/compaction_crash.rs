@@ -7,8 +7,7 @@
 
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use convoy_backupstore::testing::Faults;
 use convoy_backupstore::{BackupTarget, CompactOptions, NoProgress};

@@ -5,8 +5,7 @@
 
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use convoy_backupstore::{BackupError, BackupTarget, CompactOptions, CompactStats, NoProgress};
 use support::compaction::*;

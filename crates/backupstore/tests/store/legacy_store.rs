@@ -5,7 +5,7 @@
 //! taken from the volume at each snapshot. Then damaged copies: a corrupt block, a missing
 //! block, a block list pointing outside the volume.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

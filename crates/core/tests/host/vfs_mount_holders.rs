@@ -2,7 +2,7 @@
 //! per volume, saved under the root across restarts, forgotten with their volume, and a
 //! delete for holders refused while any remain.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,8 +4,7 @@
 // The API takes a list of byte ranges; one range is the common case.
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use convoy_backupstore::{
     BackupRef, BackupTarget, KdfParams, NoProgress, SecretSource, TargetOptions,

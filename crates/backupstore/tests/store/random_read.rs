@@ -4,8 +4,7 @@
 
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

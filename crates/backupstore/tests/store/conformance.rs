@@ -6,8 +6,7 @@
 // The API takes a list of byte ranges; a single whole-volume range is the common full backup.
 #![allow(clippy::single_range_in_vec_init)]
 
-#[macro_use]
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;

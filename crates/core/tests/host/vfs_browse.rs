@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
 use common::{noise, vfs_config as config};
 use convoy_core::{CreateVolumeRequest, ErrorKind, NoProgress, VolumeManager};
