@@ -146,9 +146,10 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
     let temp = dir
         .unwrap_or(Path::new("."))
         .join(format!(".convoy-{}-{n}.sock", std::process::id()));
-    // A socket path holds at most 107 bytes; where the temporary name would not fit, the
-    // socket is bound in place.
-    if temp.as_os_str().len() > 107 {
+    // A socket path holds at most 107 bytes. Where the temporary name would not fit, the
+    // socket is bound in place; so is one whose own path is too long, which then fails as it
+    // must (linked there, it would exist but no client could connect to it).
+    if temp.as_os_str().len() > 107 || path.as_os_str().len() > 107 {
         let listener = UnixListener::bind(path).map_err(fail)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
         return Ok(listener);
@@ -206,6 +207,15 @@ mod tests {
         let err = bind_socket(&path).unwrap_err().to_string();
         assert!(err.contains("another server is answering"), "{err}");
         std::os::unix::net::UnixStream::connect(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_path_too_long_for_a_socket_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{}.sock", "s".repeat(120)));
+        assert!(bind_socket(&path).is_err());
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]
