@@ -50,6 +50,38 @@ fn wait_for_runs(d: &TestDaemon, volume: &str, backup_runs: usize) -> Value {
     }
 }
 
+/// The policy's snapshots of `volume` and the backups in `dest`, once the runs that were in
+/// flight when the policy was removed have finished: the same answer for 4 s in a row (a run
+/// creates its snapshot first and retires old ones last). A run takes well under a second
+/// alone, but seconds when the machine is loaded (the VM tier runs two test binaries at once),
+/// so a fixed wait was not enough: a run still in flight had not yet retired the previous
+/// incremental base.
+fn settled(d: &TestDaemon, volume: &str, dest: &str) -> (Vec<String>, Value) {
+    let read = || {
+        let snapshots: Vec<String> = d.json(&["inspect", volume])["Snapshots"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|s| s.starts_with(&format!("{volume}.default.")))
+            .cloned()
+            .collect();
+        (
+            snapshots,
+            d.json(&["backup", "list", dest, "--volume-name", volume]),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = read();
+    let mut same = 0;
+    while same < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = read();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// Sets a 1 s snapshot / 2 s backup policy on `volume`, lets it run, and checks the records
 /// and the store hold exactly what retention keeps.
 fn exercise(d: &TestDaemon, volume: &str, dest: &str, mount: &str, incremental: bool) {
@@ -74,31 +106,20 @@ fn exercise(d: &TestDaemon, volume: &str, dest: &str, mount: &str, incremental: 
     wait_for_runs(d, volume, 2);
     std::fs::write(std::path::Path::new(mount).join("b"), b"second").unwrap();
     wait_for_runs(d, volume, 3);
-    // Stop it, let a run in flight finish, then compare what it kept with what exists.
+    // Stop it, let the runs in flight finish, then compare what it kept with what exists.
     d.ok(&["policy", "remove", volume]);
-    std::thread::sleep(Duration::from_millis(1500));
     let list = d.json(&["policy", "list", "--verbose"]);
     assert!(
         list["Policies"].as_array().unwrap().is_empty(),
         "removed: {list}"
     );
-    let snapshots: Vec<String> = d.json(&["inspect", volume])["Snapshots"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    let policy_snapshots: Vec<&String> = snapshots
-        .iter()
-        .filter(|s| s.starts_with(&format!("{volume}.default.")))
-        .collect();
+    let (policy_snapshots, backups) = settled(d, volume, dest);
     // last=2 of all its snapshots, plus the next incremental's (maybe one of them), plus at
     // most one made by a run that was in flight when the policy was removed.
     assert!(
         (2..=4).contains(&policy_snapshots.len()),
         "{policy_snapshots:?}"
     );
-    let backups = d.json(&["backup", "list", dest, "--volume-name", volume]);
     let n = backups.as_object().unwrap().len();
     assert!(
         (2..=3).contains(&n),
