@@ -240,3 +240,11 @@ pub fn vfs_config(dir: &Path) -> ManagerConfig {
         )]),
     }
 }
+
+/// A create request for `name`, everything else defaulted.
+pub fn named(name: &str) -> convoy_core::CreateVolumeRequest {
+    convoy_core::CreateVolumeRequest {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}

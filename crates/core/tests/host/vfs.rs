@@ -8,23 +8,7 @@ use std::sync::Arc;
 
 use convoy_core::{CreateVolumeRequest, ErrorKind, ManagerConfig, NoProgress, VolumeManager};
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
-
-fn named(name: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use crate::common::{named, vfs_config as config};
 
 #[tokio::test]
 async fn vfs_volume_life_cycle_survives_restart() {

@@ -9,27 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use convoy_backupstore::{BackupMeta, BackupTarget, NoProgress as StoreNoProgress, TargetOptions};
-use convoy_core::{
-    BackupKind, CreateVolumeRequest, ErrorKind, ManagerConfig, NoProgress, VolumeManager,
-};
+use convoy_core::{BackupKind, CreateVolumeRequest, ErrorKind, NoProgress, VolumeManager};
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
-
-fn named(name: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use crate::common::{named, vfs_config as config};
 
 fn restore_req(name: &str, url: &str) -> CreateVolumeRequest {
     CreateVolumeRequest {

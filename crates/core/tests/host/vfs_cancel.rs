@@ -11,26 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convoy_core::{CreateVolumeRequest, ErrorKind, ManagerConfig, Progress, VolumeManager};
+use convoy_core::{CreateVolumeRequest, ErrorKind, Progress, VolumeManager};
 use tokio::sync::oneshot;
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
-
-fn named(name: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use crate::common::{named, vfs_config as config};
 
 /// Every file's relative path and content.
 fn contents(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

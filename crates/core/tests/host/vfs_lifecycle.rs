@@ -1,30 +1,12 @@
 //! Host tier: expand, clone and revert with the vfs driver (clones copy; expand and revert
 //! are refused with a clear error) and the argument checks shared by every driver.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 
-use convoy_core::{CreateVolumeRequest, ErrorKind, ManagerConfig, NoProgress, VolumeManager};
+use convoy_core::{CreateVolumeRequest, ErrorKind, NoProgress, VolumeManager};
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
-
-fn named(name: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use crate::common::{named, vfs_config as config};
 
 fn clone_of(name: &str, snapshot: Option<&str>, volume: Option<&str>) -> CreateVolumeRequest {
     CreateVolumeRequest {

@@ -6,15 +6,8 @@ use crate::common;
 
 use std::sync::Arc;
 
-use common::vfs_config;
-use convoy_core::{CreateVolumeRequest, ErrorKind, NoProgress, VolumeManager, MOUNT_REFS_FILE};
-
-fn named(name: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use common::{named, vfs_config};
+use convoy_core::{ErrorKind, NoProgress, VolumeManager, MOUNT_REFS_FILE};
 
 #[tokio::test]
 async fn vfs_holders_mount_once_unmount_at_the_last_and_survive_a_restart() {

@@ -2,34 +2,21 @@
 //! with a made-up clock: four days of hourly snapshots and daily backups; retention deletes
 //! real snapshots and real backups in the store; the newest backup restores.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use convoy_core::{
-    parse_keep, CreateVolumeRequest, ManagerConfig, NoProgress, Policy, PolicyEngine, VolumeManager,
+    parse_keep, CreateVolumeRequest, NoProgress, Policy, PolicyEngine, VolumeManager,
 };
 
-fn config(dir: &Path) -> ManagerConfig {
-    ManagerConfig {
-        root: dir.join("root"),
-        drivers: vec!["vfs".into()],
-        driver_opts: BTreeMap::from([(
-            "vfs.path".to_owned(),
-            dir.join("vols").display().to_string(),
-        )]),
-    }
-}
+use crate::common::{named, vfs_config as config};
 
 #[tokio::test]
 async fn a_policy_takes_and_retires_real_snapshots_and_backups() {
     let dir = tempfile::tempdir().unwrap();
     let m = VolumeManager::open(config(dir.path())).await.unwrap();
-    let req = CreateVolumeRequest {
-        name: Some("app".into()),
-        ..Default::default()
-    };
-    m.create_volume(req, Arc::new(NoProgress)).await.unwrap();
+    m.create_volume(named("app"), Arc::new(NoProgress))
+        .await
+        .unwrap();
     let mnt = m.mount_volume("app", None).await.unwrap();
     let dest = format!("vfs://{}", dir.path().join("backups").display());
 
