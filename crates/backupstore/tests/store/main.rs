@@ -1,14 +1,10 @@
 //! The store's integration tests, in one binary: one link, and one copy of the generic code
 //! they all use instead of one per file (as nine binaries they took 253 s of compile time in a
 //! clean build on 2 cores, as one 107 s). Each file is a module; run one with its name as the
-//! filter,
-//! e.g. `cargo test -p convoy-backupstore --test store conformance_requests::`.
+//! filter, e.g. `cargo test -p convoy-backupstore --test store conformance_requests::`.
 //!
 //! `s3_credentials.rs` stays a binary of its own: it changes the process's environment
 //! (`HOME`, `AWS_*`), which would reach the S3 tests running beside it here.
-
-// The API takes a list of byte ranges; a single whole-volume range is the common full backup.
-#![allow(clippy::single_range_in_vec_init)]
 
 #[macro_use]
 #[path = "../support/mod.rs"]
