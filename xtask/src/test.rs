@@ -390,14 +390,10 @@ pub fn build_test_binaries(package: Option<&str>) -> Result<Vec<(PathBuf, PathBu
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .args(
-            match package {
-                Some(p) => ["--package", p],
-                None => ["--workspace", ""],
-            }
-            .iter()
-            .filter(|a| !a.is_empty()),
-        )
+        .args(match package {
+            Some(p) => vec!["--package", p],
+            None => vec!["--workspace"],
+        })
         .args(TEST_TARGETS)
         .current_dir(vm::repo_root())
         .stdout(Stdio::piped())
