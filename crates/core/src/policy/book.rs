@@ -329,9 +329,20 @@ impl PolicyEngine {
             .unwrap_or_default()
     }
 
-    /// Changes the state of `key` and saves.
+    /// Changes the state of `key` and saves. A key that no policy applies to any more (the
+    /// policy or its volume went while a run was in flight) gets no state back: the run
+    /// finishes on a scratch copy that is not kept, so a removed policy leaves nothing behind
+    /// in the file, and its retention, which had nothing left to go by, deletes nothing.
     pub(super) fn update<R>(&self, key: &Key, f: impl FnOnce(&mut RunState) -> R) -> Result<R> {
         let mut inner = lock(&self.inner);
+        let applies = inner.states.contains_key(key)
+            || inner.policies.contains_key(key)
+            || inner
+                .policies
+                .contains_key(&(ALL_VOLUMES.to_owned(), key.1.clone()));
+        if !applies {
+            return Ok(f(&mut RunState::default()));
+        }
         let r = f(inner.states.entry(key.clone()).or_default());
         self.save(&inner)?;
         Ok(r)

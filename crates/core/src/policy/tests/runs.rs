@@ -345,6 +345,48 @@ async fn a_job_in_flight_is_not_handed_out_twice_and_its_claim_goes_with_it() {
 }
 
 #[tokio::test]
+async fn a_run_in_flight_when_its_policy_is_removed_finishes_and_leaves_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = PolicyEngine::open(dir.path(), 0).unwrap();
+    let fake = Fake::default();
+    let volumes = vols(&["v1"]);
+    let policy = Policy {
+        backup_every: Some(60),
+        backup_dest: Some("vfs:///b".into()),
+        keep_backups: keep("last=1"),
+        ..Policy::default()
+    };
+    engine.set("v1", "default", policy).unwrap();
+    engine.due(&volumes, 0).unwrap();
+    let t1 = engine.next_due(&volumes).unwrap();
+    engine.run_due(&fake, &volumes, t1, 1).await.unwrap();
+    let t2 = engine.next_due(&volumes).unwrap();
+    let jobs = engine.due(&volumes, t2).unwrap();
+    assert_eq!(jobs.len(), 1);
+    // Removed between handing the jobs out and running them.
+    engine.remove("v1", Some("default")).unwrap();
+    for job in jobs {
+        engine.run_job(job, &fake).await.unwrap();
+    }
+    // What the run made stays, and what the policy made before it stays as it was (a
+    // removed policy deletes nothing more); nothing of the policy is left in its file.
+    let both = BTreeSet::from([
+        policy_snapshot_name("v1", "default", Action::Backup, t1),
+        policy_snapshot_name("v1", "default", Action::Backup, t2),
+    ]);
+    assert_eq!(fake.snapshot_names(), both);
+    assert_eq!(fake.backup_snapshots(), both);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("policies.json")).unwrap()).unwrap();
+    assert_eq!(file["policies"], serde_json::json!([]), "{file}");
+    assert_eq!(file["states"], serde_json::json!([]), "{file}");
+    drop(engine);
+    let engine = PolicyEngine::open(dir.path(), t2).unwrap();
+    assert!(engine.status(&volumes).is_empty());
+    assert!(engine.due(&volumes, t2 + 3600).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_snapshot_made_just_before_a_crash_is_adopted_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let engine = PolicyEngine::open(dir.path(), 0).unwrap();
