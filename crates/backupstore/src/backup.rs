@@ -327,9 +327,10 @@ pub(crate) struct BackupJob<'a> {
     pub level: i32,
     pub packing: PackerConfig,
     pub progress: &'a dyn Progress,
-    /// A read-only check that must pass before the run writes anything (the store marker); it
-    /// runs concurrently with the run's own first reads.
-    pub precheck: futures::future::BoxFuture<'a, Result<()>>,
+    /// A check that must pass before the run writes anything (the store marker, written if
+    /// the store has none); it runs concurrently with the run's own first reads and answers
+    /// the pack deletion journal the marker holds.
+    pub precheck: futures::future::BoxFuture<'a, Result<Option<crate::gone::Journal>>>,
     /// The first chunks, read ahead (see [`Prefetch`]).
     pub prefetch: Option<Prefetch>,
 }
@@ -355,11 +356,10 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
             Some(pref) => store.manifest_stream(&layout::manifest(pref), pref).await,
         }
     };
-    // The store index (a listing of the packs, and whatever of their indexes the local cache
-    // lacks) is read in the same round trip: it depends on nothing the others answer.
-    let index = crate::index::load(&store, job.parallelism);
-    let ((), exists, parent_stream, index) =
-        futures::try_join!(job.precheck, exists, parent_stream, index)?;
+    let (journal, exists, parent_stream) = futures::try_join!(job.precheck, exists, parent_stream)?;
+    // The store index: from the local cache, kept true by the marker's pack deletion journal
+    // (no request), or from a listing when the cache cannot be used.
+    let index = crate::index::resolve(&store, journal, job.parallelism).await?;
     if exists {
         return Err(BackupError::BackupExists {
             dest: store.dest.clone(),

@@ -356,8 +356,9 @@ impl Copier<'_> {
             forwards.push(Arc::new(f));
         }
         self.store.sync_local().await?;
+        let gone: Vec<BlockId> = done.iter().map(|p| p.pack).collect();
+        crate::gone::record_and_delete(self.store, &gone, &[(id, len)]).await?;
         for (p, f) in done.iter().zip(forwards) {
-            self.store.delete(&layout::pack(&p.pack)).await?;
             self.st.real.remove(&p.pack);
             self.st.fwd.insert(p.pack, f);
             self.stats.packs_rewritten += 1;
@@ -382,7 +383,7 @@ async fn collect(
             continue;
         }
         if st.real.remove(&p).is_some() {
-            store.delete(&layout::pack(&p)).await?;
+            crate::gone::delete_packs(store, &[p]).await?;
         }
         if let Some(f) = st.fwd.remove(&p) {
             for to in f.targets() {
@@ -532,7 +533,7 @@ pub(crate) async fn compact(
         let used = usage.packs.get(&p).unwrap_or(&empty);
         if used.blobs.is_empty() {
             // Nothing uses it: no copy, no forwarding object.
-            store.delete(&layout::pack(&p)).await?;
+            crate::gone::delete_packs(store, &[p]).await?;
             copier.st.real.remove(&p);
             copier.stats.packs_rewritten += 1;
             continue;

@@ -268,7 +268,7 @@ pub(crate) async fn collect_pack(store: &Store, pack: BlockId) -> Result<u64> {
     let mut removed = 0;
     let mut work = vec![(pack, 0usize)];
     while let Some((p, depth)) = work.pop() {
-        store.delete(&layout::pack(&p)).await?;
+        crate::gone::delete_packs(store, &[p]).await?;
         match read(store, &p).await {
             Ok(None) => removed += 1,
             Ok(Some(f)) => {

@@ -293,15 +293,17 @@ pub(crate) async fn sweep(store: &Store, s: &mut Survey, count_blocks: bool) -> 
         }
     }
     // Compactions stopped after writing the forwarding object: its pack goes.
+    let mut finished = Vec::new();
     for (p, st) in &standing {
         if matches!(st, Standing::Usable(_))
             && referenced.contains(p)
             && s.packs.remove(p).is_some()
         {
-            store.delete(&layout::pack(p)).await?;
-            out.compactions_finished += 1;
+            finished.push(*p);
         }
     }
+    crate::gone::delete_packs(store, &finished).await?;
+    out.compactions_finished += finished.len() as u64;
     // Unreferenced packs.
     let dead: Vec<(BlockId, u64)> = s
         .packs
@@ -309,16 +311,19 @@ pub(crate) async fn sweep(store: &Store, s: &mut Survey, count_blocks: bool) -> 
         .filter(|(p, _)| !referenced.contains(*p))
         .map(|(p, size)| (*p, *size))
         .collect();
-    for (p, size) in dead {
-        if count_blocks {
+    if count_blocks {
+        for &(p, size) in &dead {
             // A damaged pack counts no blocks.
             if let Ok(Some((_, entries))) = crate::index::read_pack_index(store, &p, size).await {
                 out.blocks_removed += entries.len() as u64;
             }
         }
-        store.delete(&layout::pack(&p)).await?;
-        s.packs.remove(&p);
-        out.packs_removed += 1;
     }
+    let dead: Vec<BlockId> = dead.into_iter().map(|(p, _)| p).collect();
+    crate::gone::delete_packs(store, &dead).await?;
+    for p in &dead {
+        s.packs.remove(p);
+    }
+    out.packs_removed += dead.len() as u64;
     Ok(out)
 }

@@ -1,7 +1,11 @@
 //! The store index: for every block stored, the pack and byte range holding it. It is the
-//! union of every pack's own index (the tail of the pack), cached locally per destination and
-//! checked against the store's listing of `packs/` on every load: packs no longer listed are
-//! dropped from the cache, packs not cached are read (one ranged GET of the tail each).
+//! union of every pack's own index (the tail of the pack), cached locally per destination (one
+//! file per pack). The cache is kept true with the pack deletion journal in the store marker
+//! (`crate::gone`), which a backup reads anyway: packs deleted since the cache was last brought
+//! up to date are dropped from it. It is rebuilt from a listing of `packs/` (cached packs no
+//! longer listed dropped, packs not cached read: one ranged GET of the tail each) when there is
+//! no cache, when the journal cannot account for it, and once an hour, so that packs other
+//! hosts wrote meanwhile are found for deduplication.
 //!
 //! A backup uses it to decide "already stored" without a request per chunk; `repair` and
 //! compaction-free deletes do not need it.
@@ -12,7 +16,10 @@ use std::path::{Path as FsPath, PathBuf};
 use convoy_blockstore::{decode_pack_index, pack_tail_len, BlockId, PackEntry};
 use futures::{StreamExt, TryStreamExt};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{BackupError, Result};
+use crate::gone::Journal;
 use crate::layout;
 use crate::manifest::Loc;
 use crate::store::Store;
@@ -119,7 +126,7 @@ fn write_cache(dir: &FsPath, pack: &BlockId, tail: &[u8]) {
 /// that the next load does not read it back from the store: on S3 that was a GET per pack of
 /// the previous backup at the start of every incremental one.
 pub(crate) fn cache_written(store: &Store, pack: &BlockId, bytes: &[u8]) {
-    let Some(dir) = &store.cache_dir else {
+    let Some(dir) = store.index_cache() else {
         return;
     };
     let probe = &bytes[bytes.len().saturating_sub(FIRST_TAIL as usize)..];
@@ -129,17 +136,187 @@ pub(crate) fn cache_written(store: &Store, pack: &BlockId, bytes: &[u8]) {
     };
     match need {
         Ok(need) if need <= bytes.len() => {
-            let _ = std::fs::create_dir_all(dir);
-            write_cache(dir, pack, &bytes[bytes.len() - need..]);
+            let _ = std::fs::create_dir_all(&dir);
+            write_cache(&dir, pack, &bytes[bytes.len() - need..]);
         }
         _ => {}
     }
 }
 
-/// Loads the store index: lists `packs/`, takes each listed pack's index from the cache when
-/// present and intact, reads it from the store otherwise (and caches it), and drops cached
-/// packs that are no longer listed.
-pub(crate) async fn load(store: &Store, parallelism: usize) -> Result<StoreIndex> {
+/// How long a cache is used without a new listing, in seconds: packs other hosts wrote are
+/// not in it until then (at worst a block is stored twice, each copy collected on its own).
+pub(crate) const RELIST_AFTER: u64 = 3600;
+
+/// A cache of another journal (another store at the same URL, or one made again) that has
+/// not been used for this long is removed, in seconds.
+const FORGET_AFTER: u64 = 7 * 86_400;
+
+/// The cache's own record, beside its pack files: the journal (id and last deletion) it has
+/// been brought up to date with, and when it was last made from a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheState {
+    journal: String,
+    seq: u64,
+    listed_at: u64,
+}
+
+const STATE_FILE: &str = "journal.json";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read_state(dir: &FsPath) -> Option<CacheState> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+fn write_state(dir: &FsPath, st: &CacheState) {
+    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, serde_json::to_vec(st).expect("json")).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(STATE_FILE));
+    }
+}
+
+/// A journal id as a directory name: the 32 hex digits `gone::Journal::fresh` makes, nothing
+/// else (the marker is the store's to write, the path is ours).
+fn safe_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Makes the store index, under the run's lock, from the marker's pack deletion `journal`
+/// (read under the lock, so nothing is deleted until the run ends). The cache of this journal
+/// (`<cache dir>/<journal id>/`: caches of two stores never mix, even at one URL) is used if
+/// it was made from a listing less than [`RELIST_AFTER`] ago and the journal still holds every
+/// deletion since: the packs deleted meanwhile are dropped from it, those compaction wrote are
+/// added (a GET of each one's index), and no other request is made.
+/// Otherwise the index is made from a listing of `packs/`, and the cache with it. Without a
+/// cache directory (`vfs://` by default) it is made from a listing and every pack's tail.
+pub(crate) async fn resolve(
+    store: &Store,
+    journal: Option<Journal>,
+    parallelism: usize,
+) -> Result<StoreIndex> {
+    let Some(root) = store.cache_dir.clone() else {
+        return load(store, None, parallelism).await;
+    };
+    let journal = match journal {
+        Some(j) => Some(j),
+        // A marker made before the journal existed gets one now (once per store).
+        None => crate::gone::adopt(store).await?,
+    };
+    let Some(journal) = journal.filter(|j| safe_id(&j.id)) else {
+        store.set_index_cache(None);
+        return load(store, None, parallelism).await;
+    };
+    let dir = root.join(&journal.id);
+    store.set_index_cache(Some(dir.clone()));
+    let cached = read_state(&dir)
+        .filter(|st| st.journal == journal.id && now().saturating_sub(st.listed_at) < RELIST_AFTER);
+    if let Some(st) = cached {
+        if let Some(changes) = journal.changes_after(st.seq) {
+            for p in &changes.gone {
+                let _ = std::fs::remove_file(cache_file(&dir, p));
+            }
+            // Packs a compaction wrote: their indexes are read (a GET each, only then).
+            let new: Vec<(BlockId, u64)> = changes
+                .added
+                .into_iter()
+                .filter(|(p, _)| !cache_file(&dir, p).exists())
+                .collect();
+            let fetched: Vec<_> =
+                futures::stream::iter(new)
+                    .map(|(p, size)| async move {
+                        read_pack_index(store, &p, size).await.map(|r| (p, r))
+                    })
+                    .buffer_unordered(parallelism.clamp(1, 32))
+                    .try_collect()
+                    .await?;
+            for (p, r) in fetched {
+                if let Some((tail, _)) = r {
+                    write_cache(&dir, &p, &tail);
+                }
+            }
+            let index = from_cache(store, &dir);
+            write_state(
+                &dir,
+                &CacheState {
+                    journal: journal.id.clone(),
+                    seq: journal.seq,
+                    listed_at: st.listed_at,
+                },
+            );
+            return Ok(index);
+        }
+    }
+    let index = load(store, Some(&dir), parallelism).await?;
+    write_state(
+        &dir,
+        &CacheState {
+            journal: journal.id.clone(),
+            seq: journal.seq,
+            listed_at: now(),
+        },
+    );
+    forget_others(&root, &journal.id);
+    Ok(index)
+}
+
+/// Removes what else the cache directory holds: pack files of the layout before journals,
+/// and caches of other journals unused for [`FORGET_AFTER`].
+fn forget_others(root: &FsPath, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == keep {
+            continue;
+        }
+        let path = e.path();
+        if path.is_dir() {
+            let old = read_state(&path).is_none_or(|st| {
+                safe_id(&name) && now().saturating_sub(st.listed_at) > FORGET_AFTER
+            });
+            if old && safe_id(&name) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        } else if name.parse::<BlockId>().is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The index of every pack in the cache directory; a damaged file is removed (its pack is
+/// then not deduplicated against until the next listing).
+fn from_cache(store: &Store, dir: &FsPath) -> StoreIndex {
+    let mut index = StoreIndex::default();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return index;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(p) = name.to_str().and_then(|n| n.parse::<BlockId>().ok()) else {
+            continue;
+        };
+        match std::fs::read(e.path())
+            .ok()
+            .and_then(|b| decode_tail(store.keys(), &p, &b, None).ok())
+        {
+            Some(entries) => index.add(p, &entries),
+            None => {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    index
+}
+
+/// Loads the store index from a listing: lists `packs/`, takes each listed pack's index from
+/// the cache `cache` when present and intact, reads it from the store otherwise (and caches
+/// it), and drops cached packs that are no longer listed.
+async fn load(store: &Store, cache: Option<&FsPath>, parallelism: usize) -> Result<StoreIndex> {
     let listed: Vec<(object_store::path::Path, u64)> = store
         .list_meta(&layout::packs_prefix())
         .try_collect()
@@ -148,7 +325,7 @@ pub(crate) async fn load(store: &Store, parallelism: usize) -> Result<StoreIndex
         .iter()
         .filter_map(|(k, size)| Some((k.filename()?.parse::<BlockId>().ok()?, *size)))
         .collect();
-    let cache = store.cache_dir.clone();
+    let cache = cache.map(FsPath::to_path_buf);
     if let Some(dir) = &cache {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -183,7 +360,7 @@ pub(crate) async fn load(store: &Store, parallelism: usize) -> Result<StoreIndex
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if !live.contains(&name) {
+                if name != STATE_FILE && !live.contains(&name) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

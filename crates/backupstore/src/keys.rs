@@ -37,6 +37,14 @@ pub(crate) enum MarkerCipher {
 /// Reads the marker: `None` when the store has none yet (a new store). Refuses other versions,
 /// unknown ciphers and unreadable markers.
 pub(crate) async fn read_marker(store: &Store) -> Result<Option<MarkerCipher>> {
+    Ok(read_marker_journal(store).await?.map(|(c, _)| c))
+}
+
+/// [`read_marker`], with the pack deletion journal the marker holds (`None`: it has none, or
+/// not a readable one).
+pub(crate) async fn read_marker_journal(
+    store: &Store,
+) -> Result<Option<(MarkerCipher, Option<crate::gone::Journal>)>> {
     let Some(existing) = store.get_opt(&layout::marker()).await? else {
         return Ok(None);
     };
@@ -58,8 +66,9 @@ pub(crate) async fn read_marker(store: &Store) -> Result<Option<MarkerCipher>> {
         }
         None => return Err(unreadable()),
     }
-    match v.get("cipher").and_then(|c| c.as_str()) {
-        None | Some("none") => Ok(Some(MarkerCipher::None)),
+    let journal = crate::gone::Journal::from_marker(&v);
+    let cipher = match v.get("cipher").and_then(|c| c.as_str()) {
+        None | Some("none") => MarkerCipher::None,
         Some(CIPHER_NAME) => {
             let id = v
                 .get("key_id")
@@ -67,19 +76,27 @@ pub(crate) async fn read_marker(store: &Store) -> Result<Option<MarkerCipher>> {
                 .and_then(unhex)
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
                 .ok_or_else(unreadable)?;
-            Ok(Some(MarkerCipher::Sealed(id)))
+            MarkerCipher::Sealed(id)
         }
-        Some(other) => Err(BackupError::Key {
-            dest: store.dest.clone(),
-            reason: format!(
-                "the store is encrypted with {other:?}, which this build does not support (only {CIPHER_NAME})"
-            ),
-        }),
-    }
+        Some(other) => {
+            return Err(BackupError::Key {
+                dest: store.dest.clone(),
+                reason: format!(
+                    "the store is encrypted with {other:?}, which this build does not support (only {CIPHER_NAME})"
+                ),
+            })
+        }
+    };
+    Ok(Some((cipher, journal)))
 }
 
-/// The marker's JSON.
+/// The marker's JSON, with a new, empty pack deletion journal.
 pub(crate) fn marker_body(cipher: &MarkerCipher) -> Vec<u8> {
+    marker_body_with(cipher, &crate::gone::Journal::fresh())
+}
+
+/// The marker's JSON, with `journal`.
+pub(crate) fn marker_body_with(cipher: &MarkerCipher, journal: &crate::gone::Journal) -> Vec<u8> {
     let (c, id) = match cipher {
         MarkerCipher::None => ("none", None),
         MarkerCipher::Sealed(id) => (CIPHER_NAME, Some(hex(id))),
@@ -89,6 +106,7 @@ pub(crate) fn marker_body(cipher: &MarkerCipher) -> Vec<u8> {
         "version": crate::FORMAT_VERSION,
         "cipher": c,
         "key_id": id,
+        crate::gone::FIELD: journal,
     }))
     .expect("json")
 }

@@ -103,6 +103,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
+mod gone;
 mod index;
 mod kek_cache;
 mod keys;
@@ -444,14 +445,15 @@ impl BackupTarget {
     }
 
     /// Writes the marker of an unencrypted store if the store has none; checks that the store
-    /// is still what [`Self::unlock`] found (encrypted with the same id, or not).
-    async fn ensure_marker(&self) -> Result<()> {
+    /// is still what [`Self::unlock`] found (encrypted with the same id, or not). Answers the
+    /// pack deletion journal the marker holds (`None`: none, or not a readable one).
+    async fn ensure_marker(&self) -> Result<Option<gone::Journal>> {
         let want = match self.store.keys() {
             Some(k) => MarkerCipher::Sealed(k.store_id),
             None => MarkerCipher::None,
         };
-        match keys::read_marker(&self.store).await? {
-            Some(found) if found == want => Ok(()),
+        match keys::read_marker_journal(&self.store).await? {
+            Some((found, journal)) if found == want => Ok(journal),
             Some(_) => Err(BackupError::Key {
                 dest: self.store.dest.clone(),
                 reason: "the store's marker changed while in use (encryption turned on or off, \
@@ -459,10 +461,12 @@ impl BackupTarget {
                     .into(),
             }),
             None if want == MarkerCipher::None => {
-                self.store
-                    .put_new(&layout::marker(), keys::marker_body(&want))
+                let journal = gone::Journal::fresh();
+                let created = self
+                    .store
+                    .put_new(&layout::marker(), keys::marker_body_with(&want, &journal))
                     .await?;
-                Ok(())
+                Ok(created.then_some(journal))
             }
             None => Err(BackupError::Key {
                 dest: self.store.dest.clone(),
@@ -612,6 +616,7 @@ impl BackupTarget {
             }),
             local_root: s.local_root.clone(),
             cache_dir: s.cache_dir.clone(),
+            index_cache: std::sync::Mutex::new(None),
             requests: std::sync::atomic::AtomicU64::new(0),
             credentials_search: s.credentials_search.clone(),
             keys: std::sync::OnceLock::new(),

@@ -29,6 +29,9 @@ pub(crate) struct Store {
     pub local_root: Option<PathBuf>,
     /// Where the store index is cached (`None`: not cached).
     pub cache_dir: Option<PathBuf>,
+    /// The cache of the store's current pack deletion journal, under `cache_dir`, once a
+    /// backup has read the journal (see `crate::index`).
+    pub(crate) index_cache: std::sync::Mutex<Option<PathBuf>>,
     /// Requests sent so far (each call below counts one; a listing one per call).
     pub requests: AtomicU64,
     /// For S3 without credentials found before the instance metadata endpoint: where they were
@@ -40,12 +43,19 @@ pub(crate) struct Store {
 }
 
 /// The default index cache directory of an S3 destination:
-/// `$XDG_CACHE_HOME/convoy/backupstore/<16 hex of BLAKE3(dest)>` (or under `~/.cache`).
-fn default_cache_dir(dest: &str) -> Option<PathBuf> {
+/// `$XDG_CACHE_HOME/convoy/backupstore/<16 hex of BLAKE3(dest, endpoint)>` (or under
+/// `~/.cache`): one bucket path on two servers are two stores.
+fn default_cache_dir(dest: &str, endpoint: Option<&str>) -> Option<PathBuf> {
     let base = env("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    let tag = blake3::hash(dest.as_bytes()).to_hex();
+    let mut h = blake3::Hasher::new();
+    h.update(dest.as_bytes());
+    if let Some(e) = endpoint {
+        h.update(b"\n");
+        h.update(e.as_bytes());
+    }
+    let tag = h.finalize().to_hex();
     Some(base.join("convoy/backupstore").join(&tag.as_str()[..16]))
 }
 
@@ -86,6 +96,7 @@ impl Store {
                         objects: Arc::new(fs),
                         local_root: Some(path),
                         cache_dir: opts.cache_dir.clone(),
+                        index_cache: std::sync::Mutex::new(None),
                         requests: AtomicU64::new(0),
                         credentials_search: None,
                         keys: std::sync::OnceLock::new(),
@@ -108,14 +119,28 @@ impl Store {
             dest: dest_url.to_string(),
             objects,
             local_root: None,
-            cache_dir: opts
-                .cache_dir
-                .clone()
-                .or_else(|| default_cache_dir(dest_url)),
+            cache_dir: opts.cache_dir.clone().or_else(|| {
+                let endpoint = opts.s3_endpoint.clone().or_else(|| env("AWS_ENDPOINT"));
+                default_cache_dir(dest_url, endpoint.as_deref())
+            }),
+            index_cache: std::sync::Mutex::new(None),
             requests: AtomicU64::new(0),
             credentials_search,
             keys: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The directory caching the index of this store's packs, once known (see `crate::index`).
+    pub fn index_cache(&self) -> Option<PathBuf> {
+        self.index_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets [`Self::index_cache`].
+    pub fn set_index_cache(&self, dir: Option<PathBuf>) {
+        *self.index_cache.lock().unwrap_or_else(|p| p.into_inner()) = dir;
     }
 
     /// The keys of an encrypted store, `None` for an unencrypted one. Every operation reads the

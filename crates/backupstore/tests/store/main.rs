@@ -16,6 +16,7 @@ mod conformance;
 mod conformance_concurrency;
 mod conformance_requests;
 mod encryption;
+mod journal;
 mod legacy_store;
 mod random_read;
 mod s3_errors;

@@ -80,6 +80,9 @@ impl Env {
         // (concurrent lock records); real S3 does not. Retrying covers it.
         opts.retry.max_retries = 10;
         opts.s3_endpoint = Some(endpoint.clone());
+        // The index cache of this store alone (the default is per URL and endpoint, and the
+        // tests run side by side).
+        opts.cache_dir = Some(dir.path().join("index-cache"));
         opts.aws_credentials_file = Some(creds);
         opts.aws_profile = Some("convoy-test".into());
         Env {
