@@ -17,8 +17,8 @@
 //!   last, atomically and durably: a backup is visible only once complete.
 //! * An **incremental** backup reads only the byte ranges it is given and carries every other
 //!   chunk from its parent's manifest. "Already stored" is decided from the parent's manifest
-//!   and the **store index** (every pack's index, cached locally and checked against the
-//!   listing of packs), never with a request per chunk.
+//!   and the **store index** (every pack's index, cached locally and kept true by the pack
+//!   deletion journal in the store marker), never with a request per chunk.
 //! * **Delete** removes the packs no other backup uses, at a cost proportional to the deleted
 //!   backup (one reference record per pack plus parent/child links); a **store lock** (shared
 //!   for backup, restore and verify; exclusive for delete and repair) keeps concurrent backups
