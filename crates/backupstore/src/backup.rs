@@ -316,6 +316,103 @@ async fn process(ctx: Arc<Ctx>, work: Work) -> Result<(Outcome, u64)> {
     ))
 }
 
+/// What a run reads before it writes anything, sent beside the lock's write and listing (they
+/// depend on nothing the lock answers): the store marker with its pack deletion journal
+/// (written if the store has none), whether the backup's name is taken, and the parent's
+/// manifest. What they answered may change before the lock is held, so the run checks again
+/// beside its last uploads (see [`Checks`]) before it publishes anything.
+pub(crate) struct FirstReads {
+    journal: Option<crate::gone::Journal>,
+    exists: bool,
+    parent: Option<(ManifestStream, Option<String>)>,
+}
+
+type ManifestStream = futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>;
+
+impl FirstReads {
+    /// Sends the reads. `precheck`: the marker's check (answers the journal).
+    pub(crate) async fn read(
+        store: &Store,
+        me: &BackupRef,
+        parent: Option<&str>,
+        precheck: futures::future::BoxFuture<'_, Result<Option<crate::gone::Journal>>>,
+    ) -> Result<FirstReads> {
+        let parent_ref = parent.map(|p| BackupRef::new(&me.volume, p)).transpose()?;
+        let name = layout::manifest(me);
+        let exists = store.exists(&name);
+        let parent_stream = async {
+            match &parent_ref {
+                None => Ok(None),
+                Some(pref) => {
+                    store
+                        .manifest_stream_tagged(&layout::manifest(pref), pref)
+                        .await
+                }
+            }
+        };
+        let (journal, exists, parent) = futures::try_join!(precheck, exists, parent_stream)?;
+        Ok(FirstReads {
+            journal,
+            exists,
+            parent,
+        })
+    }
+}
+
+/// Checked beside the run's last uploads, under the lock, before the manifest is published:
+/// what the first reads answered before the lock was held still holds. The parent still
+/// exists as it was read (a delete that ran meanwhile would leave the new backup carrying
+/// entries of a backup that is gone: [`BackupError::BadParent`], which the caller answers with
+/// a full backup), and no pack the run reuses was deleted (a cached store index read against
+/// the journal before the lock: [`BackupError::Conflict`], nothing published).
+struct Checks {
+    parent: Option<(BackupRef, Option<String>)>,
+    /// The journal the cached index was brought up to date with (`None`: the index came from
+    /// a listing made under the lock, which nothing can have changed).
+    cached: Option<crate::gone::Journal>,
+}
+
+impl Checks {
+    async fn run(&self, store: &Store, used: &std::collections::HashSet<BlockId>) -> Result<()> {
+        let parent = async {
+            let Some((pref, tag)) = &self.parent else {
+                return Ok(());
+            };
+            let now = store.version_tag(&layout::manifest(pref)).await?;
+            if now.is_none() || (tag.is_some() && now.as_ref() != Some(tag)) {
+                return Err(BackupError::BadParent {
+                    parent: pref.backup.clone(),
+                    reason: "it was deleted while this backup ran".into(),
+                });
+            }
+            Ok(())
+        };
+        let journal = async {
+            let Some(before) = &self.cached else {
+                return Ok(());
+            };
+            let now = crate::keys::read_marker_journal(store)
+                .await?
+                .and_then(|(_, j)| j);
+            let gone = now
+                .filter(|j| j.id == before.id)
+                .and_then(|j| j.changes_after(before.seq))
+                .map(|c| c.gone);
+            match gone {
+                Some(gone) if gone.is_disjoint(used) => Ok(()),
+                _ => Err(BackupError::Conflict {
+                    dest: store.dest.clone(),
+                    reason: "packs this backup reuses were deleted while it started (a delete, \
+                             compaction or repair ran meanwhile); nothing was published"
+                        .into(),
+                }),
+            }
+        };
+        futures::try_join!(parent, journal)?;
+        Ok(())
+    }
+}
+
 /// Everything a backup run needs.
 pub(crate) struct BackupJob<'a> {
     pub store: Arc<Store>,
@@ -327,39 +424,23 @@ pub(crate) struct BackupJob<'a> {
     pub level: i32,
     pub packing: PackerConfig,
     pub progress: &'a dyn Progress,
-    /// A check that must pass before the run writes anything (the store marker, written if
-    /// the store has none); it runs concurrently with the run's own first reads and answers
-    /// the pack deletion journal the marker holds.
-    pub precheck: futures::future::BoxFuture<'a, Result<Option<crate::gone::Journal>>>,
+    /// The first reads ([`FirstReads::read`]), made beside the lock's acquisition.
+    pub first: FirstReads,
     /// The first chunks, read ahead (see [`Prefetch`]).
     pub prefetch: Option<Prefetch>,
 }
 
-/// Runs a backup under a lock the caller holds. On error nothing becomes visible.
-/// Runs a backup; returns its figures and the header of the manifest it published.
+/// Runs a backup under a lock the caller holds; returns its figures and the header of the
+/// manifest it published. On error nothing becomes visible.
 pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHeader)> {
     let me = BackupRef::new(&job.header.volume_name, &job.header.backup_name)?;
     let store = job.store.clone();
-    // The reads a run starts with go out together (one round trip, not four, on a distant
-    // store): the caller's check, whether the backup exists, and the parent's manifest. Nothing
-    // is written before all of them have answered.
     let mut header = job.header;
-    let parent_ref = job
-        .parent
-        .map(|p| BackupRef::new(&me.volume, p))
-        .transpose()?;
-    let manifest_key = layout::manifest(&me);
-    let exists = store.exists(&manifest_key);
-    let parent_stream = async {
-        match &parent_ref {
-            None => Ok(None),
-            Some(pref) => store.manifest_stream(&layout::manifest(pref), pref).await,
-        }
-    };
-    let (journal, exists, parent_stream) = futures::try_join!(job.precheck, exists, parent_stream)?;
-    // The store index: from the local cache, kept true by the marker's pack deletion journal
-    // (no request), or from a listing when the cache cannot be used.
-    let index = crate::index::resolve(&store, journal, job.parallelism).await?;
+    let FirstReads {
+        journal,
+        exists,
+        parent: parent_stream,
+    } = job.first;
     if exists {
         return Err(BackupError::BackupExists {
             dest: store.dest.clone(),
@@ -367,6 +448,13 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
             backup: me.backup,
         });
     }
+    // The store index: from the local cache, kept true by the marker's pack deletion journal
+    // (no request), or from a listing when the cache cannot be used.
+    let (index, cached) = crate::index::resolve(&store, journal, job.parallelism).await?;
+    let mut checks = Checks {
+        parent: None,
+        cached,
+    };
     let parent = match job.parent {
         None => None,
         Some(p) => {
@@ -374,8 +462,9 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
                 parent: p.to_string(),
                 reason,
             };
-            let stream =
+            let (stream, tag) =
                 parent_stream.ok_or_else(|| bad("no such backup of this volume".into()))?;
+            checks.parent = Some((BackupRef::new(&me.volume, p)?, tag));
             let reader = ManifestReader::open(p, stream).await?;
             let ph = reader.header();
             if ph.volume_size != header.volume_size {
@@ -424,6 +513,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
         upload,
         records,
         job.prefetch.map(Arc::new),
+        &checks,
     )
     .await;
     if result.is_err() {
@@ -451,6 +541,7 @@ async fn pipeline(
     mut upload: ManifestUpload<'_>,
     records: futures::future::BoxFuture<'_, Result<()>>,
     prefetch: Option<Arc<Prefetch>>,
+    checks: &Checks,
 ) -> Result<BackupStats> {
     let chunk = u64::from(header.chunk_size);
     let size = header.volume_size;
@@ -467,6 +558,7 @@ async fn pipeline(
         level,
         prefetch,
     });
+    let store_for_checks = ctx.store.clone();
     let mut encoder = ManifestEncoder::new(header)?;
     let work = futures::stream::unfold(WorkGen::new(chunks, parent, chunk, size), |mut g| async {
         match g.next().await {
@@ -483,9 +575,15 @@ async fn pipeline(
         .buffered(parallelism.max(1));
     let mut results = std::pin::pin!(results);
     let mut stats = BackupStats::default();
+    // The packs of every entry not new in this run: what `checks` makes sure still exist.
+    let mut used = std::collections::HashSet::new();
     let body = async {
         while let Some(r) = results.next().await {
             let (outcome, read) = r?;
+            let reused = match &outcome {
+                Outcome::Carried(e) | Outcome::Unchanged(e) | Outcome::Known(e) => Some(e.loc.pack),
+                Outcome::Hole | Outcome::New { .. } => None,
+            };
             stats.bytes_read += read;
             progress.advance(read);
             let entry = match outcome {
@@ -536,13 +634,21 @@ async fn pipeline(
             if let Some(e) = entry {
                 encoder.push(&e)?;
             }
+            if let Some(e) = reused {
+                used.insert(e);
+            }
             if encoder.pending() >= 256 << 10 {
                 upload.write(&encoder.take()).await?;
             }
         }
         // The last packs go out with the check that no backup of this name was published
-        // meanwhile (the store's own check, for S3 a request: one round trip for both).
-        let (packs, ()) = futures::try_join!(packer.finish(), upload.check_free())?;
+        // meanwhile (the store's own check, for S3 a request) and the run's own checks: one
+        // round trip for all.
+        let (packs, (), ()) = futures::try_join!(
+            packer.finish(),
+            upload.check_free(),
+            checks.run(&store_for_checks, &used)
+        )?;
         stats.packs_uploaded = packs;
         Ok::<(), BackupError>(())
     };

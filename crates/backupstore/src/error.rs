@@ -195,6 +195,15 @@ pub enum BackupError {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// The store changed under a backup in a way it cannot publish over (packs it reuses were
+    /// deleted as it started); nothing was published, and running it again succeeds.
+    #[error("the backup store {dest} changed under the backup: {reason}")]
+    Conflict {
+        /// The destination URL.
+        dest: String,
+        /// What changed.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

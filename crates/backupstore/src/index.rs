@@ -185,21 +185,24 @@ fn safe_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Makes the store index, under the run's lock, from the marker's pack deletion `journal`
-/// (read under the lock, so nothing is deleted until the run ends). The cache of this journal
+/// Makes the store index, under the run's lock, from the marker's pack deletion `journal`. The
+/// cache of this journal
 /// (`<cache dir>/<journal id>/`: caches of two stores never mix, even at one URL) is used if
 /// it was made from a listing less than [`RELIST_AFTER`] ago and the journal still holds every
 /// deletion since: the packs deleted meanwhile are dropped from it, those compaction wrote are
 /// added (a GET of each one's index), and no other request is made.
 /// Otherwise the index is made from a listing of `packs/`, and the cache with it. Without a
 /// cache directory (`vfs://` by default) it is made from a listing and every pack's tail.
+/// Answers the journal when the index came from the cache: it was read before the lock was
+/// held, so the run checks before publishing that nothing it reuses was deleted since (a
+/// listing is made under the lock, which nothing can change).
 pub(crate) async fn resolve(
     store: &Store,
     journal: Option<Journal>,
     parallelism: usize,
-) -> Result<StoreIndex> {
+) -> Result<(StoreIndex, Option<Journal>)> {
     let Some(root) = store.cache_dir.clone() else {
-        return load(store, None, parallelism).await;
+        return Ok((load(store, None, parallelism).await?, None));
     };
     let journal = match journal {
         Some(j) => Some(j),
@@ -208,7 +211,7 @@ pub(crate) async fn resolve(
     };
     let Some(journal) = journal.filter(|j| safe_id(&j.id)) else {
         store.set_index_cache(None);
-        return load(store, None, parallelism).await;
+        return Ok((load(store, None, parallelism).await?, None));
     };
     let dir = root.join(&journal.id);
     store.set_index_cache(Some(dir.clone()));
@@ -247,7 +250,7 @@ pub(crate) async fn resolve(
                     listed_at: st.listed_at,
                 },
             );
-            return Ok(index);
+            return Ok((index, Some(journal)));
         }
     }
     let index = load(store, Some(&dir), parallelism).await?;
@@ -260,7 +263,7 @@ pub(crate) async fn resolve(
         },
     );
     forget_others(&root, &journal.id);
-    Ok(index)
+    Ok((index, None))
 }
 
 /// Removes what else the cache directory holds: pack files of the layout before journals,

@@ -352,68 +352,118 @@ impl BackupTarget {
             cipher: manifest::cipher_none(),
             key_id: None,
         };
-        let mut header = header;
+        // A run that finds the store changed under it as it started publishes nothing and is
+        // made once more (the second finds the change in the store marker's journal).
+        match self
+            .backup_run(
+                source.clone(),
+                ranges,
+                parent,
+                header.clone(),
+                &me,
+                progress,
+            )
+            .await
+        {
+            Err(BackupError::Conflict { .. }) => {
+                self.backup_run(source, ranges, parent, header, &me, progress)
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    /// One run of [`Self::backup`].
+    async fn backup_run(
+        &self,
+        source: Arc<dyn BlockSource>,
+        ranges: &[Range<u64>],
+        parent: Option<&str>,
+        mut header: ManifestHeader,
+        me: &BackupRef,
+        progress: &dyn Progress,
+    ) -> Result<BackupOutcome> {
         // Without a key there is nothing to derive before writing: the store marker is read
         // beside the lock's write (one round trip less on a distant store). A marker that
         // says the store is encrypted then fails the backup and the lock is removed, so the
         // store is left as it was. With a key, the key is opened first, before any write.
         let early = self.opts.secret.is_none() && self.store.keys.get().is_none();
         // The first chunks are read and encoded meanwhile (see `backup::Prefetch`).
+        let volume_size = header.volume_size;
         let read_ahead = |keys: Option<Arc<crypto::Keys>>| {
             backup::Prefetch::start(
                 &source,
                 ranges,
                 u64::from(self.opts.chunk_size),
-                header.volume_size,
+                volume_size,
                 self.opts.zstd_level,
                 keys,
                 self.opts.parallelism.min(PREFETCH_CHUNKS),
             )
         };
         let mut prefetch = early.then(|| read_ahead(None));
-        let guard = if early {
-            let (keys, guard) = futures::join!(
-                self.unlock(),
-                LockGuard::acquire(
-                    self.store.clone(),
-                    LockKind::Shared,
-                    "backup",
-                    &self.opts.lock
-                )
-            );
-            match (keys, guard) {
-                (Ok(_), Ok(g)) => Some(g),
-                (Err(e), Ok(g)) => {
-                    let _ = g.release().await;
-                    return Err(e);
-                }
-                (Err(e), Err(_)) | (Ok(_), Err(e)) => return Err(e),
-            }
-        } else {
-            None
-        };
-        let keys = self.unlock().await?;
-        match &keys {
+        // Whether the store's encryption is what the options say, and the manifest's cipher.
+        let check_keys = |keys: &Option<Arc<crypto::Keys>>, header: &mut ManifestHeader| match keys
+        {
             Some(k) => {
                 header.cipher = CIPHER_NAME.into();
                 header.key_id = Some(crypto::hex(&k.store_id));
+                Ok(())
             }
-            None if self.opts.secret.is_some() => {
-                return Err(BackupError::Key {
-                    dest: self.store.dest.clone(),
-                    reason: "a backup key was given but the store is not encrypted (or does not \
-                             exist yet): create an encrypted store with `convoy backup init DEST \
-                             --encrypt`, or give no key for an unencrypted one"
-                        .into(),
-                });
-            }
-            None => {}
-        }
-        if prefetch.is_none() {
+            None if self.opts.secret.is_some() => Err(BackupError::Key {
+                dest: self.store.dest.clone(),
+                reason: "a backup key was given but the store is not encrypted (or does \
+                             not exist yet): create an encrypted store with `convoy backup \
+                             init DEST --encrypt`, or give no key for an unencrypted one"
+                    .into(),
+            }),
+            None => Ok(()),
+        };
+        if !early {
+            // Nothing is written before the key is known to fit.
+            let keys = self.unlock().await?;
+            check_keys(&keys, &mut header)?;
             prefetch = Some(read_ahead(keys));
         }
+        // The run's first reads (the marker, the name, the parent's manifest) go out beside
+        // the lock's write and listing: they depend on nothing the lock answers, and the run
+        // checks what they answered again, under the lock, before it publishes.
+        let first = async {
+            if early {
+                self.unlock().await?;
+            }
+            backup::FirstReads::read(&self.store, me, parent, Box::pin(self.ensure_marker())).await
+        };
+        let (guard, first) = futures::join!(
+            LockGuard::acquire(
+                self.store.clone(),
+                LockKind::Shared,
+                "backup",
+                &self.opts.lock
+            ),
+            first
+        );
+        let (guard, first) = match (guard, first) {
+            (Ok(g), Ok(f)) => (g, f),
+            (Ok(g), Err(e)) => {
+                let _ = g.release().await;
+                return Err(e);
+            }
+            (Err(e), _) => return Err(e),
+        };
+        if early {
+            // Opened by the first reads (no request now); without a key it cannot fail.
+            let keys = self.unlock().await.and_then(|k| {
+                check_keys(&k, &mut header)?;
+                Ok(k)
+            });
+            if let Err(e) = keys {
+                let _ = guard.release().await;
+                return Err(e);
+            }
+        }
         let store = self.store.clone();
-        let (stats, written) = locked_with(self, guard, LockKind::Shared, "backup", async {
+        let (stats, written) = locked_with(self, Some(guard), LockKind::Shared, "backup", async {
             backup::run(backup::BackupJob {
                 store,
                 source,
@@ -429,17 +479,17 @@ impl BackupTarget {
                     limit_upload: self.opts.limit_upload,
                 },
                 progress,
-                precheck: Box::pin(self.ensure_marker()),
+                first,
                 prefetch,
             })
             .await
         })
         .await?;
         // From the header just published, not read back: one request less per backup.
-        let info = BackupInfo::from_header(self.backup_url(&me), &written);
+        let info = BackupInfo::from_header(self.backup_url(me), &written);
         Ok(BackupOutcome {
             info,
-            backup: me,
+            backup: me.clone(),
             stats,
         })
     }

@@ -174,13 +174,45 @@ impl Store {
         path: &Path,
         r: &crate::url::BackupRef,
     ) -> Result<Option<BoxStream<'static, object_store::Result<Bytes>>>> {
-        let Some(s) = self.get_stream_opt(path).await? else {
-            return Ok(None);
+        Ok(self.manifest_stream_tagged(path, r).await?.map(|(s, _)| s))
+    }
+
+    /// [`Self::manifest_stream`], with the object's version tag (its `ETag`, if the store
+    /// gives one): see [`Self::version_tag`].
+    pub async fn manifest_stream_tagged(
+        &self,
+        path: &Path,
+        r: &crate::url::BackupRef,
+    ) -> Result<
+        Option<(
+            BoxStream<'static, object_store::Result<Bytes>>,
+            Option<String>,
+        )>,
+    > {
+        self.count();
+        let got = match self.objects.get(path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("get", path, e)),
         };
-        Ok(Some(match self.keys.get().cloned().flatten() {
+        let tag = got.meta.e_tag.clone();
+        let s = got.into_stream();
+        let s = match self.keys.get().cloned().flatten() {
             Some(k) => crate::sealed::open_manifest_stream(k, r.clone(), s),
             None => s,
-        }))
+        };
+        Ok(Some((s, tag)))
+    }
+
+    /// Whether an object exists, and its version tag (`ETag`; `None` if the store gives
+    /// none): `None` if it does not exist.
+    pub async fn version_tag(&self, path: &Path) -> Result<Option<Option<String>>> {
+        self.count();
+        match self.objects.head(path).await {
+            Ok(m) => Ok(Some(m.e_tag)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("head", path, e)),
+        }
     }
 
     fn build_s3(
@@ -358,19 +390,6 @@ impl Store {
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(self.err("get", path, e)),
             },
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("get", path, e)),
-        }
-    }
-
-    /// The object's bytes as a stream, or `None` if it does not exist.
-    pub async fn get_stream_opt(
-        &self,
-        path: &Path,
-    ) -> Result<Option<BoxStream<'static, object_store::Result<Bytes>>>> {
-        self.count();
-        match self.objects.get(path).await {
-            Ok(r) => Ok(Some(r.into_stream())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err("get", path, e)),
         }

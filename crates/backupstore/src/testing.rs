@@ -18,11 +18,21 @@ use object_store::{
 
 /// Counts the writes (puts, multipart uploads, deletes, copies) a target sends and fails them
 /// from a chosen one on.
-#[derive(Debug)]
 pub struct Faults {
     writes: AtomicU64,
     fail_from: AtomicU64,
     failed: AtomicU64,
+    before_lock: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults")
+            .field("writes", &self.writes)
+            .field("fail_from", &self.fail_from)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Faults {
@@ -32,7 +42,27 @@ impl Faults {
             writes: AtomicU64::new(0),
             fail_from: AtomicU64::new(u64::MAX),
             failed: AtomicU64::new(0),
+            before_lock: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Runs `f` to its end before the target's first lock record is written (once): what
+    /// happens to the store between an operation's first reads and its lock.
+    pub fn before_first_lock(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        *self.before_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::pin(f));
+    }
+
+    async fn at_write(&self, path: &Path) {
+        if path.as_ref().starts_with("locks/") {
+            let f = self
+                .before_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = f {
+                f.await;
+            }
+        }
     }
 
     /// Fails the `n`-th write (from 0) and every later one.
@@ -89,6 +119,7 @@ impl ObjectStore for Faulty {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.faults.at_write(location).await;
         self.faults.admit(location)?;
         self.inner.put_opts(location, payload, opts).await
     }

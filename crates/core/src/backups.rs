@@ -81,7 +81,7 @@ pub(crate) fn store_error_of(context: String, e: BackupError) -> Error {
             | BackupError::Key { .. } => ErrorKind::InvalidArgument,
             BackupError::BackupNotFound { .. } => ErrorKind::NotFound,
             BackupError::BackupExists { .. } => ErrorKind::AlreadyExists,
-            BackupError::Locked { .. } => ErrorKind::Busy,
+            BackupError::Locked { .. } | BackupError::Conflict { .. } => ErrorKind::Busy,
             BackupError::Store { .. } | BackupError::S3Config { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
