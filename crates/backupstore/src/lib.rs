@@ -150,6 +150,9 @@ pub use types::{
 pub use url::{backup_url, parse_backup_url, parse_destination, BackupRef, Destination};
 
 use keys::MarkerCipher;
+
+/// The store marker as read: its cipher and pack deletion journal; `None`: the store has none.
+type MarkerSeen = Option<(MarkerCipher, Option<gone::Journal>)>;
 use lock::{LockGuard, LockKind};
 use manifest::{ManifestHeader, FORMAT_VERSION as MANIFEST_VERSION};
 use store::Store;
@@ -419,20 +422,23 @@ impl BackupTarget {
             }),
             None => Ok(()),
         };
+        let mut seen = None;
         if !early {
             // Nothing is written before the key is known to fit.
-            let keys = self.unlock().await?;
+            let (keys, marker) = self.unlock_reading().await?;
             check_keys(&keys, &mut header)?;
             prefetch = Some(read_ahead(keys));
+            seen = marker;
         }
         // The run's first reads (the marker, the name, the parent's manifest) go out beside
         // the lock's write and listing: they depend on nothing the lock answers, and the run
         // checks what they answered again, under the lock, before it publishes.
         let first = async {
             if early {
-                self.unlock().await?;
+                seen = self.unlock_reading().await?.1;
             }
-            backup::FirstReads::read(&self.store, me, parent, Box::pin(self.ensure_marker())).await
+            backup::FirstReads::read(&self.store, me, parent, Box::pin(self.ensure_marker(seen)))
+                .await
         };
         let (guard, first) = futures::join!(
             LockGuard::acquire(
@@ -497,12 +503,18 @@ impl BackupTarget {
     /// Writes the marker of an unencrypted store if the store has none; checks that the store
     /// is still what [`Self::unlock`] found (encrypted with the same id, or not). Answers the
     /// pack deletion journal the marker holds (`None`: none, or not a readable one).
-    async fn ensure_marker(&self) -> Result<Option<gone::Journal>> {
+    /// `seen`: the marker as this operation's [`Self::unlock_reading`] just read it (then it
+    /// is not read again).
+    async fn ensure_marker(&self, seen: Option<MarkerSeen>) -> Result<Option<gone::Journal>> {
         let want = match self.store.keys() {
             Some(k) => MarkerCipher::Sealed(k.store_id),
             None => MarkerCipher::None,
         };
-        match keys::read_marker_journal(&self.store).await? {
+        let seen = match seen {
+            Some(s) => s,
+            None => keys::read_marker_journal(&self.store).await?,
+        };
+        match seen {
             Some((found, journal)) if found == want => Ok(journal),
             Some(_) => Err(BackupError::Key {
                 dest: self.store.dest.clone(),
@@ -529,21 +541,29 @@ impl BackupTarget {
     /// [`TargetOptions::secret`]; done once per target, before any data is read or written.
     /// Returns the keys (`None`: not encrypted, or no store yet).
     async fn unlock(&self) -> Result<Option<Arc<crypto::Keys>>> {
+        Ok(self.unlock_reading().await?.0)
+    }
+
+    /// [`Self::unlock`], also answering what the marker said when this call read it (`None`:
+    /// the keys were known already, nothing was read): a backup takes it as its first read of
+    /// the marker instead of reading it again.
+    async fn unlock_reading(&self) -> Result<(Option<Arc<crypto::Keys>>, Option<MarkerSeen>)> {
         if let Some(k) = self.store.keys.get() {
-            return Ok(k.clone());
+            return Ok((k.clone(), None));
         }
         // With a key given, the store's key slots are read beside the marker (wasted on an
         // unencrypted store, which a key does not open anyway).
-        let (marker, slots) = match &self.opts.secret {
+        let (seen, slots) = match &self.opts.secret {
             Some(_) => {
                 let (marker, slots) = futures::join!(
-                    keys::read_marker(&self.store),
+                    keys::read_marker_journal(&self.store),
                     keys::read_slots(&self.store)
                 );
                 (marker?, Some(slots))
             }
-            None => (keys::read_marker(&self.store).await?, None),
+            None => (keys::read_marker_journal(&self.store).await?, None),
         };
+        let marker = seen.as_ref().map(|(c, _)| c.clone());
         let keys = match marker {
             None | Some(MarkerCipher::None) => None,
             Some(MarkerCipher::Sealed(id)) => {
@@ -563,7 +583,7 @@ impl BackupTarget {
             }
         };
         let _ = self.store.keys.set(keys);
-        Ok(self.store.keys.get().cloned().flatten())
+        Ok((self.store.keys.get().cloned().flatten(), Some(seen)))
     }
 
     /// Restores backup `r` into `sink` (holes are not written unless `options.zero_holes`).
