@@ -151,8 +151,9 @@ async fn incremental_waves(env: &Env, seed: &BackupTarget, opts: TargetOptions) 
 /// another: the lock's write and the listing of locks, and beside them the store marker's read
 /// and the first reads (marker with its deletion journal, name, parent manifest); the writes
 /// (pack, its reference, the parent records) with the checks of what the first reads answered
-/// (the name, the parent, the journal); the manifest; the lock's removal. The server counts
-/// four: the two chains beside each other overlap without a gap. Before the requests were
+/// (the name, the parent, the journal); the manifest; the lock's removal. The server usually
+/// counts four: the two chains beside each other overlap without a gap (five when they do not
+/// happen to). Before the requests were
 /// sent together it waited for nine; before the first reads went out beside the lock and the
 /// store index came from the journal instead of a listing, six.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +164,7 @@ async fn an_incremental_waits_for_five_round_trips() {
     opts.cache_dir = Some(caches.path().join("cache"));
     let seed = BackupTarget::open(&env.dest, opts.clone()).unwrap();
     let waves = incremental_waves(&env, &seed, opts).await;
-    assert!(waves <= 4, "the server saw {waves} waves");
+    assert!(waves <= 5, "the incremental waited for {waves} round trips");
 }
 
 /// The same incremental on an encrypted store waits for two round trips more: the key is
