@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use convoy_blockstore::BlockId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{BackupError, Result};
+use crate::error::Result;
+use crate::keys::read_marker_json;
 use crate::layout;
 use crate::store::Store;
 
@@ -139,20 +140,6 @@ impl Journal {
             m.insert(FIELD.into(), serde_json::to_value(self).expect("json"));
         }
     }
-}
-
-/// The marker's JSON as stored, `None` if the store has none.
-async fn read_marker_json(store: &Store) -> Result<Option<serde_json::Value>> {
-    let Some(bytes) = store.get_opt(&layout::marker()).await? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|_| {
-        BackupError::InvalidArgument(format!(
-            "{} has an unreadable store marker {}",
-            store.dest,
-            layout::marker()
-        ))
-    })
 }
 
 async fn write_marker_json(store: &Store, marker: &serde_json::Value) -> Result<()> {

@@ -228,19 +228,7 @@ pub(crate) async fn resolve(
                 .into_iter()
                 .filter(|(p, _)| !cache_file(&dir, p).exists())
                 .collect();
-            let fetched: Vec<_> =
-                futures::stream::iter(new)
-                    .map(|(p, size)| async move {
-                        read_pack_index(store, &p, size).await.map(|r| (p, r))
-                    })
-                    .buffer_unordered(parallelism.clamp(1, 32))
-                    .try_collect()
-                    .await?;
-            for (p, r) in fetched {
-                if let Some((tail, _)) = r {
-                    write_cache(&dir, &p, &tail);
-                }
-            }
+            fetch_indexes(store, new, Some(&dir), parallelism).await?;
             let index = from_cache(store, &dir);
             write_state(
                 &dir,
@@ -303,10 +291,7 @@ fn from_cache(store: &Store, dir: &FsPath) -> StoreIndex {
         let Some(p) = name.to_str().and_then(|n| n.parse::<BlockId>().ok()) else {
             continue;
         };
-        match std::fs::read(e.path())
-            .ok()
-            .and_then(|b| decode_tail(store.keys(), &p, &b, None).ok())
-        {
+        match read_cached(store, dir, &p) {
             Some(entries) => index.add(p, &entries),
             None => {
                 let _ = std::fs::remove_file(e.path());
@@ -314,6 +299,37 @@ fn from_cache(store: &Store, dir: &FsPath) -> StoreIndex {
         }
     }
     index
+}
+
+/// A pack's index from the cache `dir`, if there and intact.
+fn read_cached(store: &Store, dir: &FsPath, pack: &BlockId) -> Option<Vec<PackEntry>> {
+    let bytes = std::fs::read(cache_file(dir, pack)).ok()?;
+    decode_tail(store.keys(), pack, &bytes, None).ok()
+}
+
+/// Reads the indexes of `packs` (id and size) from the store, `parallelism` at a time, and
+/// caches each in `cache`. A pack deleted meanwhile is left out.
+async fn fetch_indexes(
+    store: &Store,
+    packs: Vec<(BlockId, u64)>,
+    cache: Option<&FsPath>,
+    parallelism: usize,
+) -> Result<Vec<(BlockId, Vec<PackEntry>)>> {
+    let fetched: Vec<_> = futures::stream::iter(packs)
+        .map(|(p, size)| async move { read_pack_index(store, &p, size).await.map(|r| (p, r)) })
+        .buffer_unordered(parallelism.clamp(1, 32))
+        .try_collect()
+        .await?;
+    Ok(fetched
+        .into_iter()
+        .filter_map(|(p, r)| {
+            let (tail, entries) = r?;
+            if let Some(dir) = cache {
+                write_cache(dir, &p, &tail);
+            }
+            Some((p, entries))
+        })
+        .collect())
 }
 
 /// Loads the store index from a listing: lists `packs/`, takes each listed pack's index from
@@ -328,37 +344,21 @@ async fn load(store: &Store, cache: Option<&FsPath>, parallelism: usize) -> Resu
         .iter()
         .filter_map(|(k, size)| Some((k.filename()?.parse::<BlockId>().ok()?, *size)))
         .collect();
-    let cache = cache.map(FsPath::to_path_buf);
-    if let Some(dir) = &cache {
+    if let Some(dir) = cache {
         let _ = std::fs::create_dir_all(dir);
     }
     let mut index = StoreIndex::default();
     let mut missing = Vec::new();
     for (p, size) in &packs {
-        let cached = cache
-            .as_ref()
-            .and_then(|d| std::fs::read(cache_file(d, p)).ok())
-            .and_then(|b| decode_tail(store.keys(), p, &b, None).ok());
-        match cached {
+        match cache.and_then(|d| read_cached(store, d, p)) {
             Some(entries) => index.add(*p, &entries),
             None => missing.push((*p, *size)),
         }
     }
-    let fetched: Vec<_> = futures::stream::iter(missing)
-        .map(|(p, size)| async move { read_pack_index(store, &p, size).await.map(|r| (p, r)) })
-        .buffer_unordered(parallelism.clamp(1, 32))
-        .try_collect()
-        .await?;
-    for (p, r) in fetched {
-        // A pack deleted since the listing is simply not in the index.
-        if let Some((tail, entries)) = r {
-            if let Some(dir) = &cache {
-                write_cache(dir, &p, &tail);
-            }
-            index.add(p, &entries);
-        }
+    for (p, entries) in fetch_indexes(store, missing, cache, parallelism).await? {
+        index.add(p, &entries);
     }
-    if let Some(dir) = &cache {
+    if let Some(dir) = cache {
         let live: HashSet<String> = packs.iter().map(|(p, _)| p.to_hex()).collect();
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {

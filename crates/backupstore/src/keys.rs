@@ -45,17 +45,9 @@ pub(crate) async fn read_marker(store: &Store) -> Result<Option<MarkerCipher>> {
 pub(crate) async fn read_marker_journal(
     store: &Store,
 ) -> Result<Option<(MarkerCipher, Option<crate::gone::Journal>)>> {
-    let Some(existing) = store.get_opt(&layout::marker()).await? else {
+    let Some(v) = read_marker_json(store).await? else {
         return Ok(None);
     };
-    let unreadable = || {
-        BackupError::InvalidArgument(format!(
-            "{} has an unreadable store marker {}",
-            store.dest,
-            layout::marker()
-        ))
-    };
-    let v = serde_json::from_slice::<serde_json::Value>(&existing).map_err(|_| unreadable())?;
     match v.get("version").and_then(|v| v.as_u64()) {
         Some(found) if found == u64::from(crate::FORMAT_VERSION) => {}
         Some(found) => {
@@ -64,7 +56,7 @@ pub(crate) async fn read_marker_journal(
                 found,
             })
         }
-        None => return Err(unreadable()),
+        None => return Err(unreadable_marker(store)),
     }
     let journal = crate::gone::Journal::from_marker(&v);
     let cipher = match v.get("cipher").and_then(|c| c.as_str()) {
@@ -75,7 +67,7 @@ pub(crate) async fn read_marker_journal(
                 .and_then(|k| k.as_str())
                 .and_then(unhex)
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .ok_or_else(unreadable)?;
+                .ok_or_else(|| unreadable_marker(store))?;
             MarkerCipher::Sealed(id)
         }
         Some(other) => {
@@ -88,6 +80,24 @@ pub(crate) async fn read_marker_journal(
         }
     };
     Ok(Some((cipher, journal)))
+}
+
+fn unreadable_marker(store: &Store) -> BackupError {
+    BackupError::InvalidArgument(format!(
+        "{} has an unreadable store marker {}",
+        store.dest,
+        layout::marker()
+    ))
+}
+
+/// The marker's JSON as stored (not checked further), `None` if the store has none.
+pub(crate) async fn read_marker_json(store: &Store) -> Result<Option<serde_json::Value>> {
+    let Some(bytes) = store.get_opt(&layout::marker()).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| unreadable_marker(store))
 }
 
 /// The marker's JSON, with a new, empty pack deletion journal.

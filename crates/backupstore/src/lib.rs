@@ -150,12 +150,12 @@ pub use types::{
 pub use url::{backup_url, parse_backup_url, parse_destination, BackupRef, Destination};
 
 use keys::MarkerCipher;
-
-/// The store marker as read: its cipher and pack deletion journal; `None`: the store has none.
-type MarkerSeen = Option<(MarkerCipher, Option<gone::Journal>)>;
 use lock::{LockGuard, LockKind};
 use manifest::{ManifestHeader, FORMAT_VERSION as MANIFEST_VERSION};
 use store::Store;
+
+/// The store marker as read: its cipher and pack deletion journal; `None`: the store has none.
+type MarkerSeen = Option<(MarkerCipher, Option<gone::Journal>)>;
 
 /// An open backup destination.
 #[derive(Clone)]

@@ -421,12 +421,7 @@ impl Store {
 
     /// Whether an object exists.
     pub async fn exists(&self, path: &Path) -> Result<bool> {
-        self.count();
-        match self.objects.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err("head", path, e)),
-        }
+        Ok(self.version_tag(path).await?.is_some())
     }
 
     /// Deletes an object; a missing object is not an error.

@@ -198,17 +198,7 @@ async fn a_delete_between_the_first_reads_and_the_lock_is_caught(env: Env) {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         b2.delete(&gone).await.unwrap();
     });
-    let racing = a.with_faults(faults);
-    let two = racing
-        .backup(
-            img.file.clone(),
-            &[0..img.size],
-            None,
-            meta("two", img.size),
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let two = full_backup(&a.with_faults(faults), &img, "two").await;
     let (got, _) = restore_bytes(&a, &two.backup, img.size).await.unwrap();
     assert!(
         got == img.bytes(),
