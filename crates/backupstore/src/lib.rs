@@ -157,6 +157,16 @@ use store::Store;
 /// The store marker as read: its cipher and pack deletion journal; `None`: the store has none.
 type MarkerSeen = Option<(MarkerCipher, Option<gone::Journal>)>;
 
+/// When a backup run sends its first reads (the store marker, the name, the parent's manifest).
+#[derive(Clone, Copy)]
+enum FirstReadsAt {
+    /// Beside the lock's requests: one round trip less; what they answered is checked again
+    /// under the lock before publishing.
+    BesideTheLock,
+    /// Once the lock is held: nothing can delete packs between the reads and the publishing.
+    UnderTheLock,
+}
+
 /// An open backup destination.
 #[derive(Clone)]
 pub struct BackupTarget {
@@ -356,7 +366,9 @@ impl BackupTarget {
             key_id: None,
         };
         // A run that finds the store changed under it as it started publishes nothing and is
-        // made once more (the second finds the change in the store marker's journal).
+        // made once more, with its first reads after the lock is held: nothing that deletes
+        // packs can run between them then, so the second run cannot conflict again (however
+        // often deletes and compactions come).
         match self
             .backup_run(
                 source.clone(),
@@ -365,12 +377,21 @@ impl BackupTarget {
                 header.clone(),
                 &me,
                 progress,
+                FirstReadsAt::BesideTheLock,
             )
             .await
         {
             Err(BackupError::Conflict { .. }) => {
-                self.backup_run(source, ranges, parent, header, &me, progress)
-                    .await
+                self.backup_run(
+                    source,
+                    ranges,
+                    parent,
+                    header,
+                    &me,
+                    progress,
+                    FirstReadsAt::UnderTheLock,
+                )
+                .await
             }
             r => r,
         }
@@ -385,6 +406,7 @@ impl BackupTarget {
         mut header: ManifestHeader,
         me: &BackupRef,
         progress: &dyn Progress,
+        at: FirstReadsAt,
     ) -> Result<BackupOutcome> {
         // Without a key there is nothing to derive before writing: the store marker is read
         // beside the lock's write (one round trip less on a distant store). A marker that
@@ -440,15 +462,19 @@ impl BackupTarget {
             backup::FirstReads::read(&self.store, me, parent, Box::pin(self.ensure_marker(seen)))
                 .await
         };
-        let (guard, first) = futures::join!(
-            LockGuard::acquire(
-                self.store.clone(),
-                LockKind::Shared,
-                "backup",
-                &self.opts.lock
-            ),
-            first
+        let lock = LockGuard::acquire(
+            self.store.clone(),
+            LockKind::Shared,
+            "backup",
+            &self.opts.lock,
         );
+        let (guard, first) = match at {
+            FirstReadsAt::BesideTheLock => futures::join!(lock, first),
+            FirstReadsAt::UnderTheLock => {
+                let guard = lock.await?;
+                (Ok(guard), first.await)
+            }
+        };
         let (guard, first) = match (guard, first) {
             (Ok(g), Ok(f)) => (g, f),
             (Ok(g), Err(e)) => {

@@ -322,9 +322,8 @@ async fn compaction_beside_backups_and_deletes(env: Env) {
     let randoms = random_chunks(41);
     let first = full_backup(&t, &img, "vk").await.backup;
     let kept = std::sync::Arc::new(std::sync::Mutex::new(vec![(first, img.bytes())]));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (t, img, kept, done) = (t.clone(), img.clone(), kept.clone(), done.clone());
+        let (t, img, kept) = (t.clone(), img.clone(), kept.clone());
         tokio::spawn(async move {
             for round in 0..8u64 {
                 let pick: Vec<u64> = (0..5)
@@ -342,12 +341,12 @@ async fn compaction_beside_backups_and_deletes(env: Env) {
                     t.delete(&v).await.unwrap();
                 }
             }
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
         })
     };
     let mut runs = 0;
     let mut rewritten = 0;
-    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+    // Until the writer is done (or has failed: its panic shows at the join below).
+    while !writer.is_finished() {
         rewritten += compact(&t, 0.9).await.packs_rewritten;
         runs += 1;
     }
