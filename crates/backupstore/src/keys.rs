@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use futures::{StreamExt, TryStreamExt};
@@ -341,38 +342,77 @@ async fn make_slot(
 }
 
 /// Reads every key slot (name order). `BackupTarget::unlock` reads them beside the store
-/// marker, before it knows the store is encrypted: an encrypted store opens in two round trips.
+/// marker, before it knows the store is encrypted. The slots this host found last time
+/// (`slot_hint`) are read beside the listing: an encrypted store whose slots did not change
+/// opens in one round trip, otherwise in two.
 pub(crate) async fn read_slots(store: &Store) -> Result<Slots> {
-    let keys: Vec<Path> = store.list(&keys_prefix()).try_collect().await?;
-    // The slots are read together: a store with several slots opens in one round trip more
-    // than its listing, not one per slot.
-    let read: Vec<Option<(String, std::result::Result<Slot, String>)>> =
-        futures::stream::iter(keys)
-            .map(|k| async move {
-                let Some(name) = k.filename().and_then(|f| f.strip_suffix(".json")) else {
-                    return Ok(None);
-                };
-                let name = name.to_string();
-                let Some(body) = store.get_opt(&k).await? else {
-                    return Ok(None);
-                };
-                let parsed = serde_json::from_slice::<Slot>(&body)
-                    .map_err(|e| format!("unreadable: {e}"))
-                    .and_then(|s| {
-                        if s.slot == name {
-                            Ok(s)
-                        } else {
-                            Err(format!("it names itself {:?}", s.slot))
-                        }
-                    });
-                Ok::<_, BackupError>(Some((name, parsed)))
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
-    let mut out: Slots = read.into_iter().flatten().collect();
+    let hinted: Vec<Path> = crate::slot_hint::read(store)
+        .iter()
+        .map(|n| slot_key(n))
+        .collect();
+    let (listed, early) = futures::join!(
+        store.list(&keys_prefix()).try_collect::<Vec<Path>>(),
+        get_all(store, hinted)
+    );
+    let listed = listed?;
+    // A hinted read that failed or found nothing is made again if the listing shows the slot.
+    let early: std::collections::HashMap<Path, Bytes> = early
+        .into_iter()
+        .filter_map(|(k, r)| Some((k, r.ok()??)))
+        .collect();
+    let named: Vec<(String, Path)> = listed
+        .into_iter()
+        .filter_map(|k| {
+            let name = k.filename()?.strip_suffix(".json")?.to_string();
+            Some((name, k))
+        })
+        .collect();
+    let unread: Vec<Path> = named
+        .iter()
+        .filter(|(_, k)| !early.contains_key(k))
+        .map(|(_, k)| k.clone())
+        .collect();
+    let mut late: std::collections::HashMap<Path, Bytes> = std::collections::HashMap::new();
+    for (k, r) in get_all(store, unread).await {
+        if let Some(body) = r? {
+            late.insert(k, body);
+        }
+    }
+    crate::slot_hint::write(
+        store,
+        &named.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    );
+    let mut out: Slots = named
+        .into_iter()
+        .filter_map(|(name, k)| {
+            // Gone between the listing and its read: not a slot any more.
+            let body = early.get(&k).or_else(|| late.get(&k))?;
+            let parsed = serde_json::from_slice::<Slot>(body)
+                .map_err(|e| format!("unreadable: {e}"))
+                .and_then(|s| {
+                    if s.slot == name {
+                        Ok(s)
+                    } else {
+                        Err(format!("it names itself {:?}", s.slot))
+                    }
+                });
+            Some((name, parsed))
+        })
+        .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Reads `keys` together (at most 8 at once); each object's body, or `None` if it is gone.
+async fn get_all(store: &Store, keys: Vec<Path>) -> Vec<(Path, Result<Option<Bytes>>)> {
+    futures::stream::iter(keys)
+        .map(|k| async move {
+            let r = store.get_opt(&k).await;
+            (k, r)
+        })
+        .buffered(8)
+        .collect()
+        .await
 }
 
 /// The key slots of a store, by name: each parsed, or why it could not be.
@@ -492,6 +532,7 @@ pub(crate) async fn create(
     random(&mut master[..])?;
     let slot = make_slot(store, &store_id, &master, &secret, kdf).await?;
     write_slot(store, &slot).await?;
+    crate::slot_hint::add(store, &slot.slot);
     Ok((store_id, Keys::new(store_id, *master), slot.slot))
 }
 
@@ -516,6 +557,7 @@ pub(crate) async fn add(
     let secret = read_secret(store, source).await?;
     let slot = make_slot(store, &keys.store_id, keys.master(), &secret, kdf).await?;
     write_slot(store, &slot).await?;
+    crate::slot_hint::add(store, &slot.slot);
     Ok(slot.slot)
 }
 
@@ -541,7 +583,9 @@ pub(crate) async fn remove(store: &Store, name: &str) -> Result<()> {
             format!("key slot {name} is the store's last usable slot; add another one first"),
         ));
     }
-    store.delete(&slot_key(name)).await
+    store.delete(&slot_key(name)).await?;
+    crate::slot_hint::remove(store, name);
+    Ok(())
 }
 
 /// Lists the slots (no key needed).

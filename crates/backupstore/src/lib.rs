@@ -119,6 +119,7 @@ mod reader;
 mod repair;
 mod restore;
 mod sealed;
+mod slot_hint;
 mod store;
 mod target_keys;
 #[doc(hidden)]
@@ -346,7 +347,7 @@ impl BackupTarget {
                 &uuid::Uuid::new_v4().simple().to_string()[..16]
             )
         });
-        let me = BackupRef::new(&meta.volume_name, &name)?;
+        BackupRef::new(&meta.volume_name, &name)?;
         let header = ManifestHeader {
             format_version: MANIFEST_VERSION,
             backup_name: name,
@@ -375,7 +376,6 @@ impl BackupTarget {
                 ranges,
                 parent,
                 header.clone(),
-                &me,
                 progress,
                 FirstReadsAt::BesideTheLock,
             )
@@ -387,7 +387,6 @@ impl BackupTarget {
                     ranges,
                     parent,
                     header,
-                    &me,
                     progress,
                     FirstReadsAt::UnderTheLock,
                 )
@@ -404,10 +403,11 @@ impl BackupTarget {
         ranges: &[Range<u64>],
         parent: Option<&str>,
         mut header: ManifestHeader,
-        me: &BackupRef,
         progress: &dyn Progress,
         at: FirstReadsAt,
     ) -> Result<BackupOutcome> {
+        // Valid: `backup` made it from these names before.
+        let me = &BackupRef::new(&header.volume_name, &header.backup_name)?;
         // Without a key there is nothing to derive before writing: the store marker is read
         // beside the lock's write (one round trip less on a distant store). A marker that
         // says the store is encrypted then fails the backup and the lock is removed, so the
