@@ -15,8 +15,9 @@
 //! For each latency, each tool: a full backup of the image; a backup after 1% of its 2 MiB
 //! blocks changed (convoy is given the changed ranges and its first backup as parent, as
 //! convoy-core does with a thin-pool delta; restic re-reads the image, as it must); a restore
-//! of that second backup, checked byte-identical; then convoy's backup after the change and
-//! restore again with the store opened before, as the daemon runs them (`warm.rs`). Per
+//! of that second backup, checked byte-identical; then convoy's backup after the same blocks
+//! changed again (new data, parent the second backup) and its restore, with the store opened
+//! before, as the daemon runs them (`warm.rs`). Per
 //! phase: wall time of the tool's process, requests seen by the proxy (by method), peak RSS
 //! (GNU time); after phase 2 the objects and
 //! bytes the tool's prefix holds (listed from the server directly, not counted). Then, at the
@@ -288,6 +289,11 @@ fn main() {
     let changed = change_one_percent(&second, size);
     let ranges = work.join("changed-ranges");
     write_ranges(&ranges, &changed);
+    // The warm backup's image: the same blocks changed again, with new data (the data of
+    // image 2 is stored by then, and a backup of it would upload nothing).
+    let third = work.join("image-3.img");
+    std::fs::copy(&second, &third).unwrap();
+    rewrite(&third, &changed, 1_000_001);
     println!(
         "image {size_mib} MiB, {} of its 2 MiB blocks changed for phase 2; moto_server on \
          loopback behind a counting proxy",
@@ -347,7 +353,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&out);
             let _ = std::fs::remove_file(&out);
             if tool != Tool::Restic {
-                warm.push(warm::measure(&b, tool, &prefix, &second, &ranges, &out));
+                warm.push(warm::measure(&b, tool, &prefix, &third, &ranges, &out));
             }
             rows.push((tool, [full, inc, restore], stored));
         }

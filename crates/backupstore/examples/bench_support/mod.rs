@@ -127,7 +127,6 @@ pub fn make_image(path: &Path, size: u64) {
 
 /// Overwrites 1% of the pool blocks with new data; returns the changed byte ranges.
 pub fn change_one_percent(path: &Path, size: u64) -> Vec<(u64, u64)> {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     let blocks = size / POOL_BLOCK;
     let n = (blocks / 100).max(1);
     let mut s = 0xfeed_beefu64;
@@ -135,20 +134,29 @@ pub fn change_one_percent(path: &Path, size: u64) -> Vec<(u64, u64)> {
     while (chosen.len() as u64) < n {
         chosen.insert(xorshift(&mut s) % blocks);
     }
-    let mut buf = vec![0u8; POOL_BLOCK as usize];
-    for (k, b) in chosen.iter().enumerate() {
-        if k % 2 == 0 {
-            fill_random(&mut buf, 777 + b);
-        } else {
-            fill_text(&mut buf, 777 + b);
-        }
-        f.write_all_at(&buf, b * POOL_BLOCK).unwrap();
-    }
-    f.sync_all().unwrap();
-    chosen
+    let ranges: Vec<(u64, u64)> = chosen
         .iter()
         .map(|b| (b * POOL_BLOCK, (b + 1) * POOL_BLOCK))
-        .collect()
+        .collect();
+    rewrite(path, &ranges, 777);
+    ranges
+}
+
+/// Writes new data (random and text-like in turn, from `seed`) over `ranges`, whole
+/// [`POOL_BLOCK`]s: the same blocks changed again, with data no backup holds yet.
+pub fn rewrite(path: &Path, ranges: &[(u64, u64)], seed: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let mut buf = vec![0u8; POOL_BLOCK as usize];
+    for (k, &(start, _)) in ranges.iter().enumerate() {
+        let b = start / POOL_BLOCK;
+        if k % 2 == 0 {
+            fill_random(&mut buf, seed + b);
+        } else {
+            fill_text(&mut buf, seed + b);
+        }
+        f.write_all_at(&buf, start).unwrap();
+    }
+    f.sync_all().unwrap();
 }
 
 pub struct Measured {
