@@ -346,17 +346,15 @@ async fn make_slot(
 /// (`slot_hint`) are read beside the listing: an encrypted store whose slots did not change
 /// opens in one round trip, otherwise in two.
 pub(crate) async fn read_slots(store: &Store) -> Result<Slots> {
-    let hinted: Vec<Path> = crate::slot_hint::read(store)
-        .iter()
-        .map(|n| slot_key(n))
-        .collect();
+    let remembered = crate::slot_hint::read(store);
+    let hinted: Vec<Path> = remembered.iter().map(|n| slot_key(n)).collect();
     let (listed, early) = futures::join!(
         store.list(&keys_prefix()).try_collect::<Vec<Path>>(),
         get_all(store, hinted)
     );
     let listed = listed?;
     // A hinted read that failed or found nothing is made again if the listing shows the slot.
-    let early: std::collections::HashMap<Path, Bytes> = early
+    let mut bodies: std::collections::HashMap<Path, Bytes> = early
         .into_iter()
         .filter_map(|(k, r)| Some((k, r.ok()??)))
         .collect();
@@ -369,24 +367,21 @@ pub(crate) async fn read_slots(store: &Store) -> Result<Slots> {
         .collect();
     let unread: Vec<Path> = named
         .iter()
-        .filter(|(_, k)| !early.contains_key(k))
+        .filter(|(_, k)| !bodies.contains_key(k))
         .map(|(_, k)| k.clone())
         .collect();
-    let mut late: std::collections::HashMap<Path, Bytes> = std::collections::HashMap::new();
     for (k, r) in get_all(store, unread).await {
         if let Some(body) = r? {
-            late.insert(k, body);
+            bodies.insert(k, body);
         }
     }
-    crate::slot_hint::write(
-        store,
-        &named.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-    );
+    let found: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+    crate::slot_hint::update(store, &remembered, &found);
     let mut out: Slots = named
         .into_iter()
         .filter_map(|(name, k)| {
             // Gone between the listing and its read: not a slot any more.
-            let body = early.get(&k).or_else(|| late.get(&k))?;
+            let body = bodies.get(&k)?;
             let parsed = serde_json::from_slice::<Slot>(body)
                 .map_err(|e| format!("unreadable: {e}"))
                 .and_then(|s| {

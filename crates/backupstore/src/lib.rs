@@ -347,7 +347,6 @@ impl BackupTarget {
                 &uuid::Uuid::new_v4().simple().to_string()[..16]
             )
         });
-        BackupRef::new(&meta.volume_name, &name)?;
         let header = ManifestHeader {
             format_version: MANIFEST_VERSION,
             backup_name: name,
@@ -406,7 +405,7 @@ impl BackupTarget {
         progress: &dyn Progress,
         at: FirstReadsAt,
     ) -> Result<BackupOutcome> {
-        // Valid: `backup` made it from these names before.
+        // Refused here, before any request, if the names do not make a backup's place.
         let me = &BackupRef::new(&header.volume_name, &header.backup_name)?;
         // Without a key there is nothing to derive before writing: the store marker is read
         // beside the lock's write (one round trip less on a distant store). A marker that

@@ -47,22 +47,35 @@ pub(crate) fn read(store: &Store) -> Vec<String> {
         .collect()
 }
 
-/// Remembers `names` for `store` (written whole, then renamed over; failures are ignored: the
-/// next open then reads the slots in two round trips, as without this file).
-pub(crate) fn write(store: &Store, names: &[String]) {
-    let Some(path) = file(store) else { return };
-    let mut names: Vec<&String> = names.iter().filter(|n| plausible(n)).take(MAX).collect();
-    names.sort();
+/// The form `names` are kept in: plausible ones only, at most [`MAX`], sorted, once each.
+fn normal(names: &[String]) -> Vec<&str> {
+    let mut names: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| plausible(n))
+        .take(MAX)
+        .collect();
+    names.sort_unstable();
     names.dedup();
+    names
+}
+
+/// Remembers `found` for `store` in place of `remembered` (what [`read`] answered before),
+/// unless they are the same names: an open whose slots did not change writes nothing. The
+/// file is written whole, then renamed over; failures are ignored (the next open then reads
+/// the slots in two round trips, as without this file).
+pub(crate) fn update(store: &Store, remembered: &[String], found: &[String]) {
+    let names = normal(found);
+    if names == normal(remembered) {
+        return;
+    }
+    let Some(path) = file(store) else { return };
+    let Some(dir) = path.parent() else { return };
     let mut text = String::new();
     for n in names {
         text.push_str(n);
         text.push('\n');
     }
-    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
-        return;
-    }
-    let Some(dir) = path.parent() else { return };
     let mut tmp = path.clone().into_os_string();
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -76,15 +89,17 @@ pub(crate) fn write(store: &Store, names: &[String]) {
 
 /// Adds `name` to what is remembered (a slot this host just wrote).
 pub(crate) fn add(store: &Store, name: &str) {
-    let mut names = read(store);
+    let remembered = read(store);
+    let mut names = remembered.clone();
     names.push(name.to_string());
-    write(store, &names);
+    update(store, &remembered, &names);
 }
 
 /// Drops `name` from what is remembered (a slot this host just removed).
 pub(crate) fn remove(store: &Store, name: &str) {
-    let names: Vec<String> = read(store).into_iter().filter(|n| n != name).collect();
-    write(store, &names);
+    let remembered = read(store);
+    let names: Vec<String> = remembered.iter().filter(|n| *n != name).cloned().collect();
+    update(store, &remembered, &names);
 }
 
 #[cfg(test)]
@@ -152,7 +167,7 @@ mod tests {
         };
         let store = Store::open(&format!("vfs://{}", dir.path().display()), &opts).unwrap();
         assert!(read(&store).is_empty());
-        write(&store, &["b".into(), "a".into()]);
+        update(&store, &[], &["b".into(), "a".into()]);
         add(&store, "c");
         assert_eq!(read(&store), ["a", "b", "c"]);
         remove(&store, "b");
