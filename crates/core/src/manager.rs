@@ -139,18 +139,32 @@ impl VolumeManager {
         }
     }
 
-    /// Takes the lock of the volume holding snapshot `name`; a volume deleted meanwhile is the
-    /// snapshot not found (it went with its volume), not the volume.
+    /// Takes the lock of the volume holding snapshot `name`. Errors name the snapshot: a
+    /// volume deleted meanwhile (and perhaps being made again under its name) is the snapshot
+    /// not found, as it went with its volume; a volume busy being deleted is the snapshot busy.
     pub(crate) async fn lock_snapshot_owner(
         &self,
         name: &str,
     ) -> Result<(tokio::sync::OwnedMutexGuard<()>, VolumeRecord)> {
+        use crate::error::ErrorKind;
         let volume = self.volume_of_snapshot(name)?;
-        match self.lock_volume(&volume).await {
-            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+        let e = match self.lock_volume(&volume).await {
+            Ok(locked) => return Ok(locked),
+            Err(e) => e,
+        };
+        let still_there = self
+            .state()
+            .owner_of_snapshot(name)
+            .is_some_and(|v| v.name == volume);
+        match (e, still_there) {
+            (e, false) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy) => {
                 Err(Error::not_found("snapshot", name))
             }
-            other => other,
+            (e, true) if e.kind() == ErrorKind::NotFound => Err(Error::not_found("snapshot", name)),
+            (Error::Busy { why, .. }, true) => {
+                Err(Error::busy(name, format!("its volume {volume}: {why}")))
+            }
+            (e, _) => Err(e),
         }
     }
 

@@ -208,7 +208,7 @@ impl VolumeManager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
@@ -216,9 +216,10 @@ mod tests {
     use crate::{CreateVolumeRequest, ManagerConfig, NoProgress, VolumeManager};
 
     /// Long enough never to fail a correct run; only turns a hang into a failure.
-    const PATIENCE: Duration = Duration::from_secs(60);
+    pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
-    async fn vfs_manager(dir: &std::path::Path, volumes: &[&str]) -> VolumeManager {
+    /// A manager with the vfs driver under `dir`, holding `volumes`.
+    pub(crate) async fn vfs_manager(dir: &std::path::Path, volumes: &[&str]) -> VolumeManager {
         let m = VolumeManager::open(ManagerConfig {
             root: dir.join("root"),
             drivers: vec!["vfs".into()],
