@@ -428,6 +428,9 @@ pub(crate) struct BackupJob<'a> {
     pub first: FirstReads,
     /// The first chunks, read ahead (see [`Prefetch`]).
     pub prefetch: Option<Prefetch>,
+    /// The backup's name was made for this call, so no other run writes records under it:
+    /// a failed run removes the reference records it wrote (see [`Packer::abandon`]).
+    pub owns_name: bool,
 }
 
 /// Runs a backup under a lock the caller holds; returns its figures and the header of the
@@ -514,6 +517,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
         records,
         job.prefetch.map(Arc::new),
         &checks,
+        job.owns_name,
     )
     .await;
     if result.is_err() {
@@ -542,6 +546,7 @@ async fn pipeline(
     records: futures::future::BoxFuture<'_, Result<()>>,
     prefetch: Option<Arc<Prefetch>>,
     checks: &Checks,
+    owns_name: bool,
 ) -> Result<BackupStats> {
     let chunk = u64::from(header.chunk_size);
     let size = header.volume_size;
@@ -655,14 +660,20 @@ async fn pipeline(
     // The parent records go out beside the blocks; both are done before the manifest is.
     let (outcome, recorded) = futures::join!(body, records);
     let outcome = outcome.and(recorded);
+    // A remote store that failed a request is left alone (each removal would wait out the
+    // retries first): the records are garbage for `repair`. A local one is tidied (a full
+    // disk still removes files).
+    let remote = packer.store().local_root.is_none();
+    let tidy = |e: &BackupError| owns_name && !(remote && matches!(e, BackupError::Store { .. }));
     if let Err(e) = outcome {
-        packer.abandon().await;
         upload.abort().await;
+        packer.abandon(tidy(&e)).await;
         return Err(e);
     }
     stats.manifest_entries = encoder.count();
     if let Err(e) = upload.write(&encoder.finish()).await {
         upload.abort().await;
+        packer.abandon(tidy(&e)).await;
         return Err(e);
     }
     upload.commit().await?;

@@ -168,6 +168,14 @@ enum FirstReadsAt {
     UnderTheLock,
 }
 
+/// How one run of a backup goes.
+#[derive(Clone, Copy)]
+struct RunMode {
+    first_reads: FirstReadsAt,
+    /// The backup's name was made for this call (see `backup::BackupJob::owns_name`).
+    owns_name: bool,
+}
+
 /// An open backup destination.
 #[derive(Clone)]
 pub struct BackupTarget {
@@ -341,6 +349,7 @@ impl BackupTarget {
                 r.start, r.end, meta.volume_name, meta.volume_size
             )));
         }
+        let owns_name = meta.backup_name.is_none();
         let name = meta.backup_name.clone().unwrap_or_else(|| {
             format!(
                 "backup-{}",
@@ -376,7 +385,10 @@ impl BackupTarget {
                 parent,
                 header.clone(),
                 progress,
-                FirstReadsAt::BesideTheLock,
+                RunMode {
+                    first_reads: FirstReadsAt::BesideTheLock,
+                    owns_name,
+                },
             )
             .await
         {
@@ -387,7 +399,10 @@ impl BackupTarget {
                     parent,
                     header,
                     progress,
-                    FirstReadsAt::UnderTheLock,
+                    RunMode {
+                        first_reads: FirstReadsAt::UnderTheLock,
+                        owns_name,
+                    },
                 )
                 .await
             }
@@ -403,7 +418,7 @@ impl BackupTarget {
         parent: Option<&str>,
         mut header: ManifestHeader,
         progress: &dyn Progress,
-        at: FirstReadsAt,
+        mode: RunMode,
     ) -> Result<BackupOutcome> {
         // Refused here, before any request, if the names do not make a backup's place.
         let me = &BackupRef::new(&header.volume_name, &header.backup_name)?;
@@ -467,7 +482,7 @@ impl BackupTarget {
             "backup",
             &self.opts.lock,
         );
-        let (guard, first) = match at {
+        let (guard, first) = match mode.first_reads {
             FirstReadsAt::BesideTheLock => futures::join!(lock, first),
             FirstReadsAt::UnderTheLock => {
                 let guard = lock.await?;
@@ -512,6 +527,7 @@ impl BackupTarget {
                 progress,
                 first,
                 prefetch,
+                owns_name: mode.owns_name,
             })
             .await
         })

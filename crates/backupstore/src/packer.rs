@@ -241,10 +241,38 @@ impl Packer {
         .await
     }
 
-    /// After a failure: lets the uploads already started finish (their results do not
-    /// matter: without a manifest they are garbage that `repair` removes); starts none.
-    pub async fn abandon(mut self) {
+    /// After a failure, before the manifest is published: lets the uploads already started
+    /// finish and starts none. Then, when `tidy` (the run owns its backup's name — it was made
+    /// for it, so no other run writes records under it — and the store answers), removes the
+    /// reference records it wrote. Else a run made again under the same name (after a
+    /// [`crate::BackupError::Conflict`]) publishes a backup holding records of packs it does
+    /// not use (packs a delete removed, packs this run wrote that the next did not reuse),
+    /// which that backup's delete never visits; and a run that fails for good leaves records
+    /// of a backup that never existed. Packs this run wrote stay (another backup may use them
+    /// by now); with no record left they are garbage that `repair` and `compact` remove. So
+    /// is everything when not `tidy`, or when a removal fails (best effort).
+    pub async fn abandon(mut self, tidy: bool) {
         while self.inflight.next().await.is_some() {}
+        if !tidy {
+            return;
+        }
+        // Owned futures, a few at once (borrowing ones make the backup's future not `Send`).
+        let keys: Vec<_> = (self.referenced.iter())
+            .map(|pack| self.store.pack_ref(pack, &self.me))
+            .collect();
+        // The first removal that fails ends it.
+        let mut removals = FuturesUnordered::new();
+        for key in keys {
+            if removals.len() >= self.cfg.max_uploads.max(1) * 4
+                && !matches!(removals.next().await, Some(Ok(())))
+            {
+                return;
+            }
+            let store = self.store.clone();
+            removals
+                .push(Box::pin(async move { store.delete(&key).await }) as BoxFuture<'static, _>);
+        }
+        while let Some(Ok(())) = removals.next().await {}
     }
 
     /// Sends the last pack and waits for every upload; returns the packs written.
