@@ -330,16 +330,23 @@ pub(crate) struct FirstReads {
 type ManifestStream = futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>;
 
 impl FirstReads {
-    /// Sends the reads. `precheck`: the marker's check (answers the journal).
+    /// Sends the reads. `precheck`: the marker's check (answers the journal). `owns_name`:
+    /// the name was made for this run (64 random bits), so whether it is taken is not asked.
     pub(crate) async fn read(
         store: &Store,
         me: &BackupRef,
         parent: Option<&str>,
         precheck: futures::future::BoxFuture<'_, Result<Option<crate::gone::Journal>>>,
+        owns_name: bool,
     ) -> Result<FirstReads> {
         let parent_ref = parent.map(|p| BackupRef::new(&me.volume, p)).transpose()?;
         let name = layout::manifest(me);
-        let exists = store.exists(&name);
+        let exists = async {
+            match owns_name {
+                true => Ok(false),
+                false => store.exists(&name).await,
+            }
+        };
         let parent_stream = async {
             match &parent_ref {
                 None => Ok(None),
@@ -647,13 +654,17 @@ async fn pipeline(
             }
         }
         // The last packs go out with the check that no backup of this name was published
-        // meanwhile (the store's own check, for S3 a request) and the run's own checks: one
-        // round trip for all.
-        let (packs, (), ()) = futures::try_join!(
-            packer.finish(),
-            upload.check_free(),
-            checks.run(&store_for_checks, &used)
-        )?;
+        // meanwhile (the store's own check, for S3 a request; none for a name made for this
+        // run) and the run's own checks: one round trip for all.
+        let free = (!owns_name).then(|| upload.check_free());
+        let free = async {
+            match free {
+                Some(check) => check.await,
+                None => Ok(()),
+            }
+        };
+        let (packs, (), ()) =
+            futures::try_join!(packer.finish(), free, checks.run(&store_for_checks, &used))?;
         stats.packs_uploaded = packs;
         Ok::<(), BackupError>(())
     };

@@ -473,8 +473,8 @@ impl BackupTarget {
             if early {
                 seen = self.unlock_reading().await?.1;
             }
-            backup::FirstReads::read(&self.store, me, parent, Box::pin(self.ensure_marker(seen)))
-                .await
+            let marker = Box::pin(self.ensure_marker(seen));
+            backup::FirstReads::read(&self.store, me, parent, marker, mode.owns_name).await
         };
         let lock = LockGuard::acquire(
             self.store.clone(),

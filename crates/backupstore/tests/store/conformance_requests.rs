@@ -112,7 +112,54 @@ async fn own_packs_are_cached(env: Env) {
     );
 }
 
-conformance!(delete_cost_is_flat, own_packs_are_cached);
+/// A backup whose name the caller gave asks whether the name is taken, before it writes and
+/// again before it publishes (S3: a `HEAD` each; `vfs://` needs only the first, its publishing
+/// link refuses an existing name). A backup named for it (64 random bits) asks neither: two
+/// requests less on S3 (a full backup of 1 GiB sent 65 where restic sent 43 or 44).
+async fn a_backup_named_for_it_does_not_ask_for_its_name(env: Env) {
+    // With a cache, the second backup does not read the index of the pack the first wrote.
+    let caches = tempfile::tempdir().unwrap();
+    let mut opts = env.opts.clone();
+    opts.cache_dir = Some(caches.path().join("cache"));
+    let t = BackupTarget::open(&env.dest, opts).unwrap();
+    let size = 8 * C;
+    let img = Image::new(size, 8);
+    let full = full_backup(&t, &img, "names").await;
+    let mut sent = Vec::new();
+    for (i, name) in [Some("given".to_string()), None].into_iter().enumerate() {
+        // New data each time, so that each uploads one pack.
+        img.write(C, &noise(C as usize, 100 + i as u64));
+        let mut m = meta("names", size);
+        m.backup_name = name;
+        let before = t.requests();
+        let inc = t
+            .backup(
+                img.file.clone(),
+                &[C..2 * C],
+                Some(&full.backup.backup),
+                m,
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+        sent.push(t.requests() - before);
+        assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
+        let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
+        assert!(got == img.bytes(), "the incremental restores");
+    }
+    let asks = if env.dest.starts_with("vfs://") { 1 } else { 2 };
+    assert_eq!(
+        sent[0],
+        sent[1] + asks,
+        "requests of an incremental with a given name, and with a name made for it"
+    );
+}
+
+conformance!(
+    delete_cost_is_flat,
+    own_packs_are_cached,
+    a_backup_named_for_it_does_not_ask_for_its_name
+);
 
 /// Waves of requests (round trips) an incremental backup of one changed chunk waits for on
 /// S3, counted at a server that holds every request for 100 ms, far above the client's own work
