@@ -199,6 +199,8 @@ impl Bench {
             format!("http://127.0.0.1:{}", self.proxy_port),
         )
         .env(CACHE_ENV, self.work.join(format!("cache-{prefix}")))
+        // Backups get names made for them, as `convoy backup create` gives.
+        .env(NAMES_ENV, self.work.join(format!("names-{prefix}")))
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", KEY);
         match tool {

@@ -246,9 +246,22 @@ pub fn same_content(a: &Path, b: &Path) -> bool {
     true
 }
 
+/// Names a directory where phases keep the names convoy made for their backups: with it, a
+/// phase's backup name is a label (a backup gets a name made for it, as `convoy backup create`
+/// gives, and `<dir>/<label>` records it for the phases after); without it, the label is the
+/// backup's name, which the caller then gives (and the store checks is free).
+pub const NAMES_ENV: &str = "CONVOY_BENCH_NAMES";
+
+/// The backup name a label stands for (see [`NAMES_ENV`]).
+fn name_of(label: &str) -> String {
+    std::env::var_os(NAMES_ENV)
+        .and_then(|d| std::fs::read_to_string(Path::new(&d).join(label)).ok())
+        .unwrap_or_else(|| label.to_owned())
+}
+
 pub fn meta(size: u64, name: &str) -> BackupMeta {
     BackupMeta {
-        backup_name: Some(name.into()),
+        backup_name: std::env::var_os(NAMES_ENV).is_none().then(|| name.into()),
         driver_name: "devicemapper".into(),
         volume_name: "bench".into(),
         volume_size: size,
@@ -301,19 +314,23 @@ pub fn phase(args: &[String]) {
                 let img = std::fs::File::open(&args[2]).unwrap();
                 let size = img.metadata().unwrap().len();
                 let (parent, ranges) = match args.get(4) {
-                    Some(parent) => (Some(parent.as_str()), read_ranges(Path::new(&args[5]))),
+                    Some(parent) => (Some(name_of(parent)), read_ranges(Path::new(&args[5]))),
                     None => (None, vec![0..size]),
                 };
                 let out = target
                     .backup(
                         Arc::new(img),
                         &ranges,
-                        parent,
+                        parent.as_deref(),
                         meta(size, &args[3]),
                         &NoProgress,
                     )
                     .await
                     .unwrap();
+                if let Some(dir) = std::env::var_os(NAMES_ENV) {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(Path::new(&dir).join(&args[3]), &out.backup.backup).unwrap();
+                }
                 eprintln!("convoy {}: {:?}", args[3], out.stats);
             }
             // restore DEST NAME OUT SIZE
@@ -321,7 +338,7 @@ pub fn phase(args: &[String]) {
                 let size: u64 = args[4].parse().unwrap();
                 let f = std::fs::File::create(&args[3]).unwrap();
                 f.set_len(size).unwrap();
-                let r = BackupRef::new("bench", &args[2]).unwrap();
+                let r = BackupRef::new("bench", &name_of(&args[2])).unwrap();
                 target
                     .restore(
                         &r,
@@ -334,7 +351,7 @@ pub fn phase(args: &[String]) {
             }
             // delete DEST NAME
             "delete" => {
-                let r = BackupRef::new("bench", &args[2]).unwrap();
+                let r = BackupRef::new("bench", &name_of(&args[2])).unwrap();
                 let stats = target.delete(&r).await.unwrap();
                 eprintln!("convoy delete {}: {stats:?}", args[2]);
             }
