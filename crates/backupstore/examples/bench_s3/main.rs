@@ -141,6 +141,8 @@ impl Drop for Moto {
 struct Run {
     m: Measured,
     t: proxy::Tally,
+    /// CPU seconds the S3 server (moto_server, on this machine) spent meanwhile.
+    server_cpu: f64,
 }
 
 /// The tools compared.
@@ -166,6 +168,25 @@ struct Bench {
     exe: PathBuf,
     proxy_port: u16,
     counts: Arc<proxy::Counts>,
+    /// moto_server's process.
+    server_pid: u32,
+}
+
+/// CPU seconds (user + system) process `pid` has used so far (`/proc/<pid>/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which ends with the last ')'): utime and stime are
+    // the 12th and 13th of them, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum());
+    // USER_HZ, what /proc counts in: 100 on Linux.
+    ticks as f64 / 100.0
 }
 
 impl Bench {
@@ -213,10 +234,12 @@ impl Bench {
     /// Runs `cmd` timed, with the proxy's count of its requests.
     fn run(&self, cmd: Command, what: &str) -> Run {
         self.counts.take();
+        let server = cpu_seconds(self.server_pid);
         let m = measure(cmd, what);
         Run {
             m,
             t: self.counts.take(),
+            server_cpu: cpu_seconds(self.server_pid) - server,
         }
     }
 
@@ -281,6 +304,7 @@ fn main() {
         exe: std::env::current_exe().unwrap(),
         proxy_port,
         counts: counts.clone(),
+        server_pid: moto.child.id(),
     };
 
     eprintln!("generating a {size_mib} MiB image in {}", work.display());
@@ -425,6 +449,19 @@ fn print_table(latency: u64, size: u64, rows: &[(Tool, [Run; 3], (u64, u64))]) {
             c.m.cpu_secs / r[i].m.cpu_secs,
             e.m.cpu_secs / r[i].m.cpu_secs,
             e.m.cpu_secs / c.m.cpu_secs
+        );
+    }
+    // The server shares the 2 cores: what it spends serving a tool is not the tool's.
+    for i in 0..3 {
+        let (c, e) = (&rows[1].1[i], &rows[2].1[i]);
+        println!(
+            "| {} server (moto_server) CPU s | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2}x |",
+            names[i],
+            r[i].server_cpu,
+            c.server_cpu,
+            e.server_cpu,
+            c.server_cpu / r[i].server_cpu,
+            e.server_cpu / r[i].server_cpu
         );
     }
     let rss = |runs: &[Run; 3]| runs.iter().map(|x| x.m.peak_rss_kib).max().unwrap();
