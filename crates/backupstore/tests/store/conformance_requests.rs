@@ -14,6 +14,35 @@ use zeroize::Zeroizing;
 
 const C: u64 = CHUNK as u64;
 
+/// An incremental backup of `changed` in `img` (of volume `volume`) over `parent`, named `name`
+/// (`None`: a name made for it, as `convoy backup create` gives).
+async fn incremental_of(
+    t: &BackupTarget,
+    img: &Image,
+    volume: &str,
+    parent: &BackupRef,
+    changed: std::ops::Range<u64>,
+    name: Option<String>,
+) -> convoy_backupstore::BackupOutcome {
+    let mut m = meta(volume, img.size);
+    m.backup_name = name;
+    t.backup(
+        img.file.clone(),
+        &[changed],
+        Some(&parent.backup),
+        m,
+        &NoProgress,
+    )
+    .await
+    .unwrap()
+}
+
+/// `backup` restores to what `img` holds now.
+async fn assert_restores(t: &BackupTarget, backup: &BackupRef, img: &Image, what: &str) {
+    let (got, _) = restore_bytes(t, backup, img.size).await.unwrap();
+    assert!(got == img.bytes(), "{what} restores");
+}
+
 /// Deleting one backup costs the same number of requests whether the store holds 10 backups
 /// or 100 (counted by the target itself: every object call, listing call and part).
 async fn delete_cost_is_flat(env: Env) {
@@ -89,22 +118,11 @@ async fn own_packs_are_cached(env: Env) {
             full.stats
         );
         img.write(C, &noise(C as usize, 7 + chunks));
-        let mut m = meta(volume, size);
-        m.backup_name = Some(format!("{volume}-inc"));
         let before = t.requests();
-        let inc = t
-            .backup(
-                img.file.clone(),
-                &[C..2 * C],
-                Some(&full.backup.backup),
-                m,
-                &NoProgress,
-            )
-            .await
-            .unwrap();
+        let name = Some(format!("{volume}-inc"));
+        let inc = incremental_of(&t, &img, volume, &full.backup, C..2 * C, name).await;
         requests.push(t.requests() - before);
-        let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
-        assert!(got == img.bytes(), "{volume}: the incremental restores");
+        assert_restores(&t, &inc.backup, &img, &format!("{volume}: the incremental")).await;
     }
     assert_eq!(
         requests[0], requests[1],
@@ -129,23 +147,11 @@ async fn a_backup_named_for_it_does_not_ask_for_its_name(env: Env) {
     for (i, name) in [Some("given".to_string()), None].into_iter().enumerate() {
         // New data each time, so that each uploads one pack.
         img.write(C, &noise(C as usize, 100 + i as u64));
-        let mut m = meta("names", size);
-        m.backup_name = name;
         let before = t.requests();
-        let inc = t
-            .backup(
-                img.file.clone(),
-                &[C..2 * C],
-                Some(&full.backup.backup),
-                m,
-                &NoProgress,
-            )
-            .await
-            .unwrap();
+        let inc = incremental_of(&t, &img, "names", &full.backup, C..2 * C, name).await;
         sent.push(t.requests() - before);
         assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
-        let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
-        assert!(got == img.bytes(), "the incremental restores");
+        assert_restores(&t, &inc.backup, &img, "the incremental").await;
     }
     let asks = if env.dest.starts_with("vfs://") { 1 } else { 2 };
     assert_eq!(
@@ -174,24 +180,13 @@ async fn incremental_waves(env: &Env, seed: &BackupTarget, opts: TargetOptions) 
     let t = BackupTarget::open(&env.dest, opts).unwrap();
     env.waves().set_delay(std::time::Duration::from_millis(100));
     let before = env.waves().count();
-    let mut m = meta("waves", size);
-    m.backup_name = Some("inc".into());
-    let inc = t
-        .backup(
-            img.file.clone(),
-            &[3 * C..4 * C],
-            Some(&full.backup.backup),
-            m,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+    let name = Some("inc".into());
+    let inc = incremental_of(&t, &img, "waves", &full.backup, 3 * C..4 * C, name).await;
     let waves = env.waves().count() - before;
     env.waves().set_delay(std::time::Duration::ZERO);
     eprintln!("the incremental waited for {waves} round trips");
     assert_eq!(inc.stats.blocks_uploaded, 1, "{:?}", inc.stats);
-    let (got, _) = restore_bytes(&t, &inc.backup, size).await.unwrap();
-    assert!(got == img.bytes(), "the incremental restores");
+    assert_restores(&t, &inc.backup, &img, "the incremental").await;
     waves
 }
 
