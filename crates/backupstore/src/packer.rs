@@ -13,7 +13,7 @@ use bytes::Bytes;
 use convoy_blockstore::{BlockId, PackBuilder};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Result;
 use crate::layout;
@@ -256,23 +256,22 @@ impl Packer {
         if !tidy {
             return;
         }
-        // Owned futures, a few at once (borrowing ones make the backup's future not `Send`).
-        let keys: Vec<_> = (self.referenced.iter())
+        // A few at once; the first removal that fails ends it. (Each future owns what it uses:
+        // borrowing ones make the backup's future not `Send`.)
+        let keys: Vec<_> = self
+            .referenced
+            .iter()
             .map(|pack| self.store.pack_ref(pack, &self.me))
             .collect();
-        // The first removal that fails ends it.
-        let mut removals = FuturesUnordered::new();
-        for key in keys {
-            if removals.len() >= self.cfg.max_uploads.max(1) * 4
-                && !matches!(removals.next().await, Some(Ok(())))
-            {
-                return;
-            }
-            let store = self.store.clone();
-            removals
-                .push(Box::pin(async move { store.delete(&key).await }) as BoxFuture<'static, _>);
-        }
-        while let Some(Ok(())) = removals.next().await {}
+        let store = self.store.clone();
+        let _ = futures::stream::iter(keys)
+            .map(move |key| {
+                let store = store.clone();
+                async move { store.delete(&key).await }
+            })
+            .buffer_unordered(self.cfg.max_uploads.max(1) * 4)
+            .try_for_each(|()| async { Ok(()) })
+            .await;
     }
 
     /// Sends the last pack and waits for every upload; returns the packs written.

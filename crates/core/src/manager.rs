@@ -156,15 +156,16 @@ impl VolumeManager {
             .state()
             .owner_of_snapshot(name)
             .is_some_and(|v| v.name == volume);
-        match (e, still_there) {
-            (e, false) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy) => {
+        match e {
+            e if e.kind() == ErrorKind::NotFound
+                || (e.kind() == ErrorKind::Busy && !still_there) =>
+            {
                 Err(Error::not_found("snapshot", name))
             }
-            (e, true) if e.kind() == ErrorKind::NotFound => Err(Error::not_found("snapshot", name)),
-            (Error::Busy { why, .. }, true) => {
+            Error::Busy { why, .. } => {
                 Err(Error::busy(name, format!("its volume {volume}: {why}")))
             }
-            (e, _) => Err(e),
+            e => Err(e),
         }
     }
 
