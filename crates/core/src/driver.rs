@@ -3,7 +3,6 @@
 //! method that makes something, and the completion after it returns (see `docs/core.md`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,8 +202,9 @@ pub(crate) trait Driver: Send + Sync {
         )))
     }
 
-    /// Opens a (new, unformatted) volume for writing a restore into.
-    fn restore_sink(&self, rec: &VolumeRecord) -> Result<File> {
+    /// Opens a (new, unformatted) volume for writing a restore into, with direct I/O where
+    /// the device or filesystem takes it (see [`convoy_backupstore::DirectFile`]).
+    fn restore_sink(&self, rec: &VolumeRecord) -> Result<convoy_backupstore::DirectFile> {
         Err(Error::Unsupported {
             what: format!("restore into volume {}", rec.name),
             why: format!("the {} driver has no block restores", self.name()),

@@ -412,7 +412,7 @@ impl Driver for VfsDriver {
         })
     }
 
-    fn restore_sink(&self, rec: &VolumeRecord) -> Result<fs::File> {
+    fn restore_sink(&self, rec: &VolumeRecord) -> Result<convoy_backupstore::DirectFile> {
         let path = self.restore_image(rec);
         fs::OpenOptions::new()
             .read(true)
@@ -420,6 +420,7 @@ impl Driver for VfsDriver {
             .create(true)
             .truncate(true)
             .open(&path)
+            .and_then(|f| convoy_backupstore::DirectFile::new(f, &path))
             .map_err(|e| Error::io("create restore image", &path, e))
     }
 

@@ -12,6 +12,9 @@
 //! sizes, e.g. `8,16,32,64`: instead of the comparison, convoy alone at each pack size, at the
 //! last latency — what the default pack size was chosen from).
 //!
+//! `bench_s3 --proxy UPSTREAM-PORT [LATENCY-MS]` runs only the counting proxy (it prints its
+//! port), for measuring a phase by hand through the same proxy.
+//!
 //! For each latency, each tool: a full backup of the image; a backup after 1% of its 2 MiB
 //! blocks changed (convoy is given the changed ranges and its first backup as parent, as
 //! convoy-core does with a thin-pool delta; restic re-reads the image, as it must); a restore
@@ -284,6 +287,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--phase") {
         return phase(&args[2..]);
     }
+    // `--proxy UPSTREAM-PORT [LATENCY-MS]`: only the counting proxy, for runs by hand; prints
+    // its port, then each second's requests while there are any.
+    if args.get(1).map(String::as_str) == Some("--proxy") {
+        return proxy_only(&args[2..]);
+    }
     let size_mib: u64 = env_or("CONVOY_BENCH_SIZE_MIB", 1024);
     let size = size_mib * MIB;
     let latencies = env_list("CONVOY_BENCH_LATENCIES_MS", "0,20");
@@ -389,6 +397,27 @@ fn main() {
 
     if !delete_at.is_empty() {
         delete::delete_phase(&b, &moto, &rt, &work, delete_mib, &delete_at, &latencies);
+    }
+}
+
+fn proxy_only(args: &[String]) {
+    let upstream: u16 = args[0].parse().expect("an upstream port");
+    let latency: u64 = args.get(1).map_or(0, |v| v.parse().expect("milliseconds"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let counts = Arc::new(proxy::Counts::default());
+    counts.set_latency(Duration::from_millis(latency));
+    let port = rt.block_on(proxy::start(upstream, counts.clone()));
+    println!("{port}");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let t = counts.take();
+        if t.total > 0 {
+            eprintln!("{} requests: {}", t.total, t.methods());
+        }
     }
 }
 

@@ -490,11 +490,12 @@ impl Driver for DmDriver {
         self.instant_remove_dm(rec, front, hidden)
     }
 
-    fn restore_sink(&self, rec: &VolumeRecord) -> Result<File> {
+    fn restore_sink(&self, rec: &VolumeRecord) -> Result<convoy_backupstore::DirectFile> {
         let dev = self.activate_volume(rec)?;
         OpenOptions::new()
             .write(true)
             .open(&dev.path)
+            .and_then(|f| convoy_backupstore::DirectFile::new(f, &dev.path))
             .map_err(|e| Error::io("open for restore", &dev.path, e))
     }
 }
