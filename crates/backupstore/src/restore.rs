@@ -39,6 +39,17 @@ const MAX_DECODED: u64 = 16 << 20;
 /// Coalesced reads in flight at once.
 const READS_IN_FLIGHT: usize = 4;
 
+/// Coalesced reads in flight at once from `store`: [`READS_IN_FLIGHT`] from an object store,
+/// where each read waits a round trip; 2 from a local folder (`vfs://`), whose reads answer at
+/// once. Measured on a 4 GiB restore from `vfs://`: 2 took the same 3.1 s as 4 with 70–84 MiB
+/// peak RSS instead of 111–112; 1 took 4.6–5.0 s.
+fn reads_in_flight(store: &Store) -> usize {
+    match store.local_root {
+        Some(_) => 2,
+        None => READS_IN_FLIGHT,
+    }
+}
+
 /// Entries read from one pack with one ranged GET: consecutive in the manifest and adjacent
 /// in the pack.
 pub(crate) struct Group {
@@ -342,7 +353,7 @@ async fn run(
                 }
             }
         })
-        .buffer_unordered(parallelism.clamp(1, READS_IN_FLIGHT));
+        .buffer_unordered(parallelism.clamp(1, reads_in_flight(store)));
     let mut results = std::pin::pin!(results);
     let mut stats = RestoreStats {
         volume_size: size,
