@@ -41,6 +41,31 @@ thread_local! {
     static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Writes `data` at `offset` through `direct`, a file opened with `O_DIRECT`: from `data`
+/// itself when it is aligned, else from a copy in the calling thread's aligned staging
+/// buffer. The caller sees to the offset and length (the device answers `EINVAL` otherwise).
+pub fn write_all_direct(direct: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    if data.as_ptr().align_offset(ALIGN) == 0 {
+        return direct.write_all_at(data, offset);
+    }
+    STAGING.with(|staging| {
+        let mut staging = staging.borrow_mut();
+        let need = data.len() + ALIGN;
+        if staging.len() < need {
+            staging.resize(need, 0);
+        }
+        let at = staging.as_ptr().align_offset(ALIGN);
+        let buf = &mut staging[at..at + data.len()];
+        buf.copy_from_slice(data);
+        direct.write_all_at(buf, offset)
+    })
+}
+
+/// The error a device or filesystem gives for direct I/O it does not take.
+fn is_einval(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32)
+}
+
 impl DirectFile {
     /// Wraps `file`, opened for writing at `path`, and opens `path` once more with `O_DIRECT`.
     pub fn new(file: File, path: &Path) -> io::Result<DirectFile> {
@@ -51,7 +76,7 @@ impl DirectFile {
             .open(path)
         {
             Ok(f) => Some(f),
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => None,
+            Err(e) if is_einval(&e) => None,
             Err(e) => return Err(e),
         };
         Ok(DirectFile {
@@ -65,21 +90,12 @@ impl DirectFile {
         self.direct.is_some()
     }
 
-    /// The file, through the page cache.
-    pub fn file(&self) -> &File {
-        &self.buffered
-    }
-}
-
-impl DirectFile {
-    /// Writes `buf` (the aligned copy of `data`, or `data` itself) with direct I/O; a device
-    /// that still refuses it (a logical block larger than [`ALIGN`]) gets `data` through the
-    /// page cache instead, so a restore never fails for the way it writes.
-    fn write_direct(&self, direct: &File, buf: &[u8], data: &[u8], offset: u64) -> io::Result<()> {
-        match direct.write_all_at(buf, offset) {
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
-                self.buffered.write_all_at(data, offset)
-            }
+    /// `attempt`, the direct write of `data` at `offset`, or, where the device refused it
+    /// (`EINVAL`: a logical block larger than [`ALIGN`]), `data` through the page cache: a
+    /// restore never fails for the way it writes.
+    fn or_buffered(&self, attempt: io::Result<()>, data: &[u8], offset: u64) -> io::Result<()> {
+        match attempt {
+            Err(e) if is_einval(&e) => self.buffered.write_all_at(data, offset),
             done => done,
         }
     }
@@ -90,24 +106,10 @@ impl BlockSink for DirectFile {
         let aligned = offset.is_multiple_of(ALIGN as u64)
             && data.len().is_multiple_of(ALIGN)
             && !data.is_empty();
-        let direct = match &self.direct {
-            Some(d) if aligned => d,
-            _ => return self.buffered.write_all_at(data, offset),
-        };
-        if data.as_ptr().align_offset(ALIGN) == 0 {
-            return self.write_direct(direct, data, data, offset);
+        match self.direct.as_ref().filter(|_| aligned) {
+            Some(direct) => self.or_buffered(write_all_direct(direct, data, offset), data, offset),
+            None => self.buffered.write_all_at(data, offset),
         }
-        STAGING.with(|staging| {
-            let mut staging = staging.borrow_mut();
-            let need = data.len() + ALIGN;
-            if staging.len() < need {
-                staging.resize(need, 0);
-            }
-            let at = staging.as_ptr().align_offset(ALIGN);
-            let buf = &mut staging[at..at + data.len()];
-            buf.copy_from_slice(data);
-            self.write_direct(direct, buf, data, offset)
-        })
     }
 
     fn finish(&self) -> io::Result<()> {
@@ -197,7 +199,8 @@ mod tests {
             Some(nix::errno::Errno::EINVAL as i32),
             "the kernel refuses an unaligned direct write"
         );
-        out.write_direct(direct, unaligned, &data, 0).unwrap();
+        out.or_buffered(direct.write_all_at(unaligned, 0), &data, 0)
+            .unwrap();
         out.finish().unwrap();
         assert!(
             std::fs::read(&path).unwrap() == data,

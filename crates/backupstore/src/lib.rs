@@ -136,7 +136,7 @@ use std::time::SystemTime;
 
 pub use aws_files::StaticCredentials;
 pub use crypto::{KdfParams, SecretSource, CIPHER_NAME, PASSPHRASE_ENV};
-pub use direct::DirectFile;
+pub use direct::{write_all_direct, DirectFile};
 pub use error::{BackupError, Result};
 pub use keys::SlotInfo;
 pub use manifest::{ENTRY_LEN, FORMAT_VERSION};

@@ -157,21 +157,17 @@ impl Drop for ForegroundGuard<'_> {
     }
 }
 
-/// Alignment of buffers and offsets for `O_DIRECT` (a page: enough for any logical block
-/// size).
+/// Alignment of offsets for `O_DIRECT` (a page: enough for any logical block size).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Writes `data` at `offset` through `direct` (opened with `O_DIRECT`), from a copy in an
-/// aligned buffer. `EINVAL`: the device or the range does not allow direct I/O.
+/// Writes `data` at `offset` through `direct` (opened with `O_DIRECT`; aligned by
+/// [`convoy_backupstore::write_all_direct`], as a restore writes). `EINVAL`: the device or the
+/// range does not allow direct I/O.
 fn write_direct(direct: &File, data: &[u8], offset: u64) -> io::Result<()> {
     if !(offset as usize).is_multiple_of(DIRECT_ALIGN) || !data.len().is_multiple_of(SECTOR_SIZE) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let mut buf = vec![0u8; data.len() + DIRECT_ALIGN];
-    let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-    let aligned = &mut buf[start..start + data.len()];
-    aligned.copy_from_slice(data);
-    direct.write_all_at(aligned, offset)
+    convoy_backupstore::write_all_direct(direct, data, offset)
 }
 
 /// Starts writing `range` of `target` out now and drops it from the page cache once written
