@@ -276,9 +276,13 @@ pub enum BackupCommand {
     Init {
         /// Destination: s3://bucket@region/path or vfs:///path.
         dest: String,
-        /// Encrypt everything stored (XChaCha20-Poly1305, keyed chunk ids).
+        /// Encrypt everything stored (an AEAD, keyed chunk ids).
         #[arg(long)]
         encrypt: bool,
+        /// The cipher of an encrypted store: aes-256-gcm or xchacha20-poly1305. Default:
+        /// aes-256-gcm where this CPU has AES instructions, else xchacha20-poly1305.
+        #[arg(long, requires = "encrypt")]
+        cipher: Option<convoy_backupstore::Cipher>,
     },
     /// Key slots of an encrypted store. Runs in this process.
     Key {

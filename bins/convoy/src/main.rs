@@ -301,8 +301,14 @@ async fn backup(
             let max_bytes = parse_size(&max_bytes)?;
             store_ops::compact(&dest, &s3_endpoint, key, threshold, max_bytes).await?
         }
-        BackupCommand::Init { dest, encrypt } => {
-            store_ops::init(&dest, &s3_endpoint, key, encrypt).await?
+        BackupCommand::Init {
+            dest,
+            encrypt,
+            cipher,
+        } => {
+            let cipher =
+                encrypt.then(|| cipher.unwrap_or_else(convoy_backupstore::Cipher::preferred));
+            store_ops::init(&dest, &s3_endpoint, key, cipher).await?
         }
         BackupCommand::Key { command } => store_ops::key(command, &s3_endpoint, key).await?,
     }

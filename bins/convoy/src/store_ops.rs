@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use convoy_backupstore::{
-    BackupTarget, CompactOptions, NoProgress, Progress, SecretSource, TargetOptions,
+    BackupTarget, Cipher, CompactOptions, NoProgress, Progress, SecretSource, TargetOptions,
 };
 use serde::Serialize;
 
@@ -25,17 +25,23 @@ fn options(s3_endpoint: &str, key: &KeyArgs) -> TargetOptions {
     }
 }
 
-/// `convoy backup init DEST [--encrypt]`.
+/// `convoy backup init DEST [--encrypt [--cipher C]]`: `cipher` is given to encrypt.
 pub async fn init(
     dest: &str,
     s3_endpoint: &str,
     key: &KeyArgs,
-    encrypt: bool,
+    cipher: Option<Cipher>,
 ) -> anyhow::Result<()> {
-    let target = BackupTarget::open(dest, options(s3_endpoint, key))?;
-    match target.init(encrypt).await? {
-        Some(slot) => eprintln!("created encrypted backup store {dest} (key slot {slot})"),
-        None => eprintln!("created backup store {dest} (not encrypted)"),
+    let opts = TargetOptions {
+        cipher,
+        ..options(s3_endpoint, key)
+    };
+    let target = BackupTarget::open(dest, opts)?;
+    match (target.init(cipher.is_some()).await?, cipher) {
+        (Some(slot), Some(c)) => {
+            eprintln!("created encrypted backup store {dest} ({c}, key slot {slot})")
+        }
+        _ => eprintln!("created backup store {dest} (not encrypted)"),
     }
     Ok(())
 }
@@ -386,6 +392,12 @@ mod tests {
 
     #[tokio::test]
     async fn init_encrypted_then_keys_and_verify_need_the_secret() {
+        for cipher in Cipher::ALL {
+            init_keys_and_verify(cipher).await;
+        }
+    }
+
+    async fn init_keys_and_verify(cipher: Cipher) {
         let dir = tempfile::tempdir().unwrap();
         let dest = format!("vfs://{}", dir.path().join("store").display());
         let pass = dir.path().join("pass");
@@ -394,8 +406,14 @@ mod tests {
             passphrase_file: Some(pass.clone()),
             ..Default::default()
         };
-        init(&dest, "", &by_file, true).await.unwrap();
-        let err = init(&dest, "", &by_file, true).await.unwrap_err();
+        init(&dest, "", &by_file, Some(cipher)).await.unwrap();
+        let marker =
+            std::fs::read_to_string(dir.path().join("store/convoy-backupstore.json")).unwrap();
+        assert!(
+            marker.contains(&format!("\"{}\"", cipher.name())),
+            "{marker}"
+        );
+        let err = init(&dest, "", &by_file, Some(cipher)).await.unwrap_err();
         assert!(err.to_string().contains("already a backup store"), "{err}");
         // A second slot through a command, then a backup and its verify with either secret.
         key(

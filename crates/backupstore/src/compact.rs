@@ -281,13 +281,12 @@ impl Copier<'_> {
             if full {
                 self.flush().await?;
             }
-            let sealed = self.store.keys().is_some();
+            let keys = self.store.keys();
             let cap = self.output.pack_size;
             let (id, pb, sources) = self.pack.get_or_insert_with(|| {
-                let pb = if sealed {
-                    sealed_pack_builder(cap)
-                } else {
-                    PackBuilder::new(cap)
+                let pb = match keys {
+                    Some(k) => sealed_pack_builder(cap, k),
+                    None => PackBuilder::new(cap),
                 };
                 (new_pack_id(), pb, BTreeSet::new())
             });

@@ -1,10 +1,9 @@
 //! Encryption of a store (see `docs/backup-format.md`, "Encryption"): the master key and the
 //! keys derived from it, AEAD sealing of objects, and the secrets that open key slots.
 //!
-//! Every sealed record is `nonce [24] | ciphertext | tag [16]` under XChaCha20-Poly1305 (the
-//! `chacha20poly1305` crate), with a fresh random nonce, and associated data that names the
-//! record's kind, the store id and the record's name, so that a record moved to another name,
-//! kind or store fails to open.
+//! Every sealed record is `nonce [24] | ciphertext | tag [16]` under the store's [`Cipher`], with
+//! a fresh random nonce, and associated data that names the record's kind, the store id and the
+//! record's name, so that a record moved to another name, kind or store fails to open.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -17,10 +16,87 @@ use zeroize::Zeroizing;
 use crate::error::{BackupError, Result};
 use crate::url::BackupRef;
 
-/// The `cipher` of an encrypted store (marker, manifest header).
-pub const CIPHER_NAME: &str = "xchacha20poly1305";
-/// The cipher code in the header of an encrypted pack.
-pub const CIPHER_CODE: u8 = 1;
+/// The AEAD of an encrypted store, chosen when the store is created and named in its marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cipher {
+    /// XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`), the 24-byte nonce used whole.
+    /// Fast on any CPU; the cipher of stores made before AES-256-GCM was offered.
+    XChaCha20Poly1305,
+    /// AES-256-GCM (`ring`, the library under rustls). Each record's key is derived from the
+    /// store's AES key and the first 12 bytes of its random 24-byte nonce (keyed BLAKE3); the
+    /// other 12 are the GCM nonce. So, as with XChaCha20, 192 random bits choose each record's
+    /// (key, nonce) and no count of records per store wears the key out. 4–5x faster than
+    /// XChaCha20-Poly1305 where the CPU has AES and carry-less multiply instructions.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// Every cipher this build reads.
+    pub const ALL: [Cipher; 2] = [Cipher::Aes256Gcm, Cipher::XChaCha20Poly1305];
+
+    /// The name in the store marker and manifest headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::XChaCha20Poly1305 => "xchacha20poly1305",
+            Cipher::Aes256Gcm => "aes256gcm",
+        }
+    }
+
+    /// The code in the headers of sealed packs and forwarding objects.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Cipher::XChaCha20Poly1305 => 1,
+            Cipher::Aes256Gcm => 2,
+        }
+    }
+
+    /// The cipher named `name` (as stored: `aes256gcm`, `xchacha20poly1305`).
+    pub fn from_name(name: &str) -> Option<Cipher> {
+        Cipher::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The cipher of a new store made on this machine: AES-256-GCM where the CPU has AES and
+    /// carry-less multiply instructions, XChaCha20-Poly1305 elsewhere (where AES in software is
+    /// slower than it). Either store opens on any machine.
+    pub fn preferred() -> Cipher {
+        #[cfg(target_arch = "x86_64")]
+        let hardware = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq");
+        #[cfg(target_arch = "aarch64")]
+        let hardware = std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull");
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let hardware = false;
+        if hardware {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::XChaCha20Poly1305
+        }
+    }
+}
+
+impl fmt::Display for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Cipher {
+    type Err = String;
+
+    /// Accepts the stored names and the usual spellings (`aes-256-gcm`, `xchacha20-poly1305`).
+    fn from_str(s: &str) -> std::result::Result<Cipher, String> {
+        let plain: String = s
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        Cipher::from_name(&plain).ok_or_else(|| {
+            format!("unknown cipher {s:?}: expected aes-256-gcm or xchacha20-poly1305")
+        })
+    }
+}
+
 /// Nonce length.
 pub const NONCE_LEN: usize = 24;
 /// Tag length.
@@ -40,7 +116,14 @@ pub(crate) struct Keys {
     master: Zeroizing<[u8; 32]>,
     chunk_key: Zeroizing<[u8; 32]>,
     name_key: Zeroizing<[u8; 32]>,
-    aead: XChaCha20Poly1305,
+    aead: Aead,
+}
+
+/// The sealing key of a store.
+enum Aead {
+    XChaCha(XChaCha20Poly1305),
+    /// The key each record's AES-256-GCM key is derived from.
+    Aes(Zeroizing<[u8; 32]>),
 }
 
 impl fmt::Debug for Keys {
@@ -92,8 +175,8 @@ impl Kind {
 }
 
 impl Keys {
-    /// Derives the keys of store `store_id` from its master key.
-    pub fn new(store_id: [u8; 16], master: [u8; 32]) -> Keys {
+    /// Derives the keys of store `store_id`, sealed with `cipher`, from its master key.
+    pub fn new(store_id: [u8; 16], master: [u8; 32], cipher: Cipher) -> Keys {
         let master = Zeroizing::new(master);
         let chunk_key = Zeroizing::new(blake3::derive_key(
             "convoy-backupstore 2 chunk id key",
@@ -103,11 +186,19 @@ impl Keys {
             "convoy-backupstore 2 reference name key",
             &master[..],
         ));
-        let data_key = Zeroizing::new(blake3::derive_key(
-            "convoy-backupstore 2 data key",
-            &master[..],
-        ));
-        let aead = XChaCha20Poly1305::new((&*data_key).into());
+        let aead = match cipher {
+            Cipher::XChaCha20Poly1305 => {
+                let data_key = Zeroizing::new(blake3::derive_key(
+                    "convoy-backupstore 2 data key",
+                    &master[..],
+                ));
+                Aead::XChaCha(XChaCha20Poly1305::new((&*data_key).into()))
+            }
+            Cipher::Aes256Gcm => Aead::Aes(Zeroizing::new(blake3::derive_key(
+                "convoy-backupstore 2 aes-256-gcm record key base",
+                &master[..],
+            ))),
+        };
         Keys {
             store_id,
             master,
@@ -115,6 +206,21 @@ impl Keys {
             name_key,
             aead,
         }
+    }
+
+    /// The store's cipher.
+    pub fn cipher(&self) -> Cipher {
+        match self.aead {
+            Aead::XChaCha(_) => Cipher::XChaCha20Poly1305,
+            Aead::Aes(_) => Cipher::Aes256Gcm,
+        }
+    }
+
+    /// The AES-256-GCM key of the record whose nonce starts with `salt` (12 bytes).
+    fn record_key(base: &[u8; 32], salt: &[u8]) -> Option<ring::aead::LessSafeKey> {
+        let key = Zeroizing::new(*blake3::keyed_hash(base, salt).as_bytes());
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key[..]).ok()?;
+        Some(ring::aead::LessSafeKey::new(unbound))
     }
 
     /// The master key (to wrap it in a new slot).
@@ -162,15 +268,25 @@ impl Keys {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
         let aad = self.aad(kind, name);
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                &aad,
-                &mut out[start + NONCE_LEN..],
-            )
-            .map_err(|_| BackupError::Task("sealing failed".into()))?;
-        out.extend_from_slice(&tag);
+        let failed = || BackupError::Task("sealing failed".into());
+        let body = &mut out[start + NONCE_LEN..];
+        match &self.aead {
+            Aead::XChaCha(c) => {
+                let tag = c
+                    .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, body)
+                    .map_err(|_| failed())?;
+                out.extend_from_slice(&tag);
+            }
+            Aead::Aes(base) => {
+                let (salt, n) = nonce.split_at(NONCE_LEN - ring::aead::NONCE_LEN);
+                let key = Self::record_key(base, salt).ok_or_else(failed)?;
+                let n = ring::aead::Nonce::try_assume_unique_for_key(n).map_err(|_| failed())?;
+                let tag = key
+                    .seal_in_place_separate_tag(n, ring::aead::Aad::from(&aad), body)
+                    .map_err(|_| failed())?;
+                out.extend_from_slice(tag.as_ref());
+            }
+        }
         Ok(())
     }
 
@@ -184,22 +300,72 @@ impl Keys {
     /// Opens a sealed record; `None` when it fails to authenticate (altered, truncated, or
     /// sealed under another kind, name, store or key).
     pub fn open(&self, kind: Kind, name: &[&[u8]], sealed: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open_into(kind, name, sealed, &mut buf)?;
+        Some(buf)
+    }
+
+    /// [`Self::open`], the plaintext given to `f` from a buffer this thread reuses (a restore
+    /// opens a block per MiB: no new allocation, no fresh pages, for each).
+    pub fn open_with<R>(
+        &self,
+        kind: Kind,
+        name: &[&[u8]],
+        sealed: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        // Taken out while in use: a nested call finds an empty one and allocates its own.
+        let mut buf = SCRATCH.take();
+        let out = self
+            .open_into(kind, name, sealed, &mut buf)
+            .map(|()| f(&buf));
+        buf.clear();
+        SCRATCH.set(buf);
+        out
+    }
+
+    /// Opens `sealed` into `buf` (cleared first).
+    fn open_into(
+        &self,
+        kind: Kind,
+        name: &[&[u8]],
+        sealed: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Option<()> {
         if sealed.len() < SEAL_OVERHEAD {
             return None;
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let mut buf = ct.to_vec();
+        buf.clear();
+        buf.extend_from_slice(ct);
         let aad = self.aad(kind, name);
-        self.aead
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                &aad,
-                &mut buf,
-                Tag::from_slice(tag),
-            )
-            .ok()?;
-        Some(buf)
+        let opened = match &self.aead {
+            Aead::XChaCha(c) => c
+                .decrypt_in_place_detached(
+                    XNonce::from_slice(nonce),
+                    &aad,
+                    buf,
+                    Tag::from_slice(tag),
+                )
+                .is_ok(),
+            Aead::Aes(base) => {
+                let (salt, n) = nonce.split_at(NONCE_LEN - ring::aead::NONCE_LEN);
+                let key = Self::record_key(base, salt)?;
+                let n = ring::aead::Nonce::try_assume_unique_for_key(n).ok()?;
+                let tag = ring::aead::Tag::try_from(tag).ok()?;
+                key.open_in_place_separate_tag(n, ring::aead::Aad::from(&aad), tag, buf, 0..)
+                    .is_ok()
+            }
+        };
+        if !opened {
+            buf.clear();
+            return None;
+        }
+        Some(())
     }
 }
 
@@ -371,25 +537,87 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_open_only_under_their_kind_name_and_store() {
-        let k = Keys::new([1; 16], [7; 32]);
+    fn records_open_only_under_their_kind_name_store_and_cipher() {
+        for cipher in Cipher::ALL {
+            let k = Keys::new([1; 16], [7; 32], cipher);
+            assert_eq!(k.cipher(), cipher);
+            let s = k.seal(Kind::Blob, &[b"a"], b"hello").unwrap();
+            assert_eq!(s.len(), 5 + SEAL_OVERHEAD);
+            assert_eq!(k.open(Kind::Blob, &[b"a"], &s).unwrap(), b"hello");
+            assert!(k.open(Kind::Blob, &[b"b"], &s).is_none());
+            assert!(k.open(Kind::PackIndex, &[b"a"], &s).is_none());
+            assert!(Keys::new([2; 16], [7; 32], cipher)
+                .open(Kind::Blob, &[b"a"], &s)
+                .is_none());
+            assert!(Keys::new([1; 16], [8; 32], cipher)
+                .open(Kind::Blob, &[b"a"], &s)
+                .is_none());
+            for other in Cipher::ALL.into_iter().filter(|c| *c != cipher) {
+                assert!(Keys::new([1; 16], [7; 32], other)
+                    .open(Kind::Blob, &[b"a"], &s)
+                    .is_none());
+            }
+            // Any flipped bit: in the nonce (both halves), the ciphertext, the tag.
+            for at in [0, 5, 12, 20, 24, 26, s.len() - 1] {
+                let mut bad = s.clone();
+                bad[at] ^= 1;
+                assert!(
+                    k.open(Kind::Blob, &[b"a"], &bad).is_none(),
+                    "{cipher} bit at {at}"
+                );
+            }
+            assert!(k.open(Kind::Blob, &[b"a"], &s[..s.len() - 1]).is_none());
+            // Names are length-prefixed: ["ab", ""] is not ["a", "b"].
+            let t = k.seal(Kind::Blob, &[b"ab", b""], b"x").unwrap();
+            assert!(k.open(Kind::Blob, &[b"a", b"b"], &t).is_none());
+            assert_ne!(k.chunk_id(b"x"), BlockId::of(b"x"));
+            // The same plaintext sealed twice differs (fresh nonces).
+            assert_ne!(k.seal(Kind::Blob, &[b"a"], b"hello").unwrap(), s);
+            // A large record round-trips.
+            let big: Vec<u8> = (0..(1 << 20) + 3).map(|i| (i * 7 % 251) as u8).collect();
+            let sealed = k.seal(Kind::Blob, &[b"big"], &big).unwrap();
+            assert!(!sealed.windows(64).any(|w| w == &big[4096..4160]));
+            assert_eq!(k.open(Kind::Blob, &[b"big"], &sealed).unwrap(), big);
+        }
+    }
+
+    #[test]
+    fn aes_records_use_a_key_per_record_from_the_nonce() {
+        // The documented construction, checked against ring directly: key = keyed BLAKE3 of
+        // the nonce's first 12 bytes under the derived base key; GCM nonce = its last 12.
+        let k = Keys::new([1; 16], [7; 32], Cipher::Aes256Gcm);
         let s = k.seal(Kind::Blob, &[b"a"], b"hello").unwrap();
-        assert_eq!(k.open(Kind::Blob, &[b"a"], &s).unwrap(), b"hello");
-        assert!(k.open(Kind::Blob, &[b"b"], &s).is_none());
-        assert!(k.open(Kind::PackIndex, &[b"a"], &s).is_none());
-        assert!(Keys::new([2; 16], [7; 32])
-            .open(Kind::Blob, &[b"a"], &s)
-            .is_none());
-        assert!(Keys::new([1; 16], [8; 32])
-            .open(Kind::Blob, &[b"a"], &s)
-            .is_none());
-        let mut bad = s.clone();
-        bad[30] ^= 1;
-        assert!(k.open(Kind::Blob, &[b"a"], &bad).is_none());
-        assert!(k.open(Kind::Blob, &[b"a"], &s[..s.len() - 1]).is_none());
-        // Names are length-prefixed: ["ab", ""] is not ["a", "b"].
-        let t = k.seal(Kind::Blob, &[b"ab", b""], b"x").unwrap();
-        assert!(k.open(Kind::Blob, &[b"a", b"b"], &t).is_none());
-        assert_ne!(k.chunk_id(b"x"), BlockId::of(b"x"));
+        let base = blake3::derive_key("convoy-backupstore 2 aes-256-gcm record key base", &[7; 32]);
+        let key = blake3::keyed_hash(&base, &s[..12]);
+        let key = ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key.as_bytes()).unwrap(),
+        );
+        let mut body = s[24..].to_vec();
+        let n = ring::aead::Nonce::try_assume_unique_for_key(&s[12..24]).unwrap();
+        let plain = key
+            .open_in_place(
+                n,
+                ring::aead::Aad::from(k.aad(Kind::Blob, &[b"a"])),
+                &mut body,
+            )
+            .unwrap();
+        assert_eq!(plain, b"hello");
+    }
+
+    #[test]
+    fn cipher_names_parse() {
+        for c in Cipher::ALL {
+            assert_eq!(Cipher::from_name(c.name()), Some(c));
+            assert_eq!(c.name().parse::<Cipher>().unwrap(), c);
+        }
+        assert_eq!("AES-256-GCM".parse::<Cipher>().unwrap(), Cipher::Aes256Gcm);
+        assert_eq!(
+            "xchacha20-poly1305".parse::<Cipher>().unwrap(),
+            Cipher::XChaCha20Poly1305
+        );
+        assert!("aes128"
+            .parse::<Cipher>()
+            .unwrap_err()
+            .contains("aes-256-gcm"));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use convoy_blockstore::{BlockId, PACK_HEADER_LEN};
 
-use crate::crypto::{Keys, Kind, CIPHER_CODE};
+use crate::crypto::{Keys, Kind};
 use crate::error::{BackupError, Result};
 use crate::layout;
 use crate::manifest::Loc;
@@ -88,7 +88,7 @@ impl Forward {
         }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len() + 64 + TRAILER_LEN);
         out.extend_from_slice(&MOVED_MAGIC);
-        out.push(if keys.is_some() { CIPHER_CODE } else { 0 });
+        out.push(keys.map_or(0, |k| k.cipher().code()));
         out.extend_from_slice(&[0; 7]);
         match keys {
             Some(k) => k.seal_into(Kind::Moved, &[self.pack.as_bytes()], &body, &mut out)?,
@@ -122,7 +122,7 @@ impl Forward {
         if blake3::hash(&bytes[..end]).as_bytes() != &bytes[end..end + 32] {
             return Err("checksum mismatch".into());
         }
-        let want = if keys.is_some() { CIPHER_CODE } else { 0 };
+        let want = keys.map_or(0, |k| k.cipher().code());
         if bytes[8] != want {
             return Err(format!(
                 "cipher {} in a store whose cipher is {want}",
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn round_trips_plain_and_sealed_and_is_bound_to_its_pack() {
-        let keys = Keys::new([7; 16], [8; 32]);
+        let keys = Keys::new([7; 16], [8; 32], crate::crypto::Cipher::preferred());
         let f = sample();
         for k in [None, Some(&keys)] {
             let bytes = f.encode(k).unwrap();
@@ -336,13 +336,22 @@ mod tests {
         assert_eq!(f.targets().len(), 2);
         // Another store's key fails to authenticate (the checksum is not secret).
         let sealed = f.encode(Some(&keys)).unwrap();
-        let e = Forward::decode(&sealed, &f.pack, Some(&Keys::new([7; 16], [9; 32]))).unwrap_err();
+        let e = Forward::decode(
+            &sealed,
+            &f.pack,
+            Some(&Keys::new(
+                [7; 16],
+                [9; 32],
+                crate::crypto::Cipher::preferred(),
+            )),
+        )
+        .unwrap_err();
         assert!(e.contains("authenticate"), "{e}");
     }
 
     #[test]
     fn hostile_bytes_are_refused_without_panics() {
-        let keys = Keys::new([5; 16], [6; 32]);
+        let keys = Keys::new([5; 16], [6; 32], crate::crypto::Cipher::preferred());
         let f = sample();
         let good = [f.encode(None).unwrap(), f.encode(Some(&keys)).unwrap()];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;

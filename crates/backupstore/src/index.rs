@@ -75,7 +75,7 @@ pub(crate) async fn read_pack_index(
     };
     let keys = store.keys();
     let need = match keys {
-        Some(_) => crate::sealed::sealed_tail_len(&tail),
+        Some(k) => crate::sealed::sealed_tail_len(&tail, k.cipher()),
         None => pack_tail_len(&tail),
     }
     .map_err(bad)?;
@@ -131,7 +131,7 @@ pub(crate) fn cache_written(store: &Store, pack: &BlockId, bytes: &[u8]) {
     };
     let probe = &bytes[bytes.len().saturating_sub(FIRST_TAIL as usize)..];
     let need = match store.keys() {
-        Some(_) => crate::sealed::sealed_tail_len(probe),
+        Some(k) => crate::sealed::sealed_tail_len(probe, k.cipher()),
         None => pack_tail_len(probe),
     };
     match need {

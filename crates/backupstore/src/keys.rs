@@ -12,7 +12,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::{hex, random, unhex, KdfParams, Keys, Secret, SecretSource, CIPHER_NAME};
+use crate::crypto::{hex, random, unhex, Cipher, KdfParams, Keys, Secret, SecretSource};
 use crate::error::{BackupError, Result};
 use crate::layout;
 use crate::store::Store;
@@ -31,8 +31,8 @@ fn slot_key(slot: &str) -> Path {
 pub(crate) enum MarkerCipher {
     /// `"cipher": "none"`.
     None,
-    /// An encrypted store: its id (`key_id`).
-    Sealed([u8; 16]),
+    /// An encrypted store: its id (`key_id`) and cipher.
+    Sealed([u8; 16], Cipher),
 }
 
 /// Reads the marker: `None` when the store has none yet (a new store). Refuses other versions,
@@ -62,20 +62,23 @@ pub(crate) async fn read_marker_journal(
     let journal = crate::gone::Journal::from_marker(&v);
     let cipher = match v.get("cipher").and_then(|c| c.as_str()) {
         None | Some("none") => MarkerCipher::None,
-        Some(CIPHER_NAME) => {
+        Some(name) if Cipher::from_name(name).is_some() => {
+            let cipher = Cipher::from_name(name).expect("checked");
             let id = v
                 .get("key_id")
                 .and_then(|k| k.as_str())
                 .and_then(unhex)
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
                 .ok_or_else(|| unreadable_marker(store))?;
-            MarkerCipher::Sealed(id)
+            MarkerCipher::Sealed(id, cipher)
         }
         Some(other) => {
             return Err(BackupError::Key {
                 dest: store.dest.clone(),
                 reason: format!(
-                    "the store is encrypted with {other:?}, which this build does not support (only {CIPHER_NAME})"
+                    "the store is encrypted with {other:?}, which this build does not support \
+                     (it reads {})",
+                    Cipher::ALL.map(|c| c.name()).join(" and ")
                 ),
             })
         }
@@ -110,7 +113,7 @@ pub(crate) fn marker_body(cipher: &MarkerCipher) -> Vec<u8> {
 pub(crate) fn marker_body_with(cipher: &MarkerCipher, journal: &crate::gone::Journal) -> Vec<u8> {
     let (c, id) = match cipher {
         MarkerCipher::None => ("none", None),
-        MarkerCipher::Sealed(id) => (CIPHER_NAME, Some(hex(id))),
+        MarkerCipher::Sealed(id, cipher) => (cipher.name(), Some(hex(id))),
     };
     serde_json::to_vec(&serde_json::json!({
         "format": "convoy-backupstore",
@@ -421,7 +424,8 @@ pub(crate) async fn unlock(
     store_id: [u8; 16],
     source: &SecretSource,
 ) -> Result<Keys> {
-    open_slots(store, store_id, source, read_slots(store).await?).await
+    let cipher = Cipher::preferred();
+    open_slots(store, store_id, cipher, source, read_slots(store).await?).await
 }
 
 /// Opens the master key of store `store_id` with the secret from `source` and the store's key
@@ -430,6 +434,7 @@ pub(crate) async fn unlock(
 pub(crate) async fn open_slots(
     store: &Store,
     store_id: [u8; 16],
+    cipher: Cipher,
     source: &SecretSource,
     slots: Slots,
 ) -> Result<Keys> {
@@ -483,7 +488,7 @@ pub(crate) async fn open_slots(
         let master = Zeroizing::new(master);
         let master: [u8; 32] = master[..].try_into().map_err(|_| altered())?;
         remember(slot, &secret, &kek);
-        return Ok(Keys::new(store_id, master));
+        return Ok(Keys::new(store_id, master, cipher));
     }
     let kind = match secret {
         Secret::Passphrase(_) => "passphrase",
@@ -513,12 +518,13 @@ pub(crate) async fn open_slots(
     Err(key_err(store, reason))
 }
 
-/// Creates the key material of a new encrypted store and its first slot; returns the store id,
-/// the keys and the slot name. The caller writes the marker afterwards.
+/// Creates the key material of a new encrypted store sealed with `cipher`, and its first slot;
+/// returns the store id, the keys and the slot name. The caller writes the marker afterwards.
 pub(crate) async fn create(
     store: &Store,
     source: &SecretSource,
     kdf: KdfParams,
+    cipher: Cipher,
 ) -> Result<([u8; 16], Keys, String)> {
     let secret = read_secret(store, source).await?;
     let mut store_id = [0u8; 16];
@@ -528,7 +534,7 @@ pub(crate) async fn create(
     let slot = make_slot(store, &store_id, &master, &secret, kdf).await?;
     write_slot(store, &slot).await?;
     crate::slot_hint::add(store, &slot.slot);
-    Ok((store_id, Keys::new(store_id, *master), slot.slot))
+    Ok((store_id, Keys::new(store_id, *master, cipher), slot.slot))
 }
 
 async fn write_slot(store: &Store, slot: &Slot) -> Result<()> {
@@ -637,7 +643,9 @@ mod tests {
             ..TargetOptions::default()
         };
         let store = Store::open(&format!("vfs://{}", dir.path().display()), &opts).unwrap();
-        let (id, keys, first) = create(&store, &pass("one"), opts.kdf).await.unwrap();
+        let (id, keys, first) = create(&store, &pass("one"), opts.kdf, Cipher::preferred())
+            .await
+            .unwrap();
         let before = runs();
         unlock(&store, id, &pass("one")).await.unwrap();
         assert_eq!(runs() - before, 1, "the first open derives");

@@ -135,7 +135,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use aws_files::StaticCredentials;
-pub use crypto::{KdfParams, SecretSource, CIPHER_NAME, PASSPHRASE_ENV};
+pub use crypto::{Cipher, KdfParams, SecretSource, PASSPHRASE_ENV};
 pub use direct::{write_all_direct, DirectFile};
 pub use error::{BackupError, Result};
 pub use keys::SlotInfo;
@@ -453,7 +453,7 @@ impl BackupTarget {
         let check_keys = |keys: &Option<Arc<crypto::Keys>>, header: &mut ManifestHeader| match keys
         {
             Some(k) => {
-                header.cipher = CIPHER_NAME.into();
+                header.cipher = k.cipher().name().into();
                 header.key_id = Some(crypto::hex(&k.store_id));
                 Ok(())
             }
@@ -556,7 +556,7 @@ impl BackupTarget {
     /// is not read again).
     async fn ensure_marker(&self, seen: Option<MarkerSeen>) -> Result<Option<gone::Journal>> {
         let want = match self.store.keys() {
-            Some(k) => MarkerCipher::Sealed(k.store_id),
+            Some(k) => MarkerCipher::Sealed(k.store_id, k.cipher()),
             None => MarkerCipher::None,
         };
         let seen = match seen {
@@ -615,19 +615,19 @@ impl BackupTarget {
         let marker = seen.as_ref().map(|(c, _)| c.clone());
         let keys = match marker {
             None | Some(MarkerCipher::None) => None,
-            Some(MarkerCipher::Sealed(id)) => {
+            Some(MarkerCipher::Sealed(id, cipher)) => {
                 let (Some(src), Some(slots)) = (&self.opts.secret, slots) else {
                     return Err(BackupError::Key {
                         dest: self.store.dest.clone(),
                         reason: format!(
-                            "the store is encrypted ({CIPHER_NAME}) and no key was given: give \
+                            "the store is encrypted ({cipher}) and no key was given: give \
                              its passphrase (--passphrase-file, CONVOY_BACKUP_PASSPHRASE or \
                              --backup-passcmd) or its key file (--key-file)"
                         ),
                     });
                 };
                 Some(Arc::new(
-                    keys::open_slots(&self.store, id, src, slots?).await?,
+                    keys::open_slots(&self.store, id, cipher, src, slots?).await?,
                 ))
             }
         };

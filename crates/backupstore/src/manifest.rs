@@ -264,7 +264,9 @@ pub fn parse_header(backup: &str, json: &[u8]) -> Result<ManifestHeader> {
     };
     let h: ManifestHeader =
         serde_json::from_slice(json).map_err(|e| corrupt(format!("header JSON: {e}")))?;
-    if !(h.cipher == "none" && h.key_id.is_none() || h.cipher == crate::crypto::CIPHER_NAME) {
+    if !(h.cipher == "none" && h.key_id.is_none()
+        || crate::crypto::Cipher::from_name(&h.cipher).is_some())
+    {
         return Err(corrupt(format!(
             "cipher {:?} (key {:?}) is not supported by this build",
             h.cipher, h.key_id

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aws_files::StaticCredentials;
-use crate::crypto::{KdfParams, SecretSource};
+use crate::crypto::{Cipher, KdfParams, SecretSource};
 
 /// Smallest accepted backup chunk size (64 KiB).
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;
@@ -67,6 +67,10 @@ pub struct TargetOptions {
     pub secret: Option<SecretSource>,
     /// Argon2id cost of new passphrase slots (`backup init --encrypt`, `backup key add`).
     pub kdf: KdfParams,
+    /// The cipher of a store created encrypted (`backup init --encrypt --cipher`); `None`:
+    /// [`Cipher::preferred`] on this machine. Existing stores keep the cipher they were made
+    /// with.
+    pub cipher: Option<Cipher>,
 }
 
 impl Default for TargetOptions {
@@ -88,6 +92,7 @@ impl Default for TargetOptions {
             lock: LockPolicy::default(),
             secret: None,
             kdf: KdfParams::default(),
+            cipher: None,
         }
     }
 }

@@ -159,12 +159,11 @@ impl Packer {
         }
         let cap = self.cfg.pack_size;
         let room = cap + cap / 8;
-        let sealed = self.store.keys().is_some();
+        let keys = self.store.keys();
         let (pack, builder) = self.current.get_or_insert_with(|| {
-            let b = if sealed {
-                sealed_pack_builder(room)
-            } else {
-                PackBuilder::new(room)
+            let b = match keys {
+                Some(k) => sealed_pack_builder(room, k),
+                None => PackBuilder::new(room),
             };
             (new_pack_id(), b)
         });

@@ -21,7 +21,7 @@ use convoy_blockstore::{
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::crypto::{Keys, Kind, CIPHER_CODE, SEAL_OVERHEAD};
+use crate::crypto::{Cipher, Keys, Kind, SEAL_OVERHEAD};
 use crate::error::Result;
 use crate::url::BackupRef;
 
@@ -45,21 +45,23 @@ pub(crate) fn seal_blob(keys: &Keys, id: &BlockId, encoded: &[u8]) -> Result<Vec
 
 /// Opens and decodes a sealed blob of id `id`, checking its keyed hash.
 pub(crate) fn open_blob(keys: &Keys, id: &BlockId, stored: &[u8]) -> Result<Vec<u8>, BlockError> {
-    let encoded = keys
-        .open(Kind::Blob, &[id.as_bytes()], stored)
-        .ok_or_else(|| BlockError::Malformed {
+    keys.open_with(Kind::Blob, &[id.as_bytes()], stored, |encoded| {
+        decode_block_with(encoded, id, |d| keys.chunk_id(d))
+    })
+    .unwrap_or_else(|| {
+        Err(BlockError::Malformed {
             id: *id,
             reason: "sealed block fails to authenticate (altered, truncated, or not this \
                      block of this store)"
                 .into(),
-        })?;
-    decode_block_with(&encoded, id, |d| keys.chunk_id(d))
+        })
+    })
 }
 
 /// An empty sealed pack with room for `capacity` bytes (blobs pushed must be sealed with
 /// [`seal_blob`]; finish it with [`finish_sealed_pack`]).
-pub(crate) fn sealed_pack_builder(capacity: usize) -> PackBuilder {
-    PackBuilder::with_cipher(capacity, CIPHER_CODE)
+pub(crate) fn sealed_pack_builder(capacity: usize, keys: &Keys) -> PackBuilder {
+    PackBuilder::with_cipher(capacity, keys.cipher().code())
 }
 
 /// Appends the sealed index of pack `pack` and the trailer.
@@ -73,8 +75,8 @@ pub(crate) fn finish_sealed_pack(
 }
 
 /// How many bytes at the end of a sealed pack its index and trailer take (from the trailer,
-/// the last [`PACK_TRAILER_LEN`] bytes of `tail`).
-pub(crate) fn sealed_tail_len(tail: &[u8]) -> Result<usize, BlockError> {
+/// the last [`PACK_TRAILER_LEN`] bytes of `tail`), in a store sealed with `cipher`.
+pub(crate) fn sealed_tail_len(tail: &[u8], cipher: Cipher) -> Result<usize, BlockError> {
     if tail.len() < PACK_TRAILER_LEN {
         return Err(malformed(format!(
             "{} bytes is shorter than the trailer",
@@ -86,10 +88,12 @@ pub(crate) fn sealed_tail_len(tail: &[u8]) -> Result<usize, BlockError> {
         return Err(malformed("trailer magic missing (truncated or not a pack)"));
     }
     let count = u32::from_le_bytes(t[0..4].try_into().expect("4 bytes")) as usize;
-    let cipher = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes"));
-    if cipher != u32::from(CIPHER_CODE) {
+    let found = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes"));
+    if found != u32::from(cipher.code()) {
         return Err(malformed(format!(
-            "the trailer says cipher {cipher}: not a sealed pack, in an encrypted store"
+            "the trailer says cipher {found}, the store's cipher ({cipher}) is {}: not a \
+             sealed pack of this store",
+            cipher.code()
         )));
     }
     if count > convoy_blockstore::MAX_PACK_LEN / PACK_ENTRY_LEN {
@@ -106,7 +110,7 @@ pub(crate) fn decode_sealed_index(
     tail: &[u8],
     pack_len: Option<u64>,
 ) -> Result<Vec<PackEntry>, BlockError> {
-    let need = sealed_tail_len(tail)?;
+    let need = sealed_tail_len(tail, keys.cipher())?;
     if tail.len() < need {
         return Err(malformed(format!(
             "index needs {need} bytes at the end of the pack, have {}",
@@ -378,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn manifest_segments_round_trip_and_detect_damage() {
-        let keys = Arc::new(Keys::new([3; 16], [9; 32]));
+        let keys = Arc::new(Keys::new([3; 16], [9; 32], Cipher::preferred()));
         let r = BackupRef::new("vol1", "b1").unwrap();
         let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut s = ManifestSealer::new(keys.clone(), r.clone());
@@ -415,37 +419,49 @@ mod tests {
 
     #[test]
     fn sealed_pack_index_round_trips_and_is_bound_to_its_pack() {
-        let keys = Keys::new([4; 16], [5; 32]);
-        let pack = BlockId([1; 32]);
-        let mut b = sealed_pack_builder(1 << 20);
-        let mut want = Vec::new();
-        for i in 0..3u8 {
-            let data = vec![i + 1; 5000];
-            let id = keys.chunk_id(&data);
-            let enc = convoy_blockstore::encode_block(&data, 3).unwrap();
-            let sealed = seal_blob(&keys, &id, &enc).unwrap();
-            want.push((b.push(id, &sealed, 5000), data));
+        for cipher in Cipher::ALL {
+            let keys = Keys::new([4; 16], [5; 32], cipher);
+            let pack = BlockId([1; 32]);
+            let mut b = sealed_pack_builder(1 << 20, &keys);
+            let mut want = Vec::new();
+            for i in 0..3u8 {
+                let data = vec![i + 1; 5000];
+                let id = keys.chunk_id(&data);
+                let enc = convoy_blockstore::encode_block(&data, 3).unwrap();
+                let sealed = seal_blob(&keys, &id, &enc).unwrap();
+                want.push((b.push(id, &sealed, 5000), data));
+            }
+            let bytes = finish_sealed_pack(b, &keys, &pack).unwrap();
+            assert_eq!(bytes[8], cipher.code());
+            let got = decode_sealed_index(&keys, &pack, &bytes, Some(bytes.len() as u64)).unwrap();
+            assert_eq!(got, want.iter().map(|w| w.0).collect::<Vec<_>>());
+            for (e, data) in &want {
+                let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                assert_eq!(&open_blob(&keys, &e.id, s).unwrap(), data);
+                assert!(open_blob(&keys, &want[0].0.id, s).is_err() || e.id == want[0].0.id);
+            }
+            let e = decode_sealed_index(&keys, &BlockId([2; 32]), &bytes, None).unwrap_err();
+            assert!(e.to_string().contains("authenticate"), "{e}");
+            // The same master key under the other cipher reads neither index nor blobs.
+            for other in Cipher::ALL.into_iter().filter(|c| *c != cipher) {
+                let k2 = Keys::new([4; 16], [5; 32], other);
+                let e = decode_sealed_index(&k2, &pack, &bytes, None).unwrap_err();
+                assert!(e.to_string().contains("cipher"), "{e}");
+                let (e0, _) = &want[0];
+                let s = &bytes[e0.offset as usize..(e0.offset + e0.stored_len) as usize];
+                assert!(open_blob(&k2, &e0.id, s).is_err());
+            }
         }
-        let bytes = finish_sealed_pack(b, &keys, &pack).unwrap();
-        let got = decode_sealed_index(&keys, &pack, &bytes, Some(bytes.len() as u64)).unwrap();
-        assert_eq!(got, want.iter().map(|w| w.0).collect::<Vec<_>>());
-        for (e, data) in &want {
-            let s = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-            assert_eq!(&open_blob(&keys, &e.id, s).unwrap(), data);
-            assert!(open_blob(&keys, &want[0].0.id, s).is_err() || e.id == want[0].0.id);
-        }
-        let e = decode_sealed_index(&keys, &BlockId([2; 32]), &bytes, None).unwrap_err();
-        assert!(e.to_string().contains("authenticate"), "{e}");
     }
 
     #[tokio::test]
     async fn hostile_bytes_are_refused_without_panics() {
-        let keys = Arc::new(Keys::new([6; 16], [6; 32]));
+        let keys = Arc::new(Keys::new([6; 16], [6; 32], Cipher::preferred()));
         let r = BackupRef::new("vol1", "b1").unwrap();
         let mut s = ManifestSealer::new(keys.clone(), r.clone());
         let mut good = s.push(&[7u8; 1000]).unwrap();
         good.extend(s.finish().unwrap());
-        let mut pack = sealed_pack_builder(1 << 20);
+        let mut pack = sealed_pack_builder(1 << 20, &keys);
         let id = keys.chunk_id(b"x");
         let blob = seal_blob(
             &keys,

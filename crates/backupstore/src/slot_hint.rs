@@ -134,7 +134,9 @@ mod tests {
         let a = host(dir.path(), "a");
         let b = host(dir.path(), "b");
         let kdf = KdfParams::insecure_fast();
-        let (id, k, one) = keys::create(&a, &pass("one"), kdf).await.unwrap();
+        let (id, k, one) = keys::create(&a, &pass("one"), kdf, crate::Cipher::preferred())
+            .await
+            .unwrap();
         assert_eq!(read(&a), [one.as_str()]);
         let before = count(&a);
         keys::unlock(&a, id, &pass("one")).await.unwrap();

@@ -12,7 +12,7 @@ impl BackupTarget {
     pub async fn is_encrypted(&self) -> Result<bool> {
         Ok(matches!(
             keys::read_marker(&self.store).await?,
-            Some(MarkerCipher::Sealed(_))
+            Some(MarkerCipher::Sealed(..))
         ))
     }
 
@@ -47,12 +47,13 @@ impl BackupTarget {
                     .into(),
             });
         };
-        let (id, keys, slot) = keys::create(&self.store, src, self.opts.kdf).await?;
+        let cipher = self.opts.cipher.unwrap_or_else(crate::Cipher::preferred);
+        let (id, keys, slot) = keys::create(&self.store, src, self.opts.kdf, cipher).await?;
         if !self
             .store
             .put_new(
                 &layout::marker(),
-                keys::marker_body(&MarkerCipher::Sealed(id)),
+                keys::marker_body(&MarkerCipher::Sealed(id, cipher)),
             )
             .await?
         {

@@ -92,6 +92,14 @@ async fn marker_never_stored(env: Env) {
     o.cache_dir = Some(cache.path().to_path_buf());
     let t = BackupTarget::open(&env.dest, o.clone()).unwrap();
     t.init(true).await.unwrap();
+    let cipher = o
+        .cipher
+        .unwrap_or_else(convoy_backupstore::Cipher::preferred);
+    let marker = std::fs::read_to_string(env.objects_root.join("convoy-backupstore.json")).unwrap();
+    assert!(
+        marker.contains(&format!("\"cipher\":\"{}\"", cipher.name())),
+        "{marker}"
+    );
     let img = marked_image(16, 3);
     let full = full_backup(&t, &img, "secretvol").await;
     assert_eq!(full.info.encrypted, "true");
@@ -478,3 +486,37 @@ conformance!(
     slots_add_remove_then_restore_with_each,
     dedup_across_volumes_encrypted,
 );
+
+/// The same scenarios on `vfs://`, the store made with the cipher this machine does not choose
+/// by default (XChaCha20-Poly1305 where the CPU has AES instructions): both ciphers are proven
+/// on every machine.
+mod other_cipher {
+    use convoy_backupstore::Cipher;
+
+    async fn env() -> super::support::Env {
+        let mut env = super::support::Env::local().await;
+        let other = Cipher::ALL.into_iter().find(|c| *c != Cipher::preferred());
+        env.opts.cipher = Some(other.expect("two ciphers"));
+        env
+    }
+
+    macro_rules! with_other_cipher {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(env().await).await
+                }
+            )*
+        };
+    }
+
+    with_other_cipher!(
+        objects_from_another_store_fail,
+        marker_never_stored,
+        wrong_and_missing_key,
+        tampering_is_detected_and_named,
+        slots_add_remove_then_restore_with_each,
+        dedup_across_volumes_encrypted,
+    );
+}
