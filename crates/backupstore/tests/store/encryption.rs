@@ -478,7 +478,35 @@ async fn objects_from_another_store_fail(env: Env) {
     t.verify(&mine.backup, &NoProgress).await.unwrap();
 }
 
-conformance!(
+/// Registers each scenario on `vfs://` and S3 with the cipher this machine chooses for a new
+/// store (`vfs::name`, `s3::name`), and on `vfs://` with the other one (`other_cipher::name`:
+/// XChaCha20-Poly1305 where the CPU has AES instructions), so that both ciphers are proven on
+/// every machine. One list, so that a new scenario runs under both.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        conformance!($($name),*);
+
+        mod other_cipher {
+            use convoy_backupstore::Cipher;
+
+            async fn env() -> super::support::Env {
+                let mut env = super::support::Env::local().await;
+                let other = Cipher::ALL.into_iter().find(|c| *c != Cipher::preferred());
+                env.opts.cipher = Some(other.expect("two ciphers"));
+                env
+            }
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(env().await).await
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
     objects_from_another_store_fail,
     marker_never_stored,
     wrong_and_missing_key,
@@ -486,37 +514,3 @@ conformance!(
     slots_add_remove_then_restore_with_each,
     dedup_across_volumes_encrypted,
 );
-
-/// The same scenarios on `vfs://`, the store made with the cipher this machine does not choose
-/// by default (XChaCha20-Poly1305 where the CPU has AES instructions): both ciphers are proven
-/// on every machine.
-mod other_cipher {
-    use convoy_backupstore::Cipher;
-
-    async fn env() -> super::support::Env {
-        let mut env = super::support::Env::local().await;
-        let other = Cipher::ALL.into_iter().find(|c| *c != Cipher::preferred());
-        env.opts.cipher = Some(other.expect("two ciphers"));
-        env
-    }
-
-    macro_rules! with_other_cipher {
-        ($($name:ident),* $(,)?) => {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(env().await).await
-                }
-            )*
-        };
-    }
-
-    with_other_cipher!(
-        objects_from_another_store_fail,
-        marker_never_stored,
-        wrong_and_missing_key,
-        tampering_is_detected_and_named,
-        slots_add_remove_then_restore_with_each,
-        dedup_across_volumes_encrypted,
-    );
-}
