@@ -305,11 +305,7 @@ async fn backup(
             dest,
             encrypt,
             cipher,
-        } => {
-            let cipher =
-                encrypt.then(|| cipher.unwrap_or_else(convoy_backupstore::Cipher::preferred));
-            store_ops::init(&dest, &s3_endpoint, key, cipher).await?
-        }
+        } => store_ops::init(&dest, &s3_endpoint, key, encrypt, cipher).await?,
         BackupCommand::Key { command } => store_ops::key(command, &s3_endpoint, key).await?,
     }
     Ok(())

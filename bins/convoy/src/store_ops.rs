@@ -25,23 +25,25 @@ fn options(s3_endpoint: &str, key: &KeyArgs) -> TargetOptions {
     }
 }
 
-/// `convoy backup init DEST [--encrypt [--cipher C]]`: `cipher` is given to encrypt.
+/// `convoy backup init DEST [--encrypt [--cipher C]]`.
 pub async fn init(
     dest: &str,
     s3_endpoint: &str,
     key: &KeyArgs,
+    encrypt: bool,
     cipher: Option<Cipher>,
 ) -> anyhow::Result<()> {
     let opts = TargetOptions {
         cipher,
         ..options(s3_endpoint, key)
     };
+    let cipher = opts.new_store_cipher();
     let target = BackupTarget::open(dest, opts)?;
-    match (target.init(cipher.is_some()).await?, cipher) {
-        (Some(slot), Some(c)) => {
-            eprintln!("created encrypted backup store {dest} ({c}, key slot {slot})")
+    match target.init(encrypt).await? {
+        Some(slot) => {
+            eprintln!("created encrypted backup store {dest} ({cipher}, key slot {slot})")
         }
-        _ => eprintln!("created backup store {dest} (not encrypted)"),
+        None => eprintln!("created backup store {dest} (not encrypted)"),
     }
     Ok(())
 }
@@ -406,14 +408,16 @@ mod tests {
             passphrase_file: Some(pass.clone()),
             ..Default::default()
         };
-        init(&dest, "", &by_file, Some(cipher)).await.unwrap();
+        init(&dest, "", &by_file, true, Some(cipher)).await.unwrap();
         let marker =
             std::fs::read_to_string(dir.path().join("store/convoy-backupstore.json")).unwrap();
         assert!(
             marker.contains(&format!("\"{}\"", cipher.name())),
             "{marker}"
         );
-        let err = init(&dest, "", &by_file, Some(cipher)).await.unwrap_err();
+        let err = init(&dest, "", &by_file, true, Some(cipher))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("already a backup store"), "{err}");
         // A second slot through a command, then a backup and its verify with either secret.
         key(

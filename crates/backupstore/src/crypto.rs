@@ -216,11 +216,17 @@ impl Keys {
         }
     }
 
-    /// The AES-256-GCM key of the record whose nonce starts with `salt` (12 bytes).
-    fn record_key(base: &[u8; 32], salt: &[u8]) -> Option<ring::aead::LessSafeKey> {
+    /// The AES-256-GCM key and GCM nonce of the record whose 24-byte nonce is `nonce`: the key
+    /// is the keyed BLAKE3 of its first 12 bytes under `base`, the GCM nonce its last 12.
+    fn aes_record(
+        base: &[u8; 32],
+        nonce: &[u8],
+    ) -> Option<(ring::aead::LessSafeKey, ring::aead::Nonce)> {
+        let (salt, n) = nonce.split_at(NONCE_LEN - ring::aead::NONCE_LEN);
         let key = Zeroizing::new(*blake3::keyed_hash(base, salt).as_bytes());
         let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key[..]).ok()?;
-        Some(ring::aead::LessSafeKey::new(unbound))
+        let n = ring::aead::Nonce::try_assume_unique_for_key(n).ok()?;
+        Some((ring::aead::LessSafeKey::new(unbound), n))
     }
 
     /// The master key (to wrap it in a new slot).
@@ -278,9 +284,7 @@ impl Keys {
                 out.extend_from_slice(&tag);
             }
             Aead::Aes(base) => {
-                let (salt, n) = nonce.split_at(NONCE_LEN - ring::aead::NONCE_LEN);
-                let key = Self::record_key(base, salt).ok_or_else(failed)?;
-                let n = ring::aead::Nonce::try_assume_unique_for_key(n).map_err(|_| failed())?;
+                let (key, n) = Self::aes_record(base, &nonce).ok_or_else(failed)?;
                 let tag = key
                     .seal_in_place_separate_tag(n, ring::aead::Aad::from(&aad), body)
                     .map_err(|_| failed())?;
@@ -327,7 +331,8 @@ impl Keys {
         out
     }
 
-    /// Opens `sealed` into `buf` (cleared first).
+    /// Opens `sealed` into `buf` (cleared first; after a failure its content is not to be used:
+    /// both callers drop or clear it).
     fn open_into(
         &self,
         kind: Kind,
@@ -353,19 +358,13 @@ impl Keys {
                 )
                 .is_ok(),
             Aead::Aes(base) => {
-                let (salt, n) = nonce.split_at(NONCE_LEN - ring::aead::NONCE_LEN);
-                let key = Self::record_key(base, salt)?;
-                let n = ring::aead::Nonce::try_assume_unique_for_key(n).ok()?;
+                let (key, n) = Self::aes_record(base, nonce)?;
                 let tag = ring::aead::Tag::try_from(tag).ok()?;
                 key.open_in_place_separate_tag(n, ring::aead::Aad::from(&aad), tag, buf, 0..)
                     .is_ok()
             }
         };
-        if !opened {
-            buf.clear();
-            return None;
-        }
-        Some(())
+        opened.then_some(())
     }
 }
 

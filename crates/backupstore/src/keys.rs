@@ -62,8 +62,15 @@ pub(crate) async fn read_marker_journal(
     let journal = crate::gone::Journal::from_marker(&v);
     let cipher = match v.get("cipher").and_then(|c| c.as_str()) {
         None | Some("none") => MarkerCipher::None,
-        Some(name) if Cipher::from_name(name).is_some() => {
-            let cipher = Cipher::from_name(name).expect("checked");
+        Some(name) => {
+            let cipher = Cipher::from_name(name).ok_or_else(|| BackupError::Key {
+                dest: store.dest.clone(),
+                reason: format!(
+                    "the store is encrypted with {name:?}, which this build does not support \
+                     (it reads {})",
+                    Cipher::ALL.map(|c| c.name()).join(" and ")
+                ),
+            })?;
             let id = v
                 .get("key_id")
                 .and_then(|k| k.as_str())
@@ -71,16 +78,6 @@ pub(crate) async fn read_marker_journal(
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
                 .ok_or_else(|| unreadable_marker(store))?;
             MarkerCipher::Sealed(id, cipher)
-        }
-        Some(other) => {
-            return Err(BackupError::Key {
-                dest: store.dest.clone(),
-                reason: format!(
-                    "the store is encrypted with {other:?}, which this build does not support \
-                     (it reads {})",
-                    Cipher::ALL.map(|c| c.name()).join(" and ")
-                ),
-            })
         }
     };
     Ok(Some((cipher, journal)))

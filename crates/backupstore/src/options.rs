@@ -73,6 +73,14 @@ pub struct TargetOptions {
     pub cipher: Option<Cipher>,
 }
 
+impl TargetOptions {
+    /// The cipher a store created encrypted with these options gets: [`Self::cipher`], else
+    /// [`Cipher::preferred`].
+    pub fn new_store_cipher(&self) -> Cipher {
+        self.cipher.unwrap_or_else(Cipher::preferred)
+    }
+}
+
 impl Default for TargetOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

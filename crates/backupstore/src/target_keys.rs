@@ -47,7 +47,7 @@ impl BackupTarget {
                     .into(),
             });
         };
-        let cipher = self.opts.cipher.unwrap_or_else(crate::Cipher::preferred);
+        let cipher = self.opts.new_store_cipher();
         let (id, keys, slot) = keys::create(&self.store, src, self.opts.kdf, cipher).await?;
         if !self
             .store
