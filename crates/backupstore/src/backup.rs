@@ -10,6 +10,7 @@ use convoy_blockstore::{encode_block, is_zero, BlockId};
 use futures::StreamExt;
 
 use crate::error::{BackupError, Result};
+use crate::gate::Gate;
 use crate::index::StoreIndex;
 use crate::layout;
 use crate::manifest::{Entry, EntryCursor, ManifestEncoder, ManifestHeader, ManifestReader};
@@ -371,16 +372,26 @@ impl FirstReads {
 /// exists as it was read (a delete that ran meanwhile would leave the new backup carrying
 /// entries of a backup that is gone: [`BackupError::BadParent`], which the caller answers with
 /// a full backup), and no pack the run reuses was deleted (a cached store index read against
-/// the journal before the lock: [`BackupError::Conflict`], nothing published).
+/// the journal before the lock), nor any pack it wrote (sent before the lock was held, taken
+/// for garbage by a delete, compaction or repair that ran meanwhile): else
+/// [`BackupError::Conflict`], nothing published.
 struct Checks {
     parent: Option<(BackupRef, Option<String>)>,
     /// The journal the cached index was brought up to date with (`None`: the index came from
-    /// a listing made under the lock, which nothing can have changed).
+    /// a listing made under the lock, which nothing can have changed; the run waited for the
+    /// lock before it, so its packs went out under the lock too).
     cached: Option<crate::gone::Journal>,
 }
 
 impl Checks {
-    async fn run(&self, store: &Store, used: &std::collections::HashSet<BlockId>) -> Result<()> {
+    async fn run(
+        &self,
+        store: &Store,
+        used: &std::collections::HashSet<BlockId>,
+        fresh: &std::sync::Mutex<std::collections::HashSet<BlockId>>,
+        gate: &Gate,
+    ) -> Result<()> {
+        gate.wait().await?;
         let parent = async {
             let Some((pref, tag)) = &self.parent else {
                 return Ok(());
@@ -405,12 +416,14 @@ impl Checks {
                 .filter(|j| j.id == before.id)
                 .and_then(|j| j.changes_after(before.seq))
                 .map(|c| c.gone);
+            // Read after the journal: every pack sent before the lock was held is in it.
+            let fresh = fresh.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match gone {
-                Some(gone) if gone.is_disjoint(used) => Ok(()),
+                Some(gone) if gone.is_disjoint(used) && gone.is_disjoint(&fresh) => Ok(()),
                 _ => Err(BackupError::Conflict {
                     dest: store.dest.clone(),
-                    reason: "packs this backup reuses were deleted while it started (a delete, \
-                             compaction or repair ran meanwhile); nothing was published"
+                    reason: "packs this backup reuses or wrote were deleted while it started (a \
+                             delete, compaction or repair ran meanwhile); nothing was published"
                         .into(),
                 }),
             }
@@ -438,6 +451,8 @@ pub(crate) struct BackupJob<'a> {
     /// The backup's name was made for this call, so no other run writes records under it:
     /// a failed run removes the reference records it wrote (see [`Packer::abandon`]).
     pub owns_name: bool,
+    /// Opens once the run's lock is held: every write waits for it (see [`Gate`]).
+    pub gate: Gate,
 }
 
 /// Runs a backup under a lock the caller holds; returns its figures and the header of the
@@ -460,7 +475,8 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
     }
     // The store index: from the local cache, kept true by the marker's pack deletion journal
     // (no request), or from a listing when the cache cannot be used.
-    let (index, cached) = crate::index::resolve(&store, journal, job.parallelism).await?;
+    let (index, cached) =
+        crate::index::resolve(&store, journal, job.parallelism, &job.gate).await?;
     let mut checks = Checks {
         parent: None,
         cached,
@@ -496,8 +512,9 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
                 layout::parent_record(&me),
                 layout::child_marker(&me.volume, p, &me.backup),
             );
-            let (store, p) = (store.clone(), p.clone());
+            let (store, p, gate) = (store.clone(), p.clone(), job.gate.clone());
             Box::pin(async move {
+                gate.wait().await?;
                 futures::try_join!(
                     store.put(&record, Bytes::from(p)),
                     store.put(&child, Bytes::new()),
@@ -507,8 +524,7 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
         }
         None => Box::pin(async { Ok(()) }),
     };
-    let upload = ManifestUpload::start(&store, layout::manifest(&me), me.clone()).await?;
-    let packer = Packer::new(store.clone(), me.clone(), job.packing);
+    let packer = Packer::new(store.clone(), me.clone(), job.packing, job.gate.clone());
     let written = header.clone();
     let result = pipeline(
         &job.source,
@@ -520,14 +536,15 @@ pub(crate) async fn run(job: BackupJob<'_>) -> Result<(BackupStats, ManifestHead
         job.progress,
         Arc::new(index),
         packer,
-        upload,
+        &me,
         records,
         job.prefetch.map(Arc::new),
         &checks,
         job.owns_name,
+        &job.gate,
     )
     .await;
-    if result.is_err() {
+    if result.is_err() && job.gate.is_open() {
         if let Some(p) = job.parent {
             let _ = store
                 .delete(&layout::child_marker(&me.volume, p, &me.backup))
@@ -549,11 +566,12 @@ async fn pipeline(
     progress: &dyn Progress,
     index: Arc<StoreIndex>,
     mut packer: Packer,
-    mut upload: ManifestUpload<'_>,
+    me: &BackupRef,
     records: futures::future::BoxFuture<'_, Result<()>>,
     prefetch: Option<Arc<Prefetch>>,
     checks: &Checks,
     owns_name: bool,
+    gate: &Gate,
 ) -> Result<BackupStats> {
     let chunk = u64::from(header.chunk_size);
     let size = header.volume_size;
@@ -571,6 +589,10 @@ async fn pipeline(
         prefetch,
     });
     let store_for_checks = ctx.store.clone();
+    let fresh = packer.fresh();
+    // The manifest is started once the lock is held (on `vfs://` it is a file under `tmp/`,
+    // which `repair` removes), at its first bytes or at the end.
+    let mut upload: Option<ManifestUpload<'_>> = None;
     let mut encoder = ManifestEncoder::new(header)?;
     let work = futures::stream::unfold(WorkGen::new(chunks, parent, chunk, size), |mut g| async {
         match g.next().await {
@@ -650,21 +672,30 @@ async fn pipeline(
                 used.insert(e);
             }
             if encoder.pending() >= 256 << 10 {
-                upload.write(&encoder.take()).await?;
+                let sink = start_upload(&mut upload, &store_for_checks, me, gate).await?;
+                sink.write(&encoder.take()).await?;
             }
         }
         // The last packs go out with the check that no backup of this name was published
         // meanwhile (the store's own check, for S3 a request; none for a name made for this
         // run) and the run's own checks: one round trip for all.
-        let free = (!owns_name).then(|| upload.check_free());
         let free = async {
-            match free {
-                Some(check) => check.await,
-                None => Ok(()),
+            let sink = start_upload(&mut upload, &store_for_checks, me, gate).await?;
+            match owns_name {
+                true => Ok(()),
+                false => sink.check_free().await,
             }
         };
-        let (packs, (), ()) =
-            futures::try_join!(packer.finish(), free, checks.run(&store_for_checks, &used))?;
+        // All three run to their end, whatever fails first: the manifest's start, dropped half
+        // way, would leave its temporary file behind.
+        let (packs, free, checked) = futures::join!(
+            packer.finish(),
+            free,
+            checks.run(&store_for_checks, &used, &fresh, gate)
+        );
+        let packs = packs?;
+        free?;
+        checked?;
         stats.packs_uploaded = packs;
         Ok::<(), BackupError>(())
     };
@@ -676,11 +707,21 @@ async fn pipeline(
     // disk still removes files).
     let remote = packer.store().local_root.is_none();
     let tidy = |e: &BackupError| owns_name && !(remote && matches!(e, BackupError::Store { .. }));
-    if let Err(e) = outcome {
-        upload.abort().await;
-        packer.abandon(tidy(&e)).await;
-        return Err(e);
-    }
+    // Nothing is removed without the lock (a run whose lock was not taken wrote nothing).
+    let tidy = |e: &BackupError| gate.is_open() && tidy(e);
+    let mut upload = match (outcome, upload) {
+        (Ok(()), Some(upload)) => upload,
+        (outcome, upload) => {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+            let e = outcome
+                .err()
+                .unwrap_or_else(|| BackupError::Task("the manifest was never started".into()));
+            packer.abandon(tidy(&e)).await;
+            return Err(e);
+        }
+    };
     stats.manifest_entries = encoder.count();
     if let Err(e) = upload.write(&encoder.finish()).await {
         upload.abort().await;
@@ -690,6 +731,20 @@ async fn pipeline(
     upload.commit().await?;
     progress.finish();
     Ok(stats)
+}
+
+/// The manifest's upload, started (once the lock is held) if it was not yet.
+async fn start_upload<'u, 's>(
+    upload: &'u mut Option<ManifestUpload<'s>>,
+    store: &'s Store,
+    me: &BackupRef,
+    gate: &Gate,
+) -> Result<&'u mut ManifestUpload<'s>> {
+    if upload.is_none() {
+        gate.wait().await?;
+        *upload = Some(ManifestUpload::start(store, layout::manifest(me), me.clone()).await?);
+    }
+    Ok(upload.as_mut().expect("started"))
 }
 
 #[cfg(test)]

@@ -200,17 +200,25 @@ pub(crate) async fn resolve(
     store: &Store,
     journal: Option<Journal>,
     parallelism: usize,
+    gate: &crate::gate::Gate,
 ) -> Result<(StoreIndex, Option<Journal>)> {
+    // A listing is made under the lock (nothing can change what it found before the backup
+    // publishes), as is the marker's first journal.
     let Some(root) = store.cache_dir.clone() else {
+        gate.wait().await?;
         return Ok((load(store, None, parallelism).await?, None));
     };
     let journal = match journal {
         Some(j) => Some(j),
         // A marker made before the journal existed gets one now (once per store).
-        None => crate::gone::adopt(store).await?,
+        None => {
+            gate.wait().await?;
+            crate::gone::adopt(store).await?
+        }
     };
     let Some(journal) = journal.filter(|j| safe_id(&j.id)) else {
         store.set_index_cache(None);
+        gate.wait().await?;
         return Ok((load(store, None, parallelism).await?, None));
     };
     let dir = root.join(&journal.id);
@@ -241,6 +249,7 @@ pub(crate) async fn resolve(
             return Ok((index, Some(journal)));
         }
     }
+    gate.wait().await?;
     let index = load(store, Some(&dir), parallelism).await?;
     write_state(
         &dir,

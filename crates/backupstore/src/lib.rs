@@ -103,6 +103,7 @@ mod first_contact;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod gc;
 mod gone;
 mod index;
@@ -214,27 +215,6 @@ where
 /// `parallelism` chunks, at most 64.
 const PREFETCH_BYTES: u64 = 16 << 20;
 
-/// [`locked`], with the lock already taken (`Some`) or to take (`None`).
-async fn locked_with<T, F>(
-    t: &BackupTarget,
-    guard: Option<LockGuard>,
-    kind: LockKind,
-    op: &str,
-    f: F,
-) -> Result<T>
-where
-    F: std::future::Future<Output = Result<T>>,
-{
-    let Some(guard) = guard else {
-        return locked(t, kind, op, f).await;
-    };
-    let out = f.await;
-    let released = guard.release().await;
-    let value = out?;
-    released?;
-    Ok(value)
-}
-
 /// Whether `e` comes from a local filesystem that refuses writes (mounted read-only, or full).
 fn refuses_writes(e: &BackupError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -314,6 +294,15 @@ impl BackupTarget {
     /// The destination URL.
     pub fn dest_url(&self) -> &str {
         &self.store.dest
+    }
+
+    /// Waits for the requests an operation left running when it returned: the removal of a
+    /// backup's lock record, which a backup does not wait for (once its manifest is published,
+    /// lockers treat the record as released). A process about to exit calls it to leave no
+    /// record behind; a record left behind is removed by the next delete, compaction or
+    /// repair, at the cost of one request to see that its backup exists.
+    pub async fn settle(&self) {
+        self.store.settle().await;
     }
 
     /// Requests this target has sent to the store so far (a listing counts once per call, a
@@ -474,72 +463,106 @@ impl BackupTarget {
             prefetch = Some(read_ahead(keys));
             seen = marker;
         }
-        // The run's first reads (the marker, the name, the parent's manifest) go out beside
-        // the lock's write and listing: they depend on nothing the lock answers, and the run
-        // checks what they answered again, under the lock, before it publishes.
-        let first = async {
-            if early {
-                seen = self.unlock_reading().await?.1;
+        // The lock is taken while the run starts: its first reads (the marker, the name, the
+        // parent's manifest) go out beside the lock's write and listing (they depend on nothing
+        // the lock answers, and the run checks what they answered again, under the lock,
+        // before it publishes), and its local work (reading, hashing, packing, the store index
+        // from the cache) goes on meanwhile. Whatever writes to the store, or reads what only
+        // the lock keeps true, waits at the gate until the lock is held.
+        let (keeper, gate) = gate::Gate::new();
+        let lock = async {
+            let guard = LockGuard::acquire_publishing(
+                self.store.clone(),
+                LockKind::Shared,
+                "backup",
+                &self.opts.lock,
+                mode.owns_name.then_some(me),
+            )
+            .await;
+            if guard.is_ok() {
+                keeper.open();
             }
-            let marker = Box::pin(self.ensure_marker(seen));
-            backup::FirstReads::read(&self.store, me, parent, marker, mode.owns_name).await
+            guard
         };
-        let lock = LockGuard::acquire(
-            self.store.clone(),
-            LockKind::Shared,
-            "backup",
-            &self.opts.lock,
-        );
-        let (guard, first) = match mode.first_reads {
-            FirstReadsAt::BesideTheLock => futures::join!(lock, first),
-            FirstReadsAt::UnderTheLock => {
-                let guard = lock.await?;
-                (Ok(guard), first.await)
+        let work = {
+            let gate = gate.clone();
+            async move {
+                if matches!(mode.first_reads, FirstReadsAt::UnderTheLock) {
+                    gate.wait().await?;
+                }
+                let marker = Box::pin(async {
+                    if early {
+                        seen = self.unlock_reading().await?.1;
+                    }
+                    self.ensure_marker(seen).await
+                });
+                let first =
+                    backup::FirstReads::read(&self.store, me, parent, marker, mode.owns_name)
+                        .await?;
+                if early {
+                    // Opened by the first reads (no request now); without a key it cannot
+                    // fail.
+                    let keys = self.unlock().await?;
+                    check_keys(&keys, &mut header)?;
+                }
+                backup::run(backup::BackupJob {
+                    store: self.store.clone(),
+                    source,
+                    ranges,
+                    parent,
+                    header,
+                    parallelism: self.opts.parallelism,
+                    level: self.opts.zstd_level,
+                    packing: packer::PackerConfig {
+                        pack_size: self.opts.pack_size,
+                        multipart_above: self.opts.multipart_above,
+                        max_uploads: 3,
+                        limit_upload: self.opts.limit_upload,
+                    },
+                    progress,
+                    first,
+                    prefetch,
+                    owns_name: mode.owns_name,
+                    gate,
+                })
+                .await
             }
         };
-        let (guard, first) = match (guard, first) {
-            (Ok(g), Ok(f)) => (g, f),
-            (Ok(g), Err(e)) => {
-                let _ = g.release().await;
+        let (lock, work) = (Box::pin(lock), Box::pin(work));
+        let (stats, written) = match futures::future::select(lock, work).await {
+            futures::future::Either::Left((Ok(guard), work)) => match work.await {
+                // Published: a record that names its backup is treated as released from now
+                // on, so the run does not wait for its removal; another is removed first.
+                Ok(done) if mode.owns_name => {
+                    guard.let_go();
+                    done
+                }
+                Ok(done) => {
+                    let released = guard.release().await;
+                    released?;
+                    done
+                }
+                Err(e) => {
+                    let _ = guard.release().await;
+                    return Err(e);
+                }
+            },
+            // The gate is closed: the run stops at its first write, having written nothing.
+            futures::future::Either::Left((Err(e), _work)) => return Err(e),
+            // The run failed before the lock was held (it cannot publish without it): the
+            // acquisition is dropped, and the record it wrote, if any, removed before the
+            // error is answered.
+            futures::future::Either::Right((Err(e), lock)) => {
+                drop(lock);
+                self.store.settle().await;
                 return Err(e);
             }
-            (Err(e), _) => return Err(e),
-        };
-        if early {
-            // Opened by the first reads (no request now); without a key it cannot fail.
-            let keys = self.unlock().await.and_then(|k| {
-                check_keys(&k, &mut header)?;
-                Ok(k)
-            });
-            if let Err(e) = keys {
-                let _ = guard.release().await;
-                return Err(e);
+            futures::future::Either::Right((Ok(_), _)) => {
+                return Err(BackupError::Task(
+                    "a backup ended without its lock being held".into(),
+                ))
             }
-        }
-        let store = self.store.clone();
-        let (stats, written) = locked_with(self, Some(guard), LockKind::Shared, "backup", async {
-            backup::run(backup::BackupJob {
-                store,
-                source,
-                ranges,
-                parent,
-                header,
-                parallelism: self.opts.parallelism,
-                level: self.opts.zstd_level,
-                packing: packer::PackerConfig {
-                    pack_size: self.opts.pack_size,
-                    multipart_above: self.opts.multipart_above,
-                    max_uploads: 3,
-                    limit_upload: self.opts.limit_upload,
-                },
-                progress,
-                first,
-                prefetch,
-                owns_name: mode.owns_name,
-            })
-            .await
-        })
-        .await?;
+        };
         // From the header just published, not read back: one request less per backup.
         let info = BackupInfo::from_header(self.backup_url(me), &written);
         Ok(BackupOutcome {
@@ -739,6 +762,7 @@ impl BackupTarget {
             requests: std::sync::atomic::AtomicU64::new(0),
             credentials_search: s.credentials_search.clone(),
             keys: std::sync::OnceLock::new(),
+            background: Default::default(),
         };
         BackupTarget {
             store: Arc::new(store),

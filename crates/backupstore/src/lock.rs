@@ -37,6 +37,18 @@ struct LockRecord {
     process: String,
     created: u64,
     refreshed: u64,
+    /// For a backup's shared lock: the backup it publishes (under a name made for it). Once
+    /// that backup's manifest exists the lock guards nothing, and an exclusive locker that
+    /// finds the record removes it (the backup does not wait for its record's removal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publishes: Option<Publishes>,
+}
+
+/// The backup a lock record's holder publishes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Publishes {
+    volume: String,
+    backup: String,
 }
 
 fn now_secs() -> u64 {
@@ -92,6 +104,68 @@ fn is_stale(id: &str, rec: &LockRecord, policy: &LockPolicy, host: &str) -> bool
     rec.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", rec.pid)).exists()
 }
 
+/// Whether the backup a shared record's holder publishes is published: the record then
+/// guards nothing any more (its holder may have ended without removing it).
+async fn published(store: &Store, rec: &LockRecord) -> Result<bool> {
+    let Some(p) = rec
+        .publishes
+        .as_ref()
+        .filter(|_| rec.kind == LockKind::Shared)
+    else {
+        return Ok(false);
+    };
+    // A record naming no valid backup is treated as any other.
+    let Ok(r) = crate::url::BackupRef::new(&p.volume, &p.backup) else {
+        return Ok(false);
+    };
+    store.exists(&layout::manifest(&r)).await
+}
+
+/// A lock record being written and checked: marked live in this process while it is, and
+/// removed in the background if the acquisition is dropped half way.
+struct Pending {
+    store: Arc<Store>,
+    id: String,
+    armed: bool,
+}
+
+impl Pending {
+    fn new(store: Arc<Store>, id: &str) -> Self {
+        set_live(id, true);
+        Pending {
+            store,
+            id: id.to_string(),
+            armed: true,
+        }
+    }
+
+    /// The acquisition ends here without the lock: the record is no longer live (the caller
+    /// removes it, or never wrote it).
+    fn disarm(&mut self) {
+        self.armed = false;
+        set_live(&self.id, false);
+    }
+
+    /// The lock is held: the record stays live, in a [`LockGuard`]'s care.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        set_live(&self.id, false);
+        let store = self.store.clone();
+        let path = layout::lock(&self.id);
+        self.store.in_background(async move {
+            let _ = store.delete(&path).await;
+        });
+    }
+}
+
 /// A held lock. Release it with [`LockGuard::release`]; dropping it releases in the background.
 pub(crate) struct LockGuard {
     store: Arc<Store>,
@@ -107,6 +181,19 @@ impl LockGuard {
         kind: LockKind,
         operation: &str,
         policy: &LockPolicy,
+    ) -> Result<LockGuard> {
+        Self::acquire_publishing(store, kind, operation, policy, None).await
+    }
+
+    /// [`Self::acquire`] for a backup that publishes `publishes` (a backup whose name was
+    /// made for it, so that no other run publishes it): its record says so, and once that
+    /// backup is published, lockers treat the record as released.
+    pub async fn acquire_publishing(
+        store: Arc<Store>,
+        kind: LockKind,
+        operation: &str,
+        policy: &LockPolicy,
+        publishes: Option<&crate::url::BackupRef>,
     ) -> Result<LockGuard> {
         let host = hostname();
         let started = Instant::now();
@@ -126,23 +213,30 @@ impl LockGuard {
                 process: process_token().to_string(),
                 created: now_secs(),
                 refreshed: now_secs(),
+                publishes: publishes.map(|b| Publishes {
+                    volume: b.volume.clone(),
+                    backup: b.backup.clone(),
+                }),
             };
             let path = layout::lock(&id);
-            set_live(&id, true);
+            // Removes the record if this acquisition is cancelled before it ends (a dropped
+            // future): it would otherwise look live to this process until it went stale.
+            let mut pending = Pending::new(store.clone(), &id);
             let body = serde_json::to_vec(&rec).expect("lock record serializes");
             if let Err(e) = store.put(&path, body).await {
-                set_live(&id, false);
+                pending.disarm();
                 return Err(e);
             }
             let conflict = match Self::find_conflict(&store, &id, kind, policy, &host).await {
                 Ok(c) => c,
                 Err(e) => {
-                    set_live(&id, false);
+                    pending.disarm();
                     let _ = store.delete(&path).await;
                     return Err(e);
                 }
             };
             let Some(holder) = conflict else {
+                pending.keep();
                 let refresh_store = store.clone();
                 let every = policy.refresh;
                 let refresher = tokio::spawn(async move {
@@ -160,7 +254,7 @@ impl LockGuard {
                     released: false,
                 });
             };
-            set_live(&id, false);
+            pending.disarm();
             store.delete(&path).await?;
             if started.elapsed() >= policy.wait {
                 return Err(BackupError::Locked {
@@ -201,7 +295,7 @@ impl LockGuard {
                 // Not a lock record of ours (puts are atomic, so never a torn one): ignore it.
                 continue;
             };
-            if is_stale(name, &rec, policy, host) {
+            if is_stale(name, &rec, policy, host) || published(store, &rec).await? {
                 store.delete(&key).await?;
                 continue;
             }
@@ -210,6 +304,13 @@ impl LockGuard {
             }
         }
         Ok(None)
+    }
+
+    /// Lets the lock go without waiting for its record's removal (sent in the background, as
+    /// when the guard is dropped): for a backup that has published its manifest, whose record
+    /// lockers treat as released from then on (see [`Self::acquire_publishing`]).
+    pub fn let_go(self) {
+        drop(self);
     }
 
     /// Removes the lock record.
@@ -230,10 +331,8 @@ impl Drop for LockGuard {
         set_live(&self.id, false);
         let store = self.store.clone();
         let path = layout::lock(&self.id);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = store.delete(&path).await;
-            });
-        }
+        self.store.in_background(async move {
+            let _ = store.delete(&path).await;
+        });
     }
 }

@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Result;
+use crate::gate::Gate;
 use crate::layout;
 use crate::manifest::Loc;
 use crate::sealed::{finish_sealed_pack, sealed_pack_builder};
@@ -93,6 +94,10 @@ pub(crate) struct Packer {
     /// Bytes of the packs in `inflight`.
     inflight_bytes: u64,
     packs: u64,
+    /// Every upload but a pack's waits here until the backup's lock is held.
+    gate: Gate,
+    /// The packs this backup wrote (see [`Self::fresh`]).
+    fresh: Arc<std::sync::Mutex<HashSet<BlockId>>>,
 }
 
 /// Bytes of packs being sent at once, whatever the pack size (at least one pack goes): with
@@ -103,7 +108,7 @@ const UPLOAD_BYTES_IN_FLIGHT: u64 = 48 << 20;
 
 impl Packer {
     /// A packer writing for backup `me`.
-    pub fn new(store: Arc<Store>, me: BackupRef, cfg: PackerConfig) -> Self {
+    pub fn new(store: Arc<Store>, me: BackupRef, cfg: PackerConfig, gate: Gate) -> Self {
         Packer {
             store,
             me,
@@ -115,6 +120,8 @@ impl Packer {
             inflight: FuturesUnordered::new(),
             inflight_bytes: 0,
             packs: 0,
+            gate,
+            fresh: Default::default(),
         }
     }
 
@@ -133,6 +140,13 @@ impl Packer {
         self.inflight_bytes += bytes;
         self.inflight.push(f);
         Ok(())
+    }
+
+    /// The packs this backup writes, each added before its upload starts: what the run
+    /// checks against the pack deletion journal, as it checks the packs it reuses (a pack
+    /// sent before the lock was held may have been taken for garbage and deleted).
+    pub fn fresh(&self) -> Arc<std::sync::Mutex<HashSet<BlockId>>> {
+        self.fresh.clone()
     }
 
     /// The store written to.
@@ -198,15 +212,27 @@ impl Packer {
         let pacer = self.pacer.clone();
         let above = self.cfg.multipart_above;
         let held = bytes.len() as u64;
+        let gate = self.gate.clone();
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pack);
         self.push(
             held,
             Box::pin(async move {
-                // The reference record and the pack go out together (one round trip, not
-                // two): under the backup's shared lock no delete or repair runs, and a crash
-                // that leaves either without the other leaves garbage `repair` removes, as a
-                // crash between the two always did.
+                // The pack goes out at once, even before the backup's lock is held: a pack
+                // without a reference record is garbage, which a delete, compaction or repair
+                // running meanwhile may remove, but each records in the marker's pack deletion
+                // journal what it is about to delete, and the run checks, under its lock and
+                // before publishing, that none of its packs is there (see `backup::Checks`).
+                // Its reference record waits for the lock (`repair` removes the records of
+                // backups not published), and then goes out beside the pack: a crash that
+                // leaves either without the other leaves garbage `repair` removes.
                 let ref_key = store.pack_ref(&pack, &me);
-                let reference = store.put(&ref_key, Bytes::new());
+                let reference = async {
+                    gate.wait().await?;
+                    store.put(&ref_key, Bytes::new()).await
+                };
                 let body = async {
                     if let Some(p) = pacer {
                         p.admit(held).await;
@@ -230,9 +256,11 @@ impl Packer {
         }
         let store = self.store.clone();
         let me = self.me.clone();
+        let gate = self.gate.clone();
         self.push(
             0,
             Box::pin(async move {
+                gate.wait().await?;
                 store.put(&store.pack_ref(&pack, &me), Bytes::new()).await?;
                 Ok(0)
             }),

@@ -40,6 +40,34 @@ pub(crate) struct Store {
     /// The keys of an encrypted store (`Some(None)`: not encrypted), set once the marker has
     /// been read (see `BackupTarget::unlock`).
     pub keys: std::sync::OnceLock<Option<Arc<crate::crypto::Keys>>>,
+    /// Requests an operation left running when it returned (a lock record's removal), for
+    /// `BackupTarget::settle`.
+    pub background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Sends `f` in the background (on the current runtime, if any), for `settle` to wait for.
+    pub fn in_background(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let mut bg = self.background.lock().unwrap_or_else(|p| p.into_inner());
+            bg.retain(|h| !h.is_finished());
+            bg.push(rt.spawn(f));
+        }
+    }
+
+    /// Waits for what [`Self::in_background`] sent.
+    pub async fn settle(&self) {
+        loop {
+            let pending =
+                std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+            if pending.is_empty() {
+                return;
+            }
+            for h in pending {
+                let _ = h.await;
+            }
+        }
+    }
 }
 
 /// The default index cache directory of an S3 destination:
@@ -100,6 +128,7 @@ impl Store {
                         requests: AtomicU64::new(0),
                         credentials_search: None,
                         keys: std::sync::OnceLock::new(),
+                        background: Default::default(),
                     });
                 }
                 Destination::S3 {
@@ -127,6 +156,7 @@ impl Store {
             requests: AtomicU64::new(0),
             credentials_search,
             keys: std::sync::OnceLock::new(),
+            background: Default::default(),
         })
     }
 

@@ -262,6 +262,44 @@ async fn foreign_locks(env: Env) {
     assert!(!p.exists());
 }
 
+/// A backup's shared lock record that names the backup it publishes (a backup named for it,
+/// which does not wait for its record's removal) blocks a delete while that backup is not
+/// published, and is removed by the delete once it is: a process that published and ended
+/// without removing its record holds nothing up.
+async fn a_published_backups_lock_is_released(env: Env) {
+    let mut opts = env.opts.clone();
+    opts.lock.wait = Duration::from_millis(400);
+    let t = convoy_backupstore::BackupTarget::open(&env.dest, opts).unwrap();
+    let img = Image::new(2 * C, 12);
+    let first = full_backup(&t, &img, "vol1").await;
+    let name = "backup-00c0ffee00c0ffee";
+    let p = plant_lock(&env, "shared-planted5", "otherhost", 1, 0);
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    rec["publishes"] = serde_json::json!({"volume": "vol1", "backup": name});
+    std::fs::write(&p, rec.to_string()).unwrap();
+    let err = t.delete(&first.backup).await.unwrap_err();
+    assert!(matches!(err, BackupError::Locked { .. }), "{err}");
+    assert!(p.exists());
+    // Its backup is published (here by this target, under the name the record gives).
+    let mut m = meta("vol1", 2 * C);
+    m.backup_name = Some(name.into());
+    t.backup(img.file.clone(), &[0..2 * C], None, m, &NoProgress)
+        .await
+        .unwrap();
+    t.delete(&first.backup).await.unwrap();
+    assert!(!p.exists(), "the record of a published backup was kept");
+    // A record naming no valid backup is an ordinary one.
+    let p = plant_lock(&env, "shared-planted6", "otherhost", 1, 0);
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    rec["publishes"] = serde_json::json!({"volume": "../vol1", "backup": name});
+    std::fs::write(&p, rec.to_string()).unwrap();
+    let second = BackupRef::new("vol1", name).unwrap();
+    let err = t.delete(&second).await.unwrap_err();
+    assert!(matches!(err, BackupError::Locked { .. }), "{err}");
+    std::fs::remove_file(p).unwrap();
+    t.delete(&second).await.unwrap();
+}
+
 /// A delete that crashed after copying the manifest to the trash (manifest still visible) is
 /// finished by the next delete: the backup disappears and its own blocks are collected.
 async fn interrupted_delete_is_finished(env: Env) {
@@ -296,5 +334,6 @@ conformance!(
     crash_before_manifest,
     concurrent_backup_and_delete,
     foreign_locks,
+    a_published_backups_lock_is_released,
     interrupted_delete_is_finished,
 );

@@ -176,7 +176,84 @@ conformance!(
     an_up_to_date_cache_spares_the_listing,
     a_cache_of_another_journal_is_rebuilt,
     a_delete_between_the_first_reads_and_the_lock_is_caught,
+    a_pack_collected_before_the_lock_is_caught,
 );
+
+/// Pack object files under `root` (a store's folder).
+fn packs_in(root: &Path) -> usize {
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .fold(0, |n, e| {
+                let p = e.path();
+                match p.is_dir() {
+                    true => n + count(&p),
+                    false => n + usize::from(p.file_name().is_some_and(|f| f.len() == 64)),
+                }
+            })
+    }
+    count(&root.join("packs"))
+}
+
+/// A backup sends its packs before its lock is held (only their reference records wait for
+/// it). A repair on another host that runs in that window, holding the exclusive lock the
+/// backup waits for, takes such a pack for garbage and deletes it: the backup finds it out
+/// under its lock, before publishing (the pack is in the marker's deletion journal), runs
+/// again, and publishes a backup whose every block is there.
+async fn a_pack_collected_before_the_lock_is_caught(env: Env) {
+    let caches = tempfile::tempdir().unwrap();
+    let a = host(&env, &caches.path().join("a"));
+    let b = std::sync::Arc::new(host(&env, &caches.path().join("b")));
+    let img = Image::new(8 * C, 4);
+    let one = backup_as(&a, &img, "one").await;
+    img.write(2 * C, &noise(C as usize, 91));
+    let before = packs_in(&env.objects_root);
+    let faults = convoy_backupstore::testing::Faults::new();
+    let (b2, root) = (b.clone(), env.objects_root.clone());
+    faults.before_first_lock(async move {
+        // The incremental's pack is stored before its lock record is written.
+        let started = std::time::Instant::now();
+        while packs_in(&root) == before {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "no pack was sent before the lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let stats = b2.repair().await.unwrap();
+        assert_eq!(stats.packs_removed, 1, "{stats:?}");
+    });
+    let two = a
+        .with_faults(faults)
+        .backup(
+            img.file.clone(),
+            &[2 * C..3 * C],
+            Some(&one.backup.backup),
+            meta("one", img.size),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    a.settle().await;
+    let (got, _) = restore_bytes(&a, &two.backup, img.size).await.unwrap();
+    assert!(
+        got == img.bytes(),
+        "the backup made over the repair restores"
+    );
+    a.verify(&two.backup, &NoProgress).await.unwrap();
+    assert_eq!(a.repair().await.unwrap(), Default::default());
+    for done in [&two, &one] {
+        a.delete(&done.backup).await.unwrap();
+    }
+    assert_eq!(packs_in(&env.objects_root), 0, "packs left");
+    assert_eq!(
+        env.files_under("refs"),
+        Vec::<PathBuf>::new(),
+        "reference records left once every backup is deleted"
+    );
+}
 
 /// Between a backup's first reads (sent beside its lock's write) and its lock, a delete on
 /// another host removes the packs the backup's cache would reuse: the backup finds it out

@@ -217,16 +217,21 @@ pub fn meta(volume: &str, size: u64) -> BackupMeta {
     }
 }
 
+/// A full backup of `img`, once the requests it left running (its lock record's removal)
+/// are done, so that what follows sees the store as the backup left it.
 pub async fn full_backup(t: &BackupTarget, img: &Image, volume: &str) -> BackupOutcome {
-    t.backup(
-        img.file.clone(),
-        &[0..img.size],
-        None,
-        meta(volume, img.size),
-        &NoProgress,
-    )
-    .await
-    .unwrap()
+    let out = t
+        .backup(
+            img.file.clone(),
+            &[0..img.size],
+            None,
+            meta(volume, img.size),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    t.settle().await;
+    out
 }
 
 /// Restores into a fresh sparse file and returns its bytes and allocated size.
