@@ -388,7 +388,6 @@ impl Checks {
         &self,
         store: &Store,
         used: &std::collections::HashSet<BlockId>,
-        fresh: &std::sync::Mutex<std::collections::HashSet<BlockId>>,
         gate: &Gate,
     ) -> Result<()> {
         gate.wait().await?;
@@ -416,10 +415,8 @@ impl Checks {
                 .filter(|j| j.id == before.id)
                 .and_then(|j| j.changes_after(before.seq))
                 .map(|c| c.gone);
-            // Read after the journal: every pack sent before the lock was held is in it.
-            let fresh = fresh.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match gone {
-                Some(gone) if gone.is_disjoint(used) && gone.is_disjoint(&fresh) => Ok(()),
+                Some(gone) if gone.is_disjoint(used) => Ok(()),
                 _ => Err(BackupError::Conflict {
                     dest: store.dest.clone(),
                     reason: "packs this backup reuses or wrote were deleted while it started (a \
@@ -589,7 +586,6 @@ async fn pipeline(
         prefetch,
     });
     let store_for_checks = ctx.store.clone();
-    let fresh = packer.fresh();
     // The manifest is started once the lock is held (on `vfs://` it is a file under `tmp/`,
     // which `repair` removes), at its first bytes or at the end.
     let mut upload: Option<ManifestUpload<'_>> = None;
@@ -609,15 +605,13 @@ async fn pipeline(
         .buffered(parallelism.max(1));
     let mut results = std::pin::pin!(results);
     let mut stats = BackupStats::default();
-    // The packs of every entry not new in this run: what `checks` makes sure still exist.
+    // The packs of every entry: what `checks` makes sure still exist (a pack reused may have
+    // been deleted as the run started; one this run wrote, sent before its lock was held, may
+    // have been taken for garbage). Each pack sent holds an entry pushed before the checks.
     let mut used = std::collections::HashSet::new();
     let body = async {
         while let Some(r) = results.next().await {
             let (outcome, read) = r?;
-            let reused = match &outcome {
-                Outcome::Carried(e) | Outcome::Unchanged(e) | Outcome::Known(e) => Some(e.loc.pack),
-                Outcome::Hole | Outcome::New { .. } => None,
-            };
             stats.bytes_read += read;
             progress.advance(read);
             let entry = match outcome {
@@ -667,9 +661,7 @@ async fn pipeline(
             };
             if let Some(e) = entry {
                 encoder.push(&e)?;
-            }
-            if let Some(e) = reused {
-                used.insert(e);
+                used.insert(e.loc.pack);
             }
             if encoder.pending() >= 256 << 10 {
                 let sink = start_upload(&mut upload, &store_for_checks, me, gate).await?;
@@ -691,7 +683,7 @@ async fn pipeline(
         let (packs, free, checked) = futures::join!(
             packer.finish(),
             free,
-            checks.run(&store_for_checks, &used, &fresh, gate)
+            checks.run(&store_for_checks, &used, gate)
         );
         let packs = packs?;
         free?;
@@ -706,9 +698,10 @@ async fn pipeline(
     // retries first): the records are garbage for `repair`. A local one is tidied (a full
     // disk still removes files).
     let remote = packer.store().local_root.is_none();
-    let tidy = |e: &BackupError| owns_name && !(remote && matches!(e, BackupError::Store { .. }));
-    // Nothing is removed without the lock (a run whose lock was not taken wrote nothing).
-    let tidy = |e: &BackupError| gate.is_open() && tidy(e);
+    // Nothing is removed without the lock (a run whose lock was not taken wrote no record).
+    let tidy = |e: &BackupError| {
+        owns_name && gate.is_open() && !(remote && matches!(e, BackupError::Store { .. }))
+    };
     let mut upload = match (outcome, upload) {
         (Ok(()), Some(upload)) => upload,
         (outcome, upload) => {

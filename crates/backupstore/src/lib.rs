@@ -538,8 +538,7 @@ impl BackupTarget {
                     done
                 }
                 Ok(done) => {
-                    let released = guard.release().await;
-                    released?;
+                    guard.release().await?;
                     done
                 }
                 Err(e) => {

@@ -104,6 +104,16 @@ fn is_stale(id: &str, rec: &LockRecord, policy: &LockPolicy, host: &str) -> bool
     rec.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", rec.pid)).exists()
 }
 
+/// Stops counting record `id` as live in this process and removes it in the background: a
+/// guard dropped, or an acquisition dropped half way.
+fn forget(store: &Arc<Store>, id: &str) {
+    set_live(id, false);
+    let (s, path) = (store.clone(), layout::lock(id));
+    store.in_background(async move {
+        let _ = s.delete(&path).await;
+    });
+}
+
 /// Whether the backup a shared record's holder publishes is published: the record then
 /// guards nothing any more (its holder may have ended without removing it).
 async fn published(store: &Store, rec: &LockRecord) -> Result<bool> {
@@ -157,12 +167,7 @@ impl Drop for Pending {
         if !self.armed {
             return;
         }
-        set_live(&self.id, false);
-        let store = self.store.clone();
-        let path = layout::lock(&self.id);
-        self.store.in_background(async move {
-            let _ = store.delete(&path).await;
-        });
+        forget(&self.store, &self.id);
     }
 }
 
@@ -328,11 +333,6 @@ impl Drop for LockGuard {
             return;
         }
         self.refresher.abort();
-        set_live(&self.id, false);
-        let store = self.store.clone();
-        let path = layout::lock(&self.id);
-        self.store.in_background(async move {
-            let _ = store.delete(&path).await;
-        });
+        forget(&self.store, &self.id);
     }
 }

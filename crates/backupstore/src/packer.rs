@@ -96,8 +96,6 @@ pub(crate) struct Packer {
     packs: u64,
     /// Every upload but a pack's waits here until the backup's lock is held.
     gate: Gate,
-    /// The packs this backup wrote (see [`Self::fresh`]).
-    fresh: Arc<std::sync::Mutex<HashSet<BlockId>>>,
 }
 
 /// Bytes of packs being sent at once, whatever the pack size (at least one pack goes): with
@@ -121,7 +119,6 @@ impl Packer {
             inflight_bytes: 0,
             packs: 0,
             gate,
-            fresh: Default::default(),
         }
     }
 
@@ -140,13 +137,6 @@ impl Packer {
         self.inflight_bytes += bytes;
         self.inflight.push(f);
         Ok(())
-    }
-
-    /// The packs this backup writes, each added before its upload starts: what the run
-    /// checks against the pack deletion journal, as it checks the packs it reuses (a pack
-    /// sent before the lock was held may have been taken for garbage and deleted).
-    pub fn fresh(&self) -> Arc<std::sync::Mutex<HashSet<BlockId>>> {
-        self.fresh.clone()
     }
 
     /// The store written to.
@@ -213,10 +203,6 @@ impl Packer {
         let above = self.cfg.multipart_above;
         let held = bytes.len() as u64;
         let gate = self.gate.clone();
-        self.fresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pack);
         self.push(
             held,
             Box::pin(async move {

@@ -218,12 +218,33 @@ fn plant_lock(env: &Env, name: &str, host: &str, pid: u32, age_secs: u64) -> std
     path
 }
 
-async fn foreign_locks(env: Env) {
+/// A target that waits 400 ms for a lock, an image of two chunks (seeded by `seed`), and a
+/// first full backup of it as volume `vol1`.
+async fn impatient_with_a_backup(
+    env: &Env,
+    seed: u64,
+) -> (
+    convoy_backupstore::BackupTarget,
+    Image,
+    convoy_backupstore::BackupOutcome,
+) {
     let mut opts = env.opts.clone();
     opts.lock.wait = Duration::from_millis(400);
     let t = convoy_backupstore::BackupTarget::open(&env.dest, opts).unwrap();
-    let img = Image::new(2 * C, 9);
+    let img = Image::new(2 * C, seed);
     let first = full_backup(&t, &img, "vol1").await;
+    (t, img, first)
+}
+
+/// Adds to the planted record at `p` the backup its holder publishes.
+fn publishing(p: &std::path::Path, volume: &str, backup: &str) {
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    rec["publishes"] = serde_json::json!({"volume": volume, "backup": backup});
+    std::fs::write(p, rec.to_string()).unwrap();
+}
+
+async fn foreign_locks(env: Env) {
+    let (t, img, first) = impatient_with_a_backup(&env, 9).await;
     let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let here = here.trim();
 
@@ -267,16 +288,10 @@ async fn foreign_locks(env: Env) {
 /// published, and is removed by the delete once it is: a process that published and ended
 /// without removing its record holds nothing up.
 async fn a_published_backups_lock_is_released(env: Env) {
-    let mut opts = env.opts.clone();
-    opts.lock.wait = Duration::from_millis(400);
-    let t = convoy_backupstore::BackupTarget::open(&env.dest, opts).unwrap();
-    let img = Image::new(2 * C, 12);
-    let first = full_backup(&t, &img, "vol1").await;
+    let (t, img, first) = impatient_with_a_backup(&env, 12).await;
     let name = "backup-00c0ffee00c0ffee";
     let p = plant_lock(&env, "shared-planted5", "otherhost", 1, 0);
-    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    rec["publishes"] = serde_json::json!({"volume": "vol1", "backup": name});
-    std::fs::write(&p, rec.to_string()).unwrap();
+    publishing(&p, "vol1", name);
     let err = t.delete(&first.backup).await.unwrap_err();
     assert!(matches!(err, BackupError::Locked { .. }), "{err}");
     assert!(p.exists());
@@ -290,9 +305,7 @@ async fn a_published_backups_lock_is_released(env: Env) {
     assert!(!p.exists(), "the record of a published backup was kept");
     // A record naming no valid backup is an ordinary one.
     let p = plant_lock(&env, "shared-planted6", "otherhost", 1, 0);
-    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    rec["publishes"] = serde_json::json!({"volume": "../vol1", "backup": name});
-    std::fs::write(&p, rec.to_string()).unwrap();
+    publishing(&p, "../vol1", name);
     let second = BackupRef::new("vol1", name).unwrap();
     let err = t.delete(&second).await.unwrap_err();
     assert!(matches!(err, BackupError::Locked { .. }), "{err}");
